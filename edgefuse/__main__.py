@@ -1,0 +1,3 @@
+from edgefuse.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""``edgefuse models`` and ``edgefuse inspect``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgefuse.cli.options import json_option, model_options
+from edgefuse.table import format_table
+
+
+@click.command("models")
+@click.argument("pattern", default="*")
+@click.option("--frames", default=8, show_default=True, help="Frames per clip for the MACs column.")
+@click.option("--size", default=224, show_default=True, help="Input size for the MACs column.")
+@json_option
+def models_cmd(pattern: str, frames: int, size: int, as_json: bool) -> None:
+    """List the model zoo (glob PATTERN) with parameters and dense MACs."""
+    from edgefuse.models.report import zoo
+
+    rows = zoo(pattern, frames=frames, size=size)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(format_table(
+        rows, ["name", "params_m", "gmacs_frame", "gmacs_clip", "description"],
+        ["model", "params (M)", "GMACs/frame", f"GMACs/clip ({frames}x{size})", "description"],
+    ))
+
+
+@click.command("inspect")
+@click.argument("target")
+@model_options
+@click.option("--clips", type=click.Path(path_type=Path, dir_okay=False),
+              help="An .npz with clips=(N, T, 3, H, W) preprocessed, for AdaFuse decisions (default: a random clip).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random clip.")
+@json_option
+def inspect_cmd(target: str, checkpoint: Path | None, num_classes: int | None, segments: int | None,
+                size: int | None, clips: Path | None, seed: int, as_json: bool) -> None:
+    """Show a model's config, parameters and MACs; for AdaFuse, its decisions per block."""
+    from edgefuse.models.report import InspectConfig, inspect_model
+
+    report = inspect_model(InspectConfig(target, checkpoint, num_classes, segments, size, clips, seed))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    cfg = report["config"]
+    click.echo(f"model       {cfg['name']}  ({cfg['arch']} on {cfg['backbone']})")
+    if report["checkpoint"]:
+        click.echo(f"checkpoint  {report['checkpoint']}")
+    click.echo(f"input       ({cfg['num_segments']}, 3, {cfg['input_size']}, {cfg['input_size']}) {cfg['channel_order']}, "
+               f"mean {cfg['mean']}, std {cfg['std']}, resize short side {cfg['scale_size']}")
+    click.echo(f"classes     {cfg['num_classes']}")
+    if cfg["options"]:
+        click.echo(f"options     {cfg['options']}")
+    click.echo(f"params      {report['params'] / 1e6:.3f} M")
+    click.echo(f"MACs        {report['gmacs_frame']:.4f} G per frame, {report['gmacs_clip']:.3f} G per clip "
+               f"of {report['frames']} frames (dense)")
+    dec = report.get("decisions")
+    if dec:
+        click.echo(f"AdaFuse     on {dec['input']}: {dec['gmacs_clip_given_decisions']:.3f} G per clip given the "
+                   f"decisions, {dec['saving_pct']:.1f}% saved")
+        click.echo(format_table(dec["blocks"], ["block", "skip", "reuse", "keep", "saved_gmacs_clip"],
+                                ["block", "skip", "reuse", "keep", "saved GMACs/clip"]))

@@ -1,0 +1,21 @@
+"""Backbones written for edgefuse, with torchvision-compatible parameter names."""
+from __future__ import annotations
+
+from torch import nn
+
+from edgefuse.models.backbones.mobilenetv2 import InvertedResidual, MobileNetV2
+from edgefuse.models.backbones.resnet import RESNET_SPECS, BasicBlock, Bottleneck, ResNet, resnet
+
+BACKBONES = (*RESNET_SPECS, "mobilenetv2")
+
+
+def create_backbone(name: str, width: float = 1.0) -> nn.Module:
+    """``width`` scales channels: ResNet base width 64*width, MobileNetV2 width multiplier."""
+    if name in RESNET_SPECS:
+        return resnet(name, base_width=int(round(64 * width)))
+    if name == "mobilenetv2":
+        return MobileNetV2(width_mult=width)
+    raise KeyError(name)
+
+
+__all__ = ["BACKBONES", "BasicBlock", "Bottleneck", "InvertedResidual", "MobileNetV2", "ResNet", "create_backbone"]

@@ -1,0 +1,81 @@
+"""Model configuration: everything a later stage needs to feed the model correctly."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TSMOptions:
+    """Temporal shift: ``shift_div`` (1/8 of channels each way by default), ``online``
+    (past-only, for streaming), ``every`` (shift every n-th block; the official code
+    uses 2 for ResNet-101)."""
+
+    shift_div: int = 8
+    online: bool = False
+    every: int = 1
+
+
+@dataclass(frozen=True)
+class GSFOptions:
+    """Gate-Shift-Fuse on ``ratio`` percent of the channels (official default 100)."""
+
+    ratio: float = 100.0
+
+
+@dataclass(frozen=True)
+class AdaFuseOptions:
+    """AdaFuse policy settings, named after the official command-line flags.
+
+    ``hidden_quota``: hidden size = quota // width (``--hidden_quota``), else ``hidden``
+    (``--gate_hidden_dim``). ``shared``: one policy net per (in, width) pair
+    (``--shared_policy_net``). ``enabled_stages``: stages (0-3) with a policy
+    (``--enabled_stages``; empty = all). ``shift``: TSM shift in front of every block
+    (``--shift``). ``decision``: ``argmax`` or ``gumbel``.
+    """
+
+    hidden_quota: int | None = 196608
+    hidden: int | None = None
+    shared: bool = True
+    enabled_stages: tuple[int, ...] = ()
+    shift: bool = False
+    shift_div: int = 8
+    decision: str = "argmax"
+    tau: float = 0.67
+
+
+Options = TSMOptions | GSFOptions | AdaFuseOptions | None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model is and how its input must be prepared (timm's pretrained_cfg)."""
+
+    name: str
+    arch: str  # tsn | tsm | gsf | adafuse
+    backbone: str  # resnet18 | resnet34 | resnet50 | resnet101 | mobilenetv2
+    num_classes: int = 174
+    num_segments: int = 8
+    input_size: int = 224
+    scale_size: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "RGB"
+    pixel_range: float = 1.0  # 1.0: pixels in [0, 1]; 255.0: [0, 255] (BN-Inception style)
+    width: float = 1.0  # channel width multiplier of the backbone
+    dropout: float = 0.5
+    class_names: tuple[str, ...] | None = None
+    options: Options = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["options_type"] = type(self.options).__name__ if self.options is not None else None
+        return d
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)

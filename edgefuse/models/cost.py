@@ -1,0 +1,173 @@
+"""Cost accounting: parameters and multiply-accumulates (MACs), dense and given AdaFuse's decisions.
+
+Convention: MACs of convolutions (``C_in/groups * k`` per output element, plus one
+per output element for a bias, as thop counts it) and of linear layers
+(``in_features`` per output element). BatchNorm, activations, pooling and
+element-wise ops are not counted (they fold into convolutions or are negligible).
+Counting runs on the ``meta`` device: shapes only, no arithmetic, no memory.
+
+AdaFuse, counted as the paper does: at segment t, an output channel of conv1
+needs computing only if it is kept at t or reused at t+1 (the last segment: only
+if kept); a channel skipped at t is zero, so conv2's input channel is saved too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from edgefuse.models.layers import ACTIONS
+from edgefuse.models.layers.adafuse import KEEP, REUSE, SKIP
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    kind: str
+    macs: int  # per clip
+
+
+@dataclass
+class BlockDecisions:
+    """AdaFuse decisions of one block on some input, and what they save."""
+
+    block: str
+    fractions: dict[str, float]  # skip / reuse / keep over (clip, frame, channel)
+    saved_macs: float  # per clip, averaged over the clips
+
+
+@dataclass
+class Cost:
+    params: int
+    frames: int  # frames per clip (T)
+    macs_per_clip: int  # dense
+    layers: list[LayerCost]
+    decisions: list[BlockDecisions] = field(default_factory=list)
+
+    @property
+    def macs_per_frame(self) -> float:
+        return self.macs_per_clip / self.frames
+
+    @property
+    def saved_macs_per_clip(self) -> float:
+        return sum(d.saved_macs for d in self.decisions)
+
+    @property
+    def macs_given_decisions_per_clip(self) -> float:
+        return self.macs_per_clip - self.saved_macs_per_clip
+
+    @property
+    def saving(self) -> float:
+        """Fraction of the dense MACs saved by the decisions (0 without AdaFuse)."""
+        return self.saved_macs_per_clip / self.macs_per_clip if self.macs_per_clip else 0.0
+
+    def macs_of(self, prefix: str) -> int:
+        return sum(lc.macs for lc in self.layers if lc.name.startswith(prefix))
+
+
+def count_params(model: nn.Module) -> int:
+    """Unique parameters (shared policy nets counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _layer_macs(module: nn.Module, out: torch.Tensor) -> int:
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        kernel = 1
+        for k in module.kernel_size:
+            kernel *= k
+        per_out = module.in_channels // module.groups * kernel + (1 if module.bias is not None else 0)
+        return out.numel() * per_out
+    if isinstance(module, nn.Linear):
+        return out.numel() * module.in_features
+    return 0
+
+
+def dense_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, list[LayerCost]]:
+    """Dense MACs of one forward pass on ``input_shape`` (N, T, 3, H, W), counted on the meta device."""
+    layers: list[LayerCost] = []
+    meta = _to_meta(model)
+    names = {m: n for n, m in meta.named_modules()}
+
+    def hook(mod: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        macs = _layer_macs(mod, out)
+        if macs:
+            layers.append(LayerCost(names[mod], type(mod).__name__, macs))
+
+    hooks = [m.register_forward_hook(hook) for m in meta.modules()
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            meta(torch.empty(input_shape, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(lc.macs for lc in layers), layers
+
+
+def _to_meta(model: nn.Module) -> nn.Module:
+    import copy
+
+    clone = copy.deepcopy(model) if not _is_meta(model) else model
+    clone = clone.to("meta").eval()
+    for m in clone.modules():  # AdaFuse argmax works on meta tensors; recording does not matter here
+        if hasattr(m, "record"):
+            m.record = False
+    return clone
+
+
+def _is_meta(model: nn.Module) -> bool:
+    p = next(model.parameters(), None)
+    return p is not None and p.device.type == "meta"
+
+
+def model_cost(model: nn.Module, frames: int = 8, size: int = 224, batch: int = 1) -> Cost:
+    """Parameters and dense MACs per clip of (``frames``, 3, ``size``, ``size``)."""
+    total, layers = dense_macs(model, (batch, frames, 3, size, size))
+    return Cost(params=count_params(model), frames=frames, macs_per_clip=total // batch,
+                layers=[LayerCost(lc.name, lc.kind, lc.macs // batch) for lc in layers])
+
+
+def decision_savings(mask: torch.Tensor, conv1_macs_per_frame: int, conv2_macs_per_frame: int) -> float:
+    """MACs saved per clip by one block's decisions.
+
+    ``mask``: (N, T, C, 3) one-hot over skip/reuse/keep. ``conv*_macs_per_frame``:
+    the dense MACs of conv1 and conv2 for one frame.
+    """
+    n, t, c, _ = mask.shape
+    keep, reuse, skip = mask[..., KEEP], mask[..., REUSE], mask[..., SKIP]
+    needed_later = torch.cat([reuse[:, 1:], torch.zeros_like(reuse[:, :1])], dim=1)  # reused at t+1
+    up_saved = (1 - keep) * (1 - needed_later)  # (N, T, C): conv1 channel not computed
+    per_channel_up = conv1_macs_per_frame / c
+    per_channel_down = conv2_macs_per_frame / c
+    saved = up_saved.sum() * per_channel_up + skip.sum() * per_channel_down
+    return float(saved) / n
+
+
+def adafuse_cost(model: nn.Module, clips: torch.Tensor) -> Cost:
+    """Dense cost plus the decisions and savings of every AdaFuse block on ``clips`` (N, T, 3, H, W)."""
+    n, t, _, h, w = clips.shape
+    cost = model_cost(model, frames=t, size=h, batch=1) if h == w else None
+    if cost is None:
+        total, layers = dense_macs(model, (1, t, 3, h, w))
+        cost = Cost(count_params(model), t, total, layers)
+    fuses = list(model.adafuse_modules())  # type: ignore[attr-defined]
+    for _, f in fuses:
+        f.record = True
+    try:
+        with torch.no_grad():
+            model(clips)
+        for name, block in model.blocks():  # type: ignore[attr-defined]
+            fuse = getattr(block, "adafuse", None)
+            conv1 = cost.macs_of(f"backbone.{name}.conv1") // t
+            conv2 = cost.macs_of(f"backbone.{name}.conv2") // t
+            if fuse is None or fuse.last_mask is None:
+                continue
+            mask = fuse.last_mask
+            fr = {a: float(mask[..., i].mean()) for i, a in enumerate(ACTIONS)}
+            cost.decisions.append(BlockDecisions(name, fr, decision_savings(mask, conv1, conv2)))
+    finally:
+        for _, f in fuses:
+            f.record = False
+            f.last_mask = None
+    return cost

@@ -1,0 +1,113 @@
+"""AdaFuse channel fusion, as published (Meng et al., ICLR 2021), export-friendly.
+
+In a residual block, a policy net reads the spatially pooled block input of the
+current segment and of the previous one (zeros for the first segment),
+concatenated (2*C_in) -> Linear -> BatchNorm1d -> ReLU -> Linear(3*width), and
+gives for every output channel of conv1 three logits: skip, reuse, keep (in that
+order). With h the previous segment's conv1 output (after bn1 and ReLU, before
+fusion; zeros for the first segment), the fused output is
+
+    out * keep + h * reuse            (skip gives zeros)
+
+Decisions:
+- ``argmax`` (deployment default): deterministic; ties go to the first of
+  skip/reuse/keep, as ``torch.argmax`` does. Written with comparisons so the ONNX
+  graph has no ArgMax/OneHot/Scatter.
+- ``gumbel``: the official code samples hard Gumbel-softmax (tau 0.67) even in
+  evaluation; seeded here through ``generator`` to reproduce published numbers.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SKIP, REUSE, KEEP = 0, 1, 2
+ACTIONS = ("skip", "reuse", "keep")
+DECISIONS = ("argmax", "gumbel")
+
+
+def argmax_onehot(scores: torch.Tensor) -> torch.Tensor:
+    """One-hot of the argmax over the last axis (size 3), first index on ties."""
+    s, r, k = scores.unbind(-1)
+    skip = (s >= r) & (s >= k)
+    reuse = (r > s) & (r >= k)
+    keep = (k > s) & (k > r)
+    return torch.stack([skip, reuse, keep], dim=-1).to(scores.dtype)
+
+
+def hidden_size(width: int, *, quota: int | None, fixed: int | None) -> int:
+    """Policy hidden size: ``quota // width`` (official ``--hidden_quota``) or ``fixed``."""
+    if quota:
+        return quota // width
+    if fixed:
+        return fixed
+    raise ValueError("AdaFuse needs a hidden quota or a fixed hidden size")
+
+
+class AdaFuse(nn.Module):
+    """Fusion for one block. ``fc0``/``fc1`` may be shared with other blocks."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        fc0: nn.Linear,
+        fc1: nn.Linear,
+        decision: str = "argmax",
+        tau: float = 0.67,
+    ) -> None:
+        super().__init__()
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
+        if fc0.in_features != 2 * in_channels or fc1.out_features != 3 * width:
+            raise ValueError("policy layers do not match the block's channels")
+        self.in_channels = in_channels
+        self.width = width
+        self.fc0 = fc0
+        self.bn = nn.BatchNorm1d(fc0.out_features)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc1 = fc1
+        self.decision = decision
+        self.tau = tau
+        self.generator: torch.Generator | None = None
+        self.record = False
+        self.last_mask: torch.Tensor | None = None
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_channels}, width={self.width}, hidden={self.fc0.out_features}, decision={self.decision}"
+
+    def policy_logits(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """x: block input (N*T, C_in, H, W) -> logits (N*T, width, 3)."""
+        c = x.shape[1]
+        pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (N*T, C_in)
+        cur = pooled.reshape(-1, t, c)  # (N, T, C_in)
+        prev = torch.cat([torch.zeros_like(cur[:, :1]), cur[:, :-1]], dim=1)  # (N, T, C_in)
+        z = torch.cat([prev, cur], dim=-1).reshape(-1, 2 * c)  # (N*T, 2*C_in)
+        z = self.relu(self.bn(self.fc0(z)))  # (N*T, hidden)
+        return self.fc1(z).reshape(-1, self.width, 3)  # (N*T, width, 3)
+
+    def decide(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (..., 3) -> one-hot float mask (..., 3) over skip/reuse/keep."""
+        probs = torch.softmax(logits, dim=-1)
+        if self.decision == "argmax":
+            return argmax_onehot(probs)
+        logp = torch.log(probs.clamp(min=1e-8))
+        u = torch.rand(logp.shape, generator=self.generator, dtype=logp.dtype)
+        gumbel = -torch.log(-torch.log(u.clamp(min=1e-20)).clamp(min=1e-20))
+        return argmax_onehot(torch.softmax((logp + gumbel) / self.tau, dim=-1))
+
+    def fuse(self, out: torch.Tensor, prev_out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = mask[:, :, KEEP].unsqueeze(-1).unsqueeze(-1)  # (N*T, width, 1, 1)
+        reuse = mask[:, :, REUSE].unsqueeze(-1).unsqueeze(-1)  # (N*T, width, 1, 1)
+        return out * keep + prev_out * reuse
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+        """out: conv1 output after bn1+ReLU (N*T, width, H, W); x: block input."""
+        mask = self.decide(self.policy_logits(x, t))  # (N*T, width, 3)
+        if self.record:
+            self.last_mask = mask.detach().reshape(-1, t, self.width, 3)  # (N, T, width, 3)
+        nt, w, h, wd = out.shape
+        o5 = out.reshape(-1, t, w, h, wd)  # (N, T, width, H, W)
+        prev = torch.cat([torch.zeros_like(o5[:, :1]), o5[:, :-1]], dim=1).reshape(nt, w, h, wd)  # (N*T, width, H, W)
+        return self.fuse(out, prev, mask)

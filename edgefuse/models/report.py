@@ -1,0 +1,95 @@
+"""What ``edgefuse models`` and ``edgefuse inspect MODEL`` report, as plain data."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgefuse.errors import EdgefuseError
+from edgefuse.models.cost import adafuse_cost, model_cost
+from edgefuse.models.registry import create_model, get_entry, list_models, resolve_config
+
+
+def zoo(pattern: str = "*", frames: int = 8, size: int = 224) -> list[dict[str, Any]]:
+    """One row per registered model: params and dense MACs (counted on the meta device)."""
+    rows = []
+    for name in list_models(pattern):
+        entry = get_entry(name)
+        with torch.device("meta"):
+            model = entry.builder(resolve_config(name))
+        cost = model_cost(model, frames=frames, size=size)
+        rows.append({
+            "name": name,
+            "arch": entry.default.arch,
+            "backbone": entry.default.backbone,
+            "params_m": cost.params / 1e6,
+            "gmacs_frame": cost.macs_per_frame / 1e9,
+            "gmacs_clip": cost.macs_per_clip / 1e9,
+            "description": entry.description,
+        })
+    if not rows:
+        raise EdgefuseError(f"no model matches {pattern!r}; run 'edgefuse models' for the list")
+    return rows
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    model: str
+    checkpoint: Path | None = None
+    num_classes: int | None = None
+    segments: int | None = None
+    size: int | None = None
+    clips: Path | None = None  # .npz with a 'clips' array (N, T, 3, H, W); else a seeded random clip
+    seed: int = 0
+
+
+def _load_clips(path: Path, frames: int, size: int) -> torch.Tensor:
+    try:
+        with np.load(path) as data:
+            if "clips" not in data:
+                raise EdgefuseError(f"{path}: no 'clips' array (has {', '.join(data.files)}); "
+                                    "store preprocessed clips as clips=(N, T, 3, H, W) float32")
+            arr = np.asarray(data["clips"], dtype=np.float32)
+    except (OSError, ValueError) as e:
+        raise EdgefuseError(f"{path}: not a readable .npz archive ({e}); write it with numpy.savez") from None
+    if arr.ndim != 5 or arr.shape[2] != 3:
+        raise EdgefuseError(f"{path}: clips have shape {arr.shape}, expected (N, T, 3, H, W)")
+    return torch.from_numpy(arr)
+
+
+def inspect_model(cfg: InspectConfig) -> dict[str, Any]:
+    """Config, params, MACs per frame and clip; for AdaFuse, decisions and realized MACs on an input."""
+    model = create_model(cfg.model, num_classes=cfg.num_classes, num_segments=cfg.segments,
+                         checkpoint=cfg.checkpoint, **({"input_size": cfg.size} if cfg.size else {}))
+    mc = model.config
+    frames, size = mc.num_segments, mc.input_size
+    report: dict[str, Any] = {"config": mc.to_dict(), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None}
+    if any(True for _ in model.adafuse_modules()):
+        if cfg.clips is not None:
+            clips = _load_clips(cfg.clips, frames, size)
+            source = str(cfg.clips)
+        else:
+            gen = torch.Generator().manual_seed(cfg.seed)
+            clips = torch.randn((1, frames, 3, size, size), generator=gen)
+            source = f"random normal clip (seed {cfg.seed})"
+        cost = adafuse_cost(model, clips)
+        report["decisions"] = {
+            "input": source,
+            "clips": int(clips.shape[0]),
+            "blocks": [{"block": d.block, **d.fractions, "saved_gmacs_clip": d.saved_macs / 1e9} for d in cost.decisions],
+            "gmacs_clip_given_decisions": cost.macs_given_decisions_per_clip / 1e9,
+            "saving_pct": 100 * cost.saving,
+        }
+        frames = int(clips.shape[1])
+    else:
+        cost = model_cost(model, frames=frames, size=size)
+    report.update({
+        "params": cost.params,
+        "gmacs_frame": cost.macs_per_frame / 1e9,
+        "gmacs_clip": cost.macs_per_clip / 1e9,
+        "frames": frames,
+    })
+    return report

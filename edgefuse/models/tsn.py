@@ -1,0 +1,23 @@
+"""TSN: a 2D CNN per frame and average consensus, no temporal modelling (Wang et al., 2016).
+
+Official checkpoints of plain TSN come from the TSM repository (``is_shift=False``)
+or the GSF repository (``gsf=False``); their converters live in tsm.py and gsf.py.
+"""
+from __future__ import annotations
+
+from edgefuse.models.backbones import BACKBONES, create_backbone
+from edgefuse.models.config import ModelConfig
+from edgefuse.models.registry import register_model
+from edgefuse.models.video import VideoClassifier
+
+
+def build_tsn(cfg: ModelConfig) -> VideoClassifier:
+    return VideoClassifier(cfg, create_backbone(cfg.backbone, cfg.width))
+
+
+for _bb in BACKBONES:
+    register_model(
+        ModelConfig(name=f"tsn_{_bb}", arch="tsn", backbone=_bb),
+        build_tsn,
+        f"TSN {_bb}: per-frame 2D CNN, mean consensus (no temporal modelling)",
+    )
