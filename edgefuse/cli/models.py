@@ -38,7 +38,11 @@ def models_cmd(pattern: str, frames: int, size: int, as_json: bool) -> None:
 @json_option
 def inspect_cmd(target: str, checkpoint: Path | None, num_classes: int | None, segments: int | None,
                 size: int | None, clips: Path | None, seed: int, as_json: bool) -> None:
-    """Show a model's config, parameters and MACs; for AdaFuse, its decisions per block."""
+    """Show a model's config, parameters and MACs (for AdaFuse, its decisions per block), or
+    an ONNX graph's ops, params, MACs, dynamic dimensions, metadata and TensorRT verdicts."""
+    if target.endswith(".onnx"):
+        _inspect_onnx(target, as_json)
+        return
     from edgefuse.models.report import InspectConfig, inspect_model
 
     report = inspect_model(InspectConfig(target, checkpoint, num_classes, segments, size, clips, seed))
@@ -63,3 +67,33 @@ def inspect_cmd(target: str, checkpoint: Path | None, num_classes: int | None, s
                    f"decisions, {dec['saving_pct']:.1f}% saved")
         click.echo(format_table(dec["blocks"], ["block", "skip", "reuse", "keep", "saved_gmacs_clip"],
                                 ["block", "skip", "reuse", "keep", "saved GMACs/clip"]))
+
+
+def _inspect_onnx(path: str, as_json: bool) -> None:
+    from edgefuse.export.inspect import inspect_onnx
+
+    r = inspect_onnx(path)
+    if as_json:
+        click.echo(json.dumps(r, indent=2, default=str))
+        return
+    meta = r["metadata"]
+    click.echo(f"graph       {r['path']}  opset {r['opset']}, {r['nodes']} nodes, {r['params'] / 1e6:.3f} M params, "
+               f"producer {r['producer']}")
+    for io in r["inputs"]:
+        click.echo(f"input       {io['name']} {io['dims']}")
+    for io in r["outputs"]:
+        click.echo(f"output      {io['name']} {io['dims']}")
+    for d, rng in r["dynamic_dims"].items():
+        click.echo(f"dynamic     {d}: min/opt/max {rng}")
+    if "macs" in r:
+        click.echo(f"MACs        {r['macs']['total'] / 1e9:.4f} G at the {r['macs']['at']} "
+                   f"({', '.join(f'{k} {v / 1e9:.3f} G' for k, v in r['macs']['by_op'].items())})")
+    click.echo("ops         " + ", ".join(f"{k} {v}" for k, v in r["ops"].items()))
+    for k in sorted(meta):
+        if k not in ("class_names",):
+            click.echo(f"meta        {k} = {json.dumps(meta[k])}")
+    h = r["hygiene"]
+    click.echo("hygiene     " + ("ok" if h["ok"] else "; ".join(h["problems"])))
+    rows = [{"tensorrt": v["version"], "verdict": "ok" if v["ok"] else "NO: " + "; ".join(v["problems"]),
+             "notes": len(v["notes"])} for v in h["tensorrt"]]
+    click.echo(format_table(rows, ["tensorrt", "verdict", "notes"], ["TensorRT", "verdict", "restriction notes"]))

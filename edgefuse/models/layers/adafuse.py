@@ -83,9 +83,13 @@ class AdaFuse(nn.Module):
         pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (N*T, C_in)
         cur = pooled.reshape(-1, t, c)  # (N, T, C_in)
         prev = torch.cat([torch.zeros_like(cur[:, :1]), cur[:, :-1]], dim=1)  # (N, T, C_in)
-        z = torch.cat([prev, cur], dim=-1).reshape(-1, 2 * c)  # (N*T, 2*C_in)
-        z = self.relu(self.bn(self.fc0(z)))  # (N*T, hidden)
-        return self.fc1(z).reshape(-1, self.width, 3)  # (N*T, width, 3)
+        return self.policy_from_pooled(prev.reshape(-1, c), cur.reshape(-1, c))  # (N*T, width, 3)
+
+    def policy_from_pooled(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """Pooled block inputs (M, C_in) of the previous and the current segment -> logits (M, width, 3)."""
+        z = torch.cat([prev, cur], dim=-1)  # (M, 2*C_in)
+        z = self.relu(self.bn(self.fc0(z)))  # (M, hidden)
+        return self.fc1(z).reshape(-1, self.width, 3)  # (M, width, 3)
 
     def decide(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits (..., 3) -> one-hot float mask (..., 3) over skip/reuse/keep."""

@@ -37,7 +37,8 @@ class TemporalShift(nn.Module):
         return channels // self.shift_div
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        nt, c, h, w = x.shape
+        nt, _, h, w = x.shape
+        c = int(x.shape[1])  # channels are static: keep fold a constant in traced graphs
         fold = self.fold(c)
         x5 = x.reshape(-1, t, c, h, w)  # (N, T, C, H, W)
         zero = torch.zeros_like(x5[:, :1, :fold])  # (N, 1, fold, H, W)

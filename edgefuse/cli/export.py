@@ -1,0 +1,100 @@
+"""``edgefuse export``."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgefuse.cli.options import json_option
+from edgefuse.errors import EdgefuseError
+from edgefuse.table import format_table
+
+
+def _parse_ranges(values: tuple[str, ...]) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for v in values:
+        try:
+            name, nums = v.split(":", 1)
+            lo, opt, hi = (int(x) for x in nums.split(","))
+        except ValueError:
+            raise EdgefuseError(f"--range {v!r}: write it as NAME:min,opt,max, e.g. T:4,8,16") from None
+        if name not in ("N", "T", "H", "W"):
+            raise EdgefuseError(f"--range {v!r}: the dynamic dimensions are N, T, H and W")
+        out[name] = (lo, opt, hi)
+    return out
+
+
+def _parse_options(values: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for v in values:
+        if "=" not in v:
+            raise EdgefuseError(f"--option {v!r}: write it as key=value, e.g. ratio=25")
+        k, raw = v.split("=", 1)
+        try:
+            out[k] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[k] = raw
+    return out
+
+
+@click.command("export")
+@click.argument("model", required=False)
+@click.option("--preset", help="An export preset: a TOML file or the name of an installed one (--list-presets).")
+@click.option("--list-presets", is_flag=True, help="List the installed presets and exit.")
+@click.option("--checkpoint", "-c", type=click.Path(path_type=Path, dir_okay=False), help="Checkpoint (any supported format).")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Classes (default: the checkpoint's).")
+@click.option("--segments", type=click.IntRange(min=1), help="Segments T of the example clip [8].")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch N of the example clip [1].")
+@click.option("--size", type=click.IntRange(min=32), help="Height and width [224].")
+@click.option("--shape", type=click.Choice(["static", "dynamic"]), help="Static dimensions, or dynamic N, T, H, W [static].")
+@click.option("--range", "ranges", multiple=True, metavar="NAME:MIN,OPT,MAX", help="Range of a dynamic dimension (N, T, H, W).")
+@click.option("--policy", type=click.Choice(["dynamic", "static", "stream"]),
+              help="AdaFuse policy: in-graph argmax, folded into a static graph, or a per-frame stream graph [dynamic].")
+@click.option("--policy-clips", type=click.Path(path_type=Path, dir_okay=False), help="Clips (.npz) to fold the policy on.")
+@click.option("--tau", type=click.FloatRange(0, 1, min_open=True), help="Folding threshold (default: most aggressive keeping --min-agreement).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), help="Top-1 agreement folded vs dynamic that --tau must keep [0.99].")
+@click.option("--parity-clips", type=click.Path(path_type=Path, dir_okay=False), help="Real clips (.npz) for the parity check.")
+@click.option("--tolerance", type=click.FloatRange(min=0), help="Max relative logit error ONNX vs PyTorch [1e-4].")
+@click.option("--opset", type=click.IntRange(7, 25), help="ONNX opset [17: TensorRT 8.6, 10.x and 11.x all read it].")
+@click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), help="torch.onnx exporter [auto].")
+@click.option("--simplify", type=click.Choice(["auto", "onnxsim", "onnxslim", "none"]),
+              help="Graph simplifier [auto: onnxsim if installed, else onnxslim].")
+@click.option("--option", "-O", "model_options", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. ratio=25.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Output .onnx path.")
+@json_option
+def export_cmd(model: str | None, preset: str | None, list_presets: bool, output: Path | None, ranges: tuple[str, ...],
+               model_options: tuple[str, ...], as_json: bool, **given: Any) -> None:
+    """Trace MODEL (with its checkpoint) into a checked, TensorRT-ready ONNX graph."""
+    from edgefuse.export.config import list_presets as presets, make_config
+
+    if list_presets:
+        click.echo(format_table([{"name": n, "description": d} for n, d in presets()], ["name", "description"]))
+        return
+    if output is None:
+        raise EdgefuseError("no output path: pass -o model.onnx")
+    from edgefuse.export.api import export
+
+    cfg = make_config(preset, output, model=model, ranges=_parse_ranges(ranges),
+                      options=_parse_options(model_options), **given)
+    result = export(cfg)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    size_mb = output.stat().st_size / 1e6
+    m = result.metadata
+    click.echo(f"wrote {output} ({size_mb:.1f} MB): {m['model']}, policy {m['policy']}, {m['shape']} shapes, "
+               f"opset {m['opset']}, {result.params / 1e6:.2f} M params, {result.macs_per_clip / 1e9:.3f} GMACs per "
+               f"{'frame' if m['policy'] == 'stream' else 'clip'}, {result.seconds['total']:.1f} s")
+    click.echo(format_table([p.to_dict() for p in result.parity], ["label", "max_abs", "max_rel", "top1_agreement"],
+                            ["parity (ONNX Runtime vs PyTorch)", "max abs", "max rel", "top-1 agree"]))
+    click.echo(format_table([{"tensorrt": v.version, "verdict": "ok" if v.ok else "NO: " + "; ".join(v.problems)}
+                             for v in result.hygiene.verdicts], ["tensorrt", "verdict"]))
+    if result.fold:
+        f = result.fold
+        macs = f["macs"]
+        click.echo(f"folded at tau {f['tau']:.2f}: agreement {100 * f['agreement']:.1f}% with the dynamic policy; "
+                   f"GMACs per clip dense {macs['dense'] / 1e9:.3f}, dynamic (expected) {macs['dynamic_expected'] / 1e9:.3f}, "
+                   f"folded {macs['folded'] / 1e9:.3f}")

@@ -1,0 +1,219 @@
+"""``edgefuse export``: model + checkpoint -> checked, TensorRT-ready ONNX with metadata."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from edgefuse import __version__
+from edgefuse.errors import EdgefuseError
+from edgefuse.export import hygiene
+from edgefuse.export.config import ExportConfig
+from edgefuse.export.metadata import set_metadata
+from edgefuse.export.parity import Parity, clip_parity, enforce, stream_parity
+from edgefuse.export.passes import name_graph, run_passes, simplifier
+from edgefuse.export.trace import to_onnx
+from edgefuse.models import create_model, read_checkpoint
+from edgefuse.models.cost import model_cost
+from edgefuse.models.video import VideoClassifier
+from edgefuse.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+TWO_GB = 2**31 - 1
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    metadata: dict[str, Any]
+    hygiene: hygiene.Hygiene
+    parity: list[Parity]
+    macs_per_clip: int
+    params: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    fold: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "metadata": self.metadata, "hygiene": self.hygiene.to_dict(),
+            "parity": [p.to_dict() for p in self.parity], "macs_per_clip": self.macs_per_clip,
+            "params": self.params, "seconds": self.seconds, "fold": self.fold,
+        }
+
+
+def load_npz_clips(path: Path, what: str) -> torch.Tensor:
+    """Preprocessed clips (N, T, 3, H, W) from an .npz ('clips' array)."""
+    try:
+        with np.load(path) as data:
+            if "clips" not in data:
+                raise EdgefuseError(f"{path}: no 'clips' array (has {', '.join(data.files)}); store {what} as "
+                                    "clips=(N, T, 3, H, W) float32 with numpy.savez")
+            arr = np.asarray(data["clips"], dtype=np.float32)
+    except FileNotFoundError:
+        raise EdgefuseError(f"{path}: no such file; check the path of {what}") from None
+    except (OSError, ValueError) as e:
+        raise EdgefuseError(f"{path}: not a readable .npz archive ({e}); write it with numpy.savez") from None
+    if arr.ndim != 5 or arr.shape[2] != 3:
+        raise EdgefuseError(f"{path}: clips have shape {arr.shape}, expected (N, T, 3, H, W)")
+    return torch.from_numpy(arr)
+
+
+def _check_clip_shape(clips: torch.Tensor, cfg: ExportConfig, path: Path) -> None:
+    if cfg.shape == "static" and tuple(clips.shape[1:]) != (cfg.segments, 3, cfg.size, cfg.size):
+        raise EdgefuseError(f"{path}: clips are {tuple(clips.shape[1:])} per clip but the export is "
+                            f"({cfg.segments}, 3, {cfg.size}, {cfg.size}); resample them or pass --segments/--size")
+
+
+def build_model(cfg: ExportConfig) -> tuple[VideoClassifier, dict[str, Any]]:
+    facts: dict[str, Any] = {}
+    if cfg.checkpoint is not None:
+        ckpt = read_checkpoint(cfg.checkpoint)
+        if cfg.checkpoint_format and ckpt.source != cfg.checkpoint_format:
+            raise EdgefuseError(f"{cfg.checkpoint}: a {ckpt.source} checkpoint, but the preset expects "
+                                f"{cfg.checkpoint_format}; use the matching preset or checkpoint")
+        facts.update(checkpoint_sha256=ckpt.sha256, checkpoint_source=ckpt.source)
+    model = create_model(cfg.model, num_classes=cfg.num_classes, num_segments=cfg.segments,
+                         checkpoint=cfg.checkpoint, input_size=cfg.size, **cfg.options)
+    fuses = [f for _, f in model.adafuse_modules()]
+    if any(f.decision != "argmax" for f in fuses):
+        raise EdgefuseError("Gumbel decisions sample random noise and cannot go into a deployment graph; "
+                            "export with decision=argmax (the default)")
+    return model, facts
+
+
+def _base_metadata(model: VideoClassifier, cfg: ExportConfig, opset: int) -> dict[str, Any]:
+    mc = model.config
+    return {
+        "model": mc.name, "edgefuse_version": __version__, "arch": mc.arch, "backbone": mc.backbone,
+        "num_classes": mc.num_classes, "segments": cfg.segments, "input_size": cfg.size,
+        "scale_size": mc.scale_size, "mean": list(mc.mean), "std": list(mc.std),
+        "channel_order": mc.channel_order, "pixel_range": mc.pixel_range,
+        "class_names": list(mc.class_names) if mc.class_names else None, "policy": cfg.policy,
+        "shape": cfg.shape, "opset": opset, "exporter": cfg.exporter,
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (mc.options.__dict__.items() if mc.options else [])},
+    }
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    """Atomic save; graphs over 2 GB keep their weights in '<name>.data' beside the graph."""
+    if model.ByteSize() < TWO_GB:
+        with atomic_path(path) as tmp:
+            onnx.save(model, str(tmp))
+        return
+    data_name = path.name + ".data"
+    with atomic_path(path.parent / data_name) as tmp_data, atomic_path(path) as tmp:
+        onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=tmp_data.name, size_threshold=1024)
+        # point the graph at the final data file name
+        reloaded = onnx.load(str(tmp), load_external_data=False)
+        for init in reloaded.graph.initializer:
+            for entry in init.external_data:
+                if entry.key == "location":
+                    entry.value = data_name
+        onnx.save(reloaded, str(tmp))
+
+
+def export(cfg: ExportConfig) -> ExportResult:
+    """Trace, simplify, annotate, check hygiene and parity, then write ``cfg.output`` atomically."""
+    seconds: dict[str, float] = {}
+    t0 = time.monotonic()
+    model, facts = build_model(cfg)
+    is_adafuse = any(True for _ in model.adafuse_modules())
+    if cfg.policy == "static" and not is_adafuse:
+        raise EdgefuseError(f"{cfg.model} has no learned policy to fold: --policy static is for AdaFuse models; "
+                            "export it with --policy dynamic")
+    parity_clips = None
+    if cfg.parity_clips is not None:
+        parity_clips = load_npz_clips(cfg.parity_clips, "parity clips")
+        _check_clip_shape(parity_clips, cfg, cfg.parity_clips)
+    fold_report = None
+    if cfg.policy == "static":
+        if cfg.policy_clips is None:
+            raise EdgefuseError("--policy static folds the policy observed on real clips: pass --policy-clips "
+                                "(an .npz of preprocessed clips, or any clip source once clip readers exist)")
+        from edgefuse.export.fold import fold
+
+        clips = load_npz_clips(cfg.policy_clips, "policy clips")
+        batches = list(torch.split(clips, 4))
+        result = fold(model, batches, tau=cfg.tau, min_agreement=cfg.min_agreement)
+        model, fold_report = result.model, result.report
+        seconds["fold"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    ranges = cfg.resolved_ranges()
+    meta = {**_base_metadata(model, cfg, cfg.opset), **facts}
+    if cfg.policy == "stream":
+        onnx_model, parity, meta_extra = _export_stream(model, cfg, ranges)
+        meta.update(meta_extra)
+    else:
+        onnx_model, parity = _export_clip(model, cfg, ranges, parity_clips)
+        meta.update(input_name="clips", output_name="logits")
+    seconds["trace_and_check"] = time.monotonic() - t1
+    if fold_report is not None:
+        meta["fold"] = {k: fold_report[k] for k in ("tau", "agreement", "macs") if k in fold_report}
+    if cfg.shape == "dynamic":
+        meta["dynamic_ranges"] = {k: list(v) for k, v in ranges.items()}
+    onnx_model = set_metadata(onnx_model, meta)
+    report = hygiene.check(onnx_model)
+    if not report.ok:
+        raise EdgefuseError(f"{cfg.output}: the exported graph fails hygiene: {'; '.join(report.problems[:3])}")
+    cost = model_cost(model, frames=cfg.segments if cfg.policy != "stream" else 1, size=cfg.size)
+    _save(onnx_model, cfg.output)
+    seconds["total"] = time.monotonic() - t0
+    log.info("wrote %s (%d nodes)", cfg.output, len(onnx_model.graph.node))
+    return ExportResult(cfg.output, meta, report, parity, cost.macs_per_clip, cost.params, seconds, fold_report)
+
+
+def _shapes(cfg: ExportConfig, ranges: dict[str, tuple[int, int, int]]) -> list[tuple[int, ...]]:
+    if cfg.shape == "static":
+        return [(cfg.batch, cfg.segments, 3, cfg.size, cfg.size)]
+    pick = [1, 0, 2]  # opt, min, max
+    return [(ranges["N"][i], ranges["T"][i], 3, ranges["H"][i], ranges["W"][i]) for i in pick]
+
+
+def _passes(cfg: ExportConfig, name: str) -> list:  # type: ignore[type-arg]
+    return [simplifier(cfg.simplify), name_graph(name)]
+
+
+def _export_clip(model: VideoClassifier, cfg: ExportConfig, ranges: dict[str, tuple[int, int, int]],
+                 parity_clips: torch.Tensor | None) -> tuple[onnx.ModelProto, list[Parity]]:
+    example = torch.randn(cfg.batch, cfg.segments, 3, cfg.size, cfg.size)
+    axes = None
+    if cfg.shape == "dynamic":
+        axes = {"clips": {0: "N", 1: "T", 3: "H", 4: "W"}, "logits": {0: "N"}}
+    onnx_model = to_onnx(model, (example,), ["clips"], ["logits"], axes, cfg.opset, cfg.exporter, ranges)
+    onnx_model = run_passes(onnx_model, _passes(cfg, model.config.name))
+    parity = clip_parity(model, onnx_model, _shapes(cfg, ranges), parity_clips)
+    enforce(parity, cfg.tolerance, str(cfg.output))
+    return onnx_model, parity
+
+
+def _export_stream(model: VideoClassifier, cfg: ExportConfig, ranges: dict[str, tuple[int, int, int]]
+                   ) -> tuple[onnx.ModelProto, list[Parity], dict[str, Any]]:
+    from edgefuse.export import stream
+
+    stream.check_streamable(model)
+    sm = stream.StreamModel(model).eval()
+    spec = stream.state_spec(sm, cfg.batch, cfg.size, cfg.size)
+    names = [s.name for s in spec]
+    inputs = ["frame", *names]
+    outputs = ["logits", *[f"next.{n}" for n in names]]
+    example = (torch.randn(cfg.batch, 3, cfg.size, cfg.size), *stream.initial_states(spec))
+    axes = {name: {0: "N"} for name in inputs + outputs}
+    onnx_model = to_onnx(sm, example, inputs, outputs, axes, cfg.opset, cfg.exporter, ranges)
+    onnx_model = run_passes(onnx_model, _passes(cfg, model.config.name + "_stream"))
+
+    def zeros(n: int) -> list[np.ndarray]:
+        return [t.numpy() for t in stream.initial_states(stream.state_spec(sm, n, cfg.size, cfg.size))]
+
+    shapes = [(cfg.batch, cfg.segments, 3, cfg.size, cfg.size), (cfg.batch + 1, 3, 3, cfg.size, cfg.size)]
+    parity = stream_parity(model.frame_logits, onnx_model, inputs, zeros, shapes)
+    enforce(parity, cfg.tolerance, str(cfg.output))
+    meta = {"input_name": "frame", "output_name": "logits", "stream_states": [s.to_dict() for s in spec]}
+    return onnx_model, parity, meta

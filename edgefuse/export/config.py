@@ -1,0 +1,127 @@
+"""What an export is: a frozen config, from CLI options or a preset TOML (``export/*.toml``)."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefuse.data import data_dir
+from edgefuse.errors import EdgefuseError
+
+SHAPES = ("static", "dynamic")
+POLICIES = ("dynamic", "static", "stream")
+DIMS = ("N", "T", "H", "W")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str
+    output: Path
+    checkpoint: Path | None = None
+    checkpoint_format: str | None = None  # expected source (adafuse | gsf | tsm | edgefuse); checked when given
+    num_classes: int | None = None
+    segments: int = 8
+    batch: int = 1
+    size: int = 224
+    shape: str = "static"
+    policy: str = "dynamic"
+    opset: int = 17
+    exporter: str = "auto"
+    simplify: str = "auto"
+    ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # dynamic dims: name -> (min, opt, max)
+    policy_clips: Path | None = None  # .npz of preprocessed clips for folding
+    tau: float | None = None  # folding threshold; None = most aggressive keeping min_agreement
+    min_agreement: float = 0.99
+    parity_clips: Path | None = None
+    tolerance: float = 1e-4
+    options: dict[str, Any] = field(default_factory=dict)  # model options (ratio, shift_div, ...)
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise EdgefuseError(f"--shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
+        if self.policy not in POLICIES:
+            raise EdgefuseError(f"--policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+        if not 7 <= self.opset <= 25:
+            raise EdgefuseError(f"--opset {self.opset} is outside 7-25 (TensorRT 8.6 reads up to 17, 10.x up to 24, 11.x 25)")
+        for name, (lo, opt, hi) in self.resolved_ranges().items():
+            if not 1 <= lo <= opt <= hi:
+                raise EdgefuseError(f"dynamic range of {name} must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}")
+
+    def resolved_ranges(self) -> dict[str, tuple[int, int, int]]:
+        """min/opt/max of each dynamic dimension (defaults around the static shape)."""
+        small = max(32, self.size // 2 // 32 * 32)
+        defaults = {
+            "N": (1, self.batch, max(4, self.batch)),
+            "T": (1, self.segments, 2 * self.segments),
+            "H": (min(small, self.size), self.size, self.size * 3 // 2),
+            "W": (min(small, self.size), self.size, self.size * 3 // 2),
+        }
+        return {k: tuple(self.ranges.get(k, v)) for k, v in defaults.items()}  # type: ignore[misc]
+
+    def replace(self, **changes: Any) -> ExportConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def preset_path(name: str) -> Path:
+    """A preset by path, or by name among the presets installed with edgefuse."""
+    p = Path(name)
+    if p.suffix == ".toml" and p.is_file():
+        return p
+    stem = p.stem if p.suffix == ".toml" else name
+    candidate = data_dir("export") / f"{stem}.toml"
+    if candidate.is_file():
+        return candidate
+    raise EdgefuseError(f"{name}: no such preset file or installed preset; run 'edgefuse export --list-presets'")
+
+
+def list_presets() -> list[tuple[str, str]]:
+    out = []
+    for entry in sorted(data_dir("export").glob("*.toml")):
+        lines = entry.read_text().splitlines()
+        out.append((entry.stem, lines[0].lstrip("# ").strip() if lines else ""))
+    return out
+
+
+_PRESET_KEYS = {f.name for f in dataclasses.fields(ExportConfig)} - {"output", "preset", "ranges", "options"}
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = preset_path(name)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise EdgefuseError(f"{path}: not valid TOML ({e}); fix the preset") from None
+    unknown = sorted(set(data) - _PRESET_KEYS - {"ranges", "options", "description"})
+    if unknown:
+        raise EdgefuseError(f"{path}: unknown keys {', '.join(unknown)}; allowed: {', '.join(sorted(_PRESET_KEYS))}")
+    if "model" not in data:
+        raise EdgefuseError(f"{path}: a preset needs 'model'")
+    out = {k: v for k, v in data.items() if k in _PRESET_KEYS}
+    for key in ("checkpoint", "policy_clips", "parity_clips"):
+        if key in out:
+            out[key] = (path.parent / out[key]).resolve() if not Path(out[key]).is_absolute() else Path(out[key])
+    if "ranges" in data:
+        out["ranges"] = {k: tuple(v) for k, v in data["ranges"].items()}
+    out["options"] = dict(data.get("options", {}))
+    out["preset"] = str(path)
+    return out
+
+
+def make_config(preset: str | None, output: Path, **given: Any) -> ExportConfig:
+    """Preset values, overridden by the options given explicitly (None = not given)."""
+    base: dict[str, Any] = load_preset(preset) if preset else {}
+    for k, v in given.items():
+        if v is None or (k in ("ranges", "options") and not v):
+            continue
+        if k == "options":
+            base["options"] = {**base.get("options", {}), **v}
+        elif k == "ranges":
+            base["ranges"] = {**base.get("ranges", {}), **v}
+        else:
+            base[k] = v
+    if "model" not in base:
+        raise EdgefuseError("no model given: name one (edgefuse export MODEL ...) or use --preset")
+    return ExportConfig(output=output, **base)
