@@ -198,3 +198,36 @@ def test_stream_export_through_the_api(tmp_path) -> None:
     assert all(p.max_rel <= 1e-4 for p in result.parity) and len(result.parity) == 2
     with pytest.raises(EdgefuseError, match="future segments"):
         export(_cfg(tmp_path, "gsf_mobilenetv2", "static", policy="stream"))
+
+
+def test_static_policy_export_folds_and_records_the_plan(tmp_path) -> None:
+    """Forced decisions (channel c: skip/reuse/keep = c % 3) fold into exactly the predicted graph."""
+    from edgefuse.export.fold import FoldPlan, fold_model, predicted_folded_macs
+
+    torch.manual_seed(0)
+    src = create_model("adafuse_tsn_resnet18", num_classes=7, num_segments=4)
+    for _, f in src.adafuse_modules():
+        with torch.no_grad():
+            f.fc1.weight.zero_()
+            bias = torch.full((f.width, 3), -30.0)
+            bias[torch.arange(f.width), torch.arange(f.width) % 3] = 30.0
+            f.fc1.bias.copy_(bias.reshape(-1))
+    ckpt = save_checkpoint(src, tmp_path / "forced.pth")
+    clips = tmp_path / "clips.npz"
+    np.savez(clips, clips=np.random.default_rng(0).standard_normal((3, 4, 3, 64, 64)).astype(np.float32))
+    result = export(_cfg(tmp_path, "adafuse_tsn_resnet18", "static", checkpoint=ckpt, num_classes=None,
+                         policy="static", policy_clips=clips, parity_clips=clips))
+    assert result.fold["agreement"] == 1.0
+    meta = read_metadata(result.path)
+    plan = FoldPlan.from_dict(meta["fold_plan"])
+    assert meta["policy"] == "static" and meta["fold"]["tau"] == plan.tau
+    assert result.macs_per_clip == predicted_folded_macs(src, plan, frames=4, size=64)
+    assert result.macs_per_clip < 0.8 * meta["fold"]["macs"]["dense"]
+    # the graph computes the dynamic model's logits (decisions are forced, so folding is exact)
+    x = torch.randn(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        ref = src(x).numpy()
+    got = ort_session(str(result.path)).run(None, {"clips": x.numpy()})[0]
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    rebuilt = fold_model(create_model("adafuse_tsn_resnet18", num_classes=7, num_segments=4), plan)
+    assert sum(p.numel() for p in rebuilt.parameters()) == result.params

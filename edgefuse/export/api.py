@@ -125,7 +125,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
     model, facts = build_model(cfg)
-    is_adafuse = any(True for _ in model.adafuse_modules())
+    is_adafuse = any(True for _ in model.adafuse_modules())  # AdaFuse modules with a live policy
     if cfg.policy == "static" and not is_adafuse:
         raise EdgefuseError(f"{cfg.model} has no learned policy to fold: --policy static is for AdaFuse models; "
                             "export it with --policy dynamic")
@@ -157,6 +157,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     seconds["trace_and_check"] = time.monotonic() - t1
     if fold_report is not None:
         meta["fold"] = {k: fold_report[k] for k in ("tau", "agreement", "macs") if k in fold_report}
+        meta["fold_plan"] = result.plan.to_dict()  # rebuilds the folded model: fold_model(create_model(...), plan)
     if cfg.shape == "dynamic":
         meta["dynamic_ranges"] = {k: list(v) for k, v in ranges.items()}
     onnx_model = set_metadata(onnx_model, meta)
@@ -189,7 +190,8 @@ def _export_clip(model: VideoClassifier, cfg: ExportConfig, ranges: dict[str, tu
         axes = {"clips": {0: "N", 1: "T", 3: "H", 4: "W"}, "logits": {0: "N"}}
     onnx_model = to_onnx(model, (example,), ["clips"], ["logits"], axes, cfg.opset, cfg.exporter, ranges)
     onnx_model = run_passes(onnx_model, _passes(cfg, model.config.name))
-    parity = clip_parity(model, onnx_model, _shapes(cfg, ranges), parity_clips)
+    parity = clip_parity(model, onnx_model, _shapes(cfg, ranges), parity_clips,
+                         batch=cfg.batch if cfg.shape == "static" else None)
     enforce(parity, cfg.tolerance, str(cfg.output))
     return onnx_model, parity
 

@@ -45,5 +45,5 @@ class VideoClassifier(nn.Module):
     def adafuse_modules(self) -> Iterator[tuple[str, AdaFuse]]:
         for name, block in self.blocks():
             fuse = getattr(block, "adafuse", None)
-            if fuse is not None:
+            if isinstance(fuse, AdaFuse):  # a folded block holds a policy-free FoldedFuse instead
                 yield name, fuse
