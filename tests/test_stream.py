@@ -111,7 +111,7 @@ def test_adafuse_stream_takes_every_decision_the_clip_model_takes() -> None:
     clips = _clips()
     stream = StreamModel(model)
     clip_fuses = [f for _, f in model.adafuse_modules()]
-    stream_fuses = [f.inner for _, f in stream.model.adafuse_modules()]
+    stream_fuses = [blk.adafuse.inner for _, blk in stream.model.blocks() if blk.adafuse is not None]
     for f in clip_fuses + stream_fuses:
         f.record = True
     with torch.no_grad():
