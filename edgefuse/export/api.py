@@ -101,9 +101,9 @@ def _base_metadata(model: VideoClassifier, cfg: ExportConfig, opset: int) -> dic
     }
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
-    """Atomic save; graphs over 2 GB keep their weights in '<name>.data' beside the graph."""
-    if model.ByteSize() < TWO_GB:
+def _save(model: onnx.ModelProto, path: Path, limit: int = TWO_GB) -> None:
+    """Atomic save; graphs over 2 GB (``limit``) keep their weights in '<name>.data' beside the graph."""
+    if model.ByteSize() < limit:
         with atomic_path(path) as tmp:
             onnx.save(model, str(tmp))
         return

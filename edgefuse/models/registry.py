@@ -95,7 +95,11 @@ def create_model(
         num_classes = ckpt.num_classes
     cfg = resolve_config(name, num_classes=num_classes, num_segments=num_segments, **options)
     if ckpt is not None and ckpt.config_extra:
-        cfg = dataclasses.replace(cfg, extra={**cfg.extra, **ckpt.config_extra})
+        extra = dict(ckpt.config_extra)
+        names = extra.pop("class_names", None)
+        if names and cfg.class_names is None and len(names) == cfg.num_classes:
+            cfg = dataclasses.replace(cfg, class_names=tuple(names))
+        cfg = dataclasses.replace(cfg, extra={**cfg.extra, **extra})
     try:
         model = get_entry(name).builder(cfg)
     except ValueError as e:
