@@ -38,7 +38,7 @@ def test_every_model_exports_with_parity_and_hygiene(name: str, shape: str, tmp_
     assert result.hygiene.ok
     assert all(v.ok for v in result.hygiene.verdicts), [v.problems for v in result.hygiene.verdicts]
     assert len(result.parity) == (3 if shape == "dynamic" else 1)
-    assert max(p.max_rel for p in result.parity) <= 1e-4
+    assert all(p.within(1e-4) for p in result.parity)
     model = onnx.load(str(result.path))
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == (["N", "T", 3, "H", "W"] if shape == "dynamic" else [1, 4, 3, 64, 64])
@@ -231,3 +231,13 @@ def test_static_policy_export_folds_and_records_the_plan(tmp_path) -> None:
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
     rebuilt = fold_model(create_model("adafuse_tsn_resnet18", num_classes=7, num_segments=4), plan)
     assert sum(p.numel() for p in rebuilt.parameters()) == result.params
+
+
+def test_parity_judges_against_fp32_rounding_of_ill_conditioned_models() -> None:
+    from edgefuse.export.parity import Parity, enforce
+
+    noisy = Parity("x", max_abs=0.03, max_rel=0.008, top1_agreement=1.0, samples=2, fp32_noise=0.0165)
+    assert noisy.within(1e-4)
+    wrong = Parity("x", max_abs=0.03, max_rel=0.008, top1_agreement=1.0, samples=2, fp32_noise=1e-6)
+    with pytest.raises(EdgefuseError, match="departs from PyTorch"):
+        enforce([noisy, wrong], 1e-4, "m.onnx")

@@ -191,7 +191,7 @@ def _export_clip(model: VideoClassifier, cfg: ExportConfig, ranges: dict[str, tu
     onnx_model = to_onnx(model, (example,), ["clips"], ["logits"], axes, cfg.opset, cfg.exporter, ranges)
     onnx_model = run_passes(onnx_model, _passes(cfg, model.config.name))
     parity = clip_parity(model, onnx_model, _shapes(cfg, ranges), parity_clips,
-                         batch=cfg.batch if cfg.shape == "static" else None)
+                         batch=cfg.batch if cfg.shape == "static" else None, tolerance=cfg.tolerance)
     enforce(parity, cfg.tolerance, str(cfg.output))
     return onnx_model, parity
 

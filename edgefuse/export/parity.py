@@ -21,6 +21,14 @@ class Parity:
     max_rel: float  # max |onnx - torch| / max |torch|
     top1_agreement: float
     samples: int
+    fp32_noise: float | None = None  # max |PyTorch fp32 - PyTorch fp64|, measured when the error is large
+
+    def within(self, tolerance: float) -> bool:
+        """Within tolerance, or no further from PyTorch than PyTorch fp32 itself is from fp64
+        (an ill-conditioned model, e.g. random deep weights, cannot be matched closer than its own rounding)."""
+        if self.max_rel <= tolerance:
+            return True
+        return self.fp32_noise is not None and self.max_abs <= 2 * self.fp32_noise
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -54,6 +62,7 @@ def clip_parity(
     seed: int = 0,
     input_name: str = "clips",
     batch: int | None = None,
+    tolerance: float | None = None,
 ) -> list[Parity]:
     """Logits of ``model`` and of the ONNX graph on random inputs of each shape, and on ``clips``
     (run ``batch`` clips at a time when the graph's batch is static)."""
@@ -72,7 +81,17 @@ def clip_parity(
             raise EdgefuseError(f"{label}: fewer clips than the graph's batch {step}")
         got = np.concatenate([sess.run(None, {input_name: c.numpy()})[0] for c in chunks])
         ref = ref[: got.shape[0]]
-        results.append(compare(label, ref, got))
+        result = compare(label, ref, got)
+        if tolerance is not None and result.max_rel > tolerance:
+            import copy
+
+            with torch.no_grad():
+                ref64 = copy.deepcopy(model).double()(x.double()).numpy()[: got.shape[0]]
+            noise = float(np.abs(ref64 - ref).max())
+            result = Parity(result.label, result.max_abs, result.max_rel, result.top1_agreement, result.samples, noise)
+            log.warning("parity %s: error %.3g above tolerance; PyTorch fp32 itself is %.3g from fp64",
+                        label, result.max_abs, noise)
+        results.append(result)
         log.info("parity %s: max abs %.3g, rel %.3g", label, results[-1].max_abs, results[-1].max_rel)
     return results
 
@@ -105,10 +124,12 @@ def stream_parity(
 
 
 def enforce(results: Sequence[Parity], tolerance: float, what: str) -> None:
-    worst = max(results, key=lambda r: r.max_rel)
-    if worst.max_rel > tolerance:
+    failing = [r for r in results if not r.within(tolerance)]
+    if failing:
+        worst = max(failing, key=lambda r: r.max_rel)
         raise EdgefuseError(
             f"{what}: ONNX Runtime departs from PyTorch on {worst.label}: max relative logit error "
-            f"{worst.max_rel:.3g} > tolerance {tolerance:g} (max abs {worst.max_abs:.3g}); "
+            f"{worst.max_rel:.3g} > tolerance {tolerance:g} (max abs {worst.max_abs:.3g}, PyTorch fp32 vs fp64 "
+            f"{worst.fp32_noise if worst.fp32_noise is not None else 'not measured'}); "
             "the graph is wrong (report it) or raise --tolerance if the difference is expected"
         )
