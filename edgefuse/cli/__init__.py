@@ -40,10 +40,12 @@ def cli(verbose: int) -> None:
 def _register() -> None:
     from edgefuse.cli import export as _export
     from edgefuse.cli import models as _models
+    from edgefuse.cli import synth as _synth
 
     cli.add_command(_models.models_cmd)
     cli.add_command(_models.inspect_cmd)
     cli.add_command(_export.export_cmd)
+    cli.add_command(_synth.synth_cmd)
 
 
 _register()
