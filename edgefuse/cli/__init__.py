@@ -41,11 +41,13 @@ def _register() -> None:
     from edgefuse.cli import export as _export
     from edgefuse.cli import models as _models
     from edgefuse.cli import synth as _synth
+    from edgefuse.cli import train as _train
 
     cli.add_command(_models.models_cmd)
     cli.add_command(_models.inspect_cmd)
     cli.add_command(_export.export_cmd)
     cli.add_command(_synth.synth_cmd)
+    cli.add_command(_train.train_cmd)
 
 
 _register()

@@ -128,20 +128,61 @@ def model_cost(model: nn.Module, frames: int = 8, size: int = 224, batch: int = 
                 layers=[LayerCost(lc.name, lc.kind, lc.macs // batch) for lc in layers])
 
 
+def _saved_macs_sum(mask: torch.Tensor, conv1_macs_per_frame: int, conv2_macs_per_frame: int) -> torch.Tensor:
+    """MACs saved over all N clips of ``mask`` (N, T, C, 3); differentiable in ``mask``."""
+    _, _, c, _ = mask.shape
+    keep, reuse, skip = mask[..., KEEP], mask[..., REUSE], mask[..., SKIP]
+    needed_later = torch.cat([reuse[:, 1:], torch.zeros_like(reuse[:, :1])], dim=1)  # reused at t+1
+    up_saved = (1 - keep) * (1 - needed_later)  # (N, T, C): conv1 channel not computed
+    per_channel_up = conv1_macs_per_frame / c
+    per_channel_down = conv2_macs_per_frame / c
+    return up_saved.sum() * per_channel_up + skip.sum() * per_channel_down
+
+
+def savings_tensor(mask: torch.Tensor, conv1_macs_per_frame: int, conv2_macs_per_frame: int) -> torch.Tensor:
+    """:func:`decision_savings` as a scalar tensor with gradients w.r.t. ``mask``.
+
+    For training: with straight-through masks (one-hot values, soft gradients) it is the
+    savings of the sampled decisions, and its gradient pushes the policy towards cheaper ones.
+    """
+    return _saved_macs_sum(mask, conv1_macs_per_frame, conv2_macs_per_frame) / mask.shape[0]
+
+
 def decision_savings(mask: torch.Tensor, conv1_macs_per_frame: int, conv2_macs_per_frame: int) -> float:
     """MACs saved per clip by one block's decisions.
 
     ``mask``: (N, T, C, 3) one-hot over skip/reuse/keep. ``conv*_macs_per_frame``:
     the dense MACs of conv1 and conv2 for one frame.
     """
-    n, t, c, _ = mask.shape
-    keep, reuse, skip = mask[..., KEEP], mask[..., REUSE], mask[..., SKIP]
-    needed_later = torch.cat([reuse[:, 1:], torch.zeros_like(reuse[:, :1])], dim=1)  # reused at t+1
-    up_saved = (1 - keep) * (1 - needed_later)  # (N, T, C): conv1 channel not computed
-    per_channel_up = conv1_macs_per_frame / c
-    per_channel_down = conv2_macs_per_frame / c
-    saved = up_saved.sum() * per_channel_up + skip.sum() * per_channel_down
-    return float(saved) / n
+    return float(_saved_macs_sum(mask.detach(), conv1_macs_per_frame, conv2_macs_per_frame)) / mask.shape[0]
+
+
+@dataclass(frozen=True)
+class AdaFuseMacs:
+    """What a trainer needs to price AdaFuse decisions: dense MACs per clip and, per block
+    with a policy, the dense MACs of conv1 and conv2 for one frame."""
+
+    frames: int
+    dense_per_clip: int
+    blocks: dict[str, tuple[int, int]]  # block name -> (conv1, conv2) MACs per frame
+
+    def expected_macs(self, masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """MACs per clip given the blocks' masks (N, T, C, 3), as a differentiable scalar."""
+        saved = [savings_tensor(m, *self.blocks[name]) for name, m in masks.items()]
+        return self.dense_per_clip - torch.stack(saved).sum() if saved else torch.tensor(float(self.dense_per_clip))
+
+
+def _block_conv_macs(cost: Cost, name: str) -> tuple[int, int]:
+    t = cost.frames
+    return cost.macs_of(f"backbone.{name}.conv1") // t, cost.macs_of(f"backbone.{name}.conv2") // t
+
+
+def adafuse_macs(model: nn.Module, frames: int, height: int, width: int | None = None) -> AdaFuseMacs:
+    """Dense MACs per clip of (``frames``, 3, ``height``, ``width``) and the conv MACs of every AdaFuse block."""
+    total, layers = dense_macs(model, (1, frames, 3, height, width or height))
+    cost = Cost(count_params(model), frames, total, layers)
+    names = [name for name, _ in model.adafuse_modules()]  # type: ignore[attr-defined]
+    return AdaFuseMacs(frames, total, {name: _block_conv_macs(cost, name) for name in names})
 
 
 def adafuse_cost(model: nn.Module, clips: torch.Tensor) -> Cost:
@@ -159,8 +200,7 @@ def adafuse_cost(model: nn.Module, clips: torch.Tensor) -> Cost:
             model(clips)
         for name, block in model.blocks():  # type: ignore[attr-defined]
             fuse = getattr(block, "adafuse", None)
-            conv1 = cost.macs_of(f"backbone.{name}.conv1") // t
-            conv2 = cost.macs_of(f"backbone.{name}.conv2") // t
+            conv1, conv2 = _block_conv_macs(cost, name)
             if fuse is None or fuse.last_mask is None:
                 continue
             mask = fuse.last_mask

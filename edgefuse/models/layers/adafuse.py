@@ -15,6 +15,13 @@ Decisions:
   graph has no ArgMax/OneHot/Scatter.
 - ``gumbel``: the official code samples hard Gumbel-softmax (tau 0.67) even in
   evaluation; seeded here through ``generator`` to reproduce published numbers.
+
+Training (``module.train()``): whatever ``decision`` says, decisions are hard
+Gumbel-softmax samples with the straight-through estimator, as the official training
+does (``F.gumbel_softmax(log(softmax(x).clamp(1e-8)), tau, hard=True)``): one-hot in
+value, gradients of the soft sample. ``tau`` is an attribute, so a trainer can anneal
+it. With ``record`` set, ``last_mask`` keeps the graph in training mode (for an
+efficiency loss) and is detached in evaluation.
 """
 from __future__ import annotations
 
@@ -92,14 +99,23 @@ class AdaFuse(nn.Module):
         return self.fc1(z).reshape(-1, self.width, 3)  # (M, width, 3)
 
     def decide(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (..., 3) -> one-hot float mask (..., 3) over skip/reuse/keep."""
+        """Logits (..., 3) -> one-hot float mask (..., 3) over skip/reuse/keep.
+
+        In training mode: straight-through hard Gumbel-softmax (differentiable)."""
         probs = torch.softmax(logits, dim=-1)
+        if self.training:
+            soft = self.gumbel_soft(probs)  # (..., 3)
+            return argmax_onehot(soft.detach()) - soft.detach() + soft  # one-hot value, soft gradient
         if self.decision == "argmax":
             return argmax_onehot(probs)
+        return argmax_onehot(self.gumbel_soft(probs))
+
+    def gumbel_soft(self, probs: torch.Tensor) -> torch.Tensor:
+        """softmax((log p + Gumbel noise) / tau) over the last axis, noise from ``generator``."""
         logp = torch.log(probs.clamp(min=1e-8))
-        u = torch.rand(logp.shape, generator=self.generator, dtype=logp.dtype)
-        gumbel = -torch.log(-torch.log(u.clamp(min=1e-20)).clamp(min=1e-20))
-        return argmax_onehot(torch.softmax((logp + gumbel) / self.tau, dim=-1))
+        u = torch.rand(logp.shape, generator=self.generator, dtype=logp.dtype, device=logp.device)
+        gumbel = -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))  # -log(Exp(1)): Gumbel(0, 1)
+        return torch.softmax((logp + gumbel) / self.tau, dim=-1)
 
     def fuse(self, out: torch.Tensor, prev_out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         keep = mask[:, :, KEEP].unsqueeze(-1).unsqueeze(-1)  # (N*T, width, 1, 1)
@@ -110,7 +126,8 @@ class AdaFuse(nn.Module):
         """out: conv1 output after bn1+ReLU (N*T, width, H, W); x: block input."""
         mask = self.decide(self.policy_logits(x, t))  # (N*T, width, 3)
         if self.record:
-            self.last_mask = mask.detach().reshape(-1, t, self.width, 3)  # (N, T, width, 3)
+            kept = mask if self.training else mask.detach()  # training: keep the graph for an efficiency loss
+            self.last_mask = kept.reshape(-1, t, self.width, 3)  # (N, T, width, 3)
         nt, w, h, wd = out.shape
         o5 = out.reshape(-1, t, w, h, wd)  # (N, T, width, H, W)
         prev = torch.cat([torch.zeros_like(o5[:, :1]), o5[:, :-1]], dim=1).reshape(nt, w, h, wd)  # (N*T, width, H, W)

@@ -1,0 +1,57 @@
+"""``edgefuse train``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.argument("model")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Benchmark folder (edgefuse synth output): train.txt, val.txt, classes.txt, frames/.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Checkpoint to write (edgefuse format, with the validation figures in its metadata).")
+@click.option("--width", default=0.25, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Backbone channel multiplier (0.25: ResNet-18 with base width 16).")
+@click.option("--segments", default=8, show_default=True, type=click.IntRange(min=1), help="Segments per clip T.")
+@click.option("--size", default=112, show_default=True, type=click.IntRange(min=16),
+              help="Input height and width (frames are resized to size*256//224 first).")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Initial learning rate (cosine schedule to 0).")
+@click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(min=0))
+@click.option("--efficiency-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="AdaFuse: weight of expected MACs / dense MACs in the loss (official 0.125 on R50 = 0.51 here).")
+@click.option("--tau", default=0.67, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="AdaFuse: Gumbel-softmax temperature.")
+@click.option("--keep-bias", default=0.0, show_default=True,
+              help="AdaFuse: added to the policy's keep logits at the start (2: keep with p 0.79; official 0).")
+@click.option("--init", "init", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Start from this checkpoint's matching weights (e.g. a trained TSM for AdaFuse-TSM).")
+@click.option("--seed", default=0, show_default=True, help="Seed: same seed, same weights (same thread count).")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: torch's).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Decoding processes.")
+@click.option("--half", is_flag=True, help="Store float16 weights (half the size; loading casts back).")
+def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int, size: int, epochs: int,
+              batch_size: int, lr: float, weight_decay: float, efficiency_weight: float, tau: float, keep_bias: float,
+              init: Path | None, seed: int, threads: int | None, workers: int, half: bool) -> None:
+    """Train MODEL (e.g. tsm_resnet18, adafuse_tsm_resnet18) from scratch on CPU on a benchmark
+    folder and write a checkpoint; per-epoch figures go to the log (-v)."""
+    from edgefuse.models import get_entry
+    from edgefuse.train import TrainConfig, train_from_dir
+
+    get_entry(model)  # unknown names fail before any decoding
+    cfg = TrainConfig(model, options={"width": width}, segments=segments, size=size, epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, efficiency_weight=efficiency_weight,
+                      tau=tau, keep_bias=keep_bias, init=init, seed=seed, threads=threads, workers=workers, out=out,
+                      half=half)
+    result = train_from_dir(cfg, data_dir)
+    m = result.metrics
+    pair = "" if m["within_pair"] is None else f", within-pair {m['within_pair']:.3f}"
+    cost = f"{m['dense_gmacs_clip']:.3f} GMACs/clip"
+    if m.get("saving_pct") is not None:
+        cost = f"{m['gmacs_clip_given_decisions']:.3f} of {cost} given the decisions ({m['saving_pct']:.1f}% saved)"
+    click.echo(f"train: wrote {result.checkpoint} (sha256 {result.sha256}): val top1 {m['top1']:.3f}{pair}, "
+               f"{cost}, {result.train_seconds:.0f} s")

@@ -1,0 +1,144 @@
+"""The trained zoo that ships with edgefuse: small models trained on the synthetic benchmark.
+
+The folder holds ``zoo.json`` and the checkpoints it names. ``zoo.json`` is a JSON list of
+entries, one per model::
+
+    {"name": "synth_tsm_r18w025",          # what load_zoo_model() takes
+     "model": "tsm_resnet18",              # registry name
+     "options": {"width": 0.25},           # create_model keyword options
+     "num_classes": 10, "segments": 8, "size": 112,
+     "class_names": ["moving left", ...],
+     "checkpoint": "synth_tsm_r18w025.pth", # file in this folder
+     "sha256": "...",                      # of the checkpoint file
+     "val_top1": 0.93, "val_within_pair": 0.95,
+     "dense_gmacs_clip": 0.31,
+     "gmacs_clip_given_decisions": null,    # AdaFuse: MACs per clip given the argmax decisions
+     "saving_pct": null,                    # AdaFuse: % of the dense MACs saved on the val clips
+     "trained_with": "edgefuse train tsm_resnet18 --data synth --width 0.25 ...",
+     "train_seconds": 812.4}
+
+No ``zoo.json`` means an empty zoo. ``EDGEFUSE_ZOO_DIR`` (or the ``directory`` argument) points
+the functions at another folder.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgefuse.errors import EdgefuseError
+
+if TYPE_CHECKING:
+    from edgefuse.models import VideoClassifier
+    from edgefuse.train import TrainResult
+
+__all__ = ["MANIFEST", "REQUIRED_KEYS", "ZOO_DIR", "add_to_zoo", "get_zoo_entry", "list_zoo", "load_zoo_model",
+           "zoo_dir", "zoo_entry"]
+
+ZOO_DIR = Path(__file__).resolve().parent
+MANIFEST = "zoo.json"
+REQUIRED_KEYS = ("name", "model", "options", "num_classes", "segments", "size", "checkpoint", "sha256")
+
+
+def zoo_dir(directory: str | Path | None = None) -> Path:
+    """``directory``, else ``$EDGEFUSE_ZOO_DIR``, else the package folder."""
+    if directory is not None:
+        return Path(directory)
+    env = os.environ.get("EDGEFUSE_ZOO_DIR")
+    return Path(env) if env else ZOO_DIR
+
+
+def _check_entry(entry: Any, where: Path, i: int) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise EdgefuseError(f"{where}: entry {i} is a {type(entry).__name__}, not an object; fix or regenerate "
+                            "the manifest")
+    missing = [k for k in REQUIRED_KEYS if k not in entry]
+    if missing:
+        raise EdgefuseError(f"{where}: entry {entry.get('name', i)!r} lacks {', '.join(missing)}; fix or "
+                            "regenerate the manifest")
+    return entry
+
+
+def list_zoo(directory: str | Path | None = None) -> list[dict[str, Any]]:
+    """The zoo's entries (empty when the folder has no ``zoo.json``)."""
+    path = zoo_dir(directory) / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EdgefuseError(f"{path}: not valid JSON ({e}); fix or regenerate the manifest") from None
+    if not isinstance(entries, list):
+        raise EdgefuseError(f"{path}: expected a JSON list of model entries, got a {type(entries).__name__}")
+    return [_check_entry(e, path, i) for i, e in enumerate(entries)]
+
+
+def get_zoo_entry(name: str, directory: str | Path | None = None) -> dict[str, Any]:
+    entries = list_zoo(directory)
+    for entry in entries:
+        if entry["name"] == name:
+            return entry
+    names = [e["name"] for e in entries]
+    if not names:
+        raise EdgefuseError(f"zoo model {name!r}: the zoo in {zoo_dir(directory)} is empty (no {MANIFEST})")
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else f"the zoo has {', '.join(names)}"
+    raise EdgefuseError(f"unknown zoo model {name!r}: {hint}")
+
+
+def load_zoo_model(name: str, directory: str | Path | None = None) -> VideoClassifier:
+    """The zoo model ``name`` as a :class:`edgefuse.models.VideoClassifier` in eval mode, after
+    checking its checkpoint's sha256 against the manifest."""
+    from edgefuse.models import create_model
+    from edgefuse.models.checkpoint import sha256_file
+
+    entry = get_zoo_entry(name, directory)
+    path = zoo_dir(directory) / entry["checkpoint"]
+    if not path.is_file():
+        raise EdgefuseError(f"zoo model {name!r}: checkpoint {path} is missing; reinstall edgefuse")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise EdgefuseError(f"zoo model {name!r}: {path} has sha256 {digest[:12]}..., the manifest says "
+                            f"{entry['sha256'][:12]}...; the file is corrupt or was replaced: reinstall edgefuse")
+    model = create_model(entry["model"], checkpoint=path, num_classes=entry["num_classes"],
+                         num_segments=entry["segments"], input_size=entry["size"], **entry["options"])
+    return model.eval()
+
+
+def zoo_entry(name: str, result: TrainResult, trained_with: str) -> dict[str, Any]:
+    """A manifest entry for a :class:`edgefuse.train.TrainResult` saved to a checkpoint (its
+    ``checkpoint`` and ``sha256`` must be set; the checkpoint's file name is stored)."""
+    if result.checkpoint is None or result.sha256 is None:
+        raise EdgefuseError(f"zoo entry {name!r}: the training result has no checkpoint; train with out= set")
+    cfg, m = result.config, result.metrics
+    return {
+        "name": name, "model": cfg.model, "options": dict(cfg.options), "num_classes": cfg.num_classes,
+        "segments": cfg.segments, "size": cfg.size,
+        "class_names": list(result.model.config.class_names or ()),
+        "checkpoint": Path(result.checkpoint).name, "sha256": result.sha256,
+        "val_top1": m["top1"], "val_within_pair": m["within_pair"], "dense_gmacs_clip": m["dense_gmacs_clip"],
+        "gmacs_clip_given_decisions": m.get("gmacs_clip_given_decisions"), "saving_pct": m.get("saving_pct"),
+        "trained_with": trained_with, "train_seconds": round(result.train_seconds, 1),
+    }
+
+
+def add_to_zoo(entry: Mapping[str, Any], directory: str | Path | None = None) -> Path:
+    """Add ``entry`` to the manifest (replacing one of the same name), atomically; the checkpoint
+    must already be in the folder with the entry's sha256."""
+    from edgefuse.models.checkpoint import sha256_file
+    from edgefuse.utils import atomic_path
+
+    folder = zoo_dir(directory)
+    entry = _check_entry(dict(entry), folder / MANIFEST, 0)
+    ckpt = folder / entry["checkpoint"]
+    if not ckpt.is_file() or sha256_file(ckpt) != entry["sha256"]:
+        raise EdgefuseError(f"zoo entry {entry['name']!r}: {ckpt} is missing or its sha256 differs from the entry's; "
+                            "copy the checkpoint into the zoo folder first")
+    entries = [e for e in list_zoo(folder) if e["name"] != entry["name"]] + [entry]
+    path = folder / MANIFEST
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    return path
