@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic output."""
+"""Small shared helpers: atomic output, preprocessed clips from .npz."""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +6,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgefuse.errors import EdgefuseError
 
 
 @contextlib.contextmanager
@@ -29,3 +34,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def load_npz_clips(path: Path, what: str) -> torch.Tensor:
+    """Preprocessed clips (N, T, 3, H, W) from an .npz ('clips' array)."""
+    try:
+        with np.load(path) as data:
+            if "clips" not in data:
+                raise EdgefuseError(f"{path}: no 'clips' array (has {', '.join(data.files)}); store {what} as "
+                                    "clips=(N, T, 3, H, W) float32 with numpy.savez")
+            arr = np.asarray(data["clips"], dtype=np.float32)
+    except FileNotFoundError:
+        raise EdgefuseError(f"{path}: no such file; check the path of {what}") from None
+    except (OSError, ValueError) as e:
+        raise EdgefuseError(f"{path}: not a readable .npz archive ({e}); write it with numpy.savez") from None
+    if arr.ndim != 5 or arr.shape[2] != 3:
+        raise EdgefuseError(f"{path}: clips have shape {arr.shape}, expected (N, T, 3, H, W)")
+    return torch.from_numpy(arr)

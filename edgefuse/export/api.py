@@ -22,7 +22,7 @@ from edgefuse.export.trace import to_onnx
 from edgefuse.models import create_model, read_checkpoint
 from edgefuse.models.cost import model_cost
 from edgefuse.models.video import VideoClassifier
-from edgefuse.utils import atomic_path
+from edgefuse.utils import atomic_path, load_npz_clips
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +46,6 @@ class ExportResult:
             "parity": [p.to_dict() for p in self.parity], "macs_per_clip": self.macs_per_clip,
             "params": self.params, "seconds": self.seconds, "fold": self.fold,
         }
-
-
-def load_npz_clips(path: Path, what: str) -> torch.Tensor:
-    """Preprocessed clips (N, T, 3, H, W) from an .npz ('clips' array)."""
-    try:
-        with np.load(path) as data:
-            if "clips" not in data:
-                raise EdgefuseError(f"{path}: no 'clips' array (has {', '.join(data.files)}); store {what} as "
-                                    "clips=(N, T, 3, H, W) float32 with numpy.savez")
-            arr = np.asarray(data["clips"], dtype=np.float32)
-    except FileNotFoundError:
-        raise EdgefuseError(f"{path}: no such file; check the path of {what}") from None
-    except (OSError, ValueError) as e:
-        raise EdgefuseError(f"{path}: not a readable .npz archive ({e}); write it with numpy.savez") from None
-    if arr.ndim != 5 or arr.shape[2] != 3:
-        raise EdgefuseError(f"{path}: clips have shape {arr.shape}, expected (N, T, 3, H, W)")
-    return torch.from_numpy(arr)
 
 
 def _check_clip_shape(clips: torch.Tensor, cfg: ExportConfig, path: Path) -> None:

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.utils import load_npz_clips
 from edgefuse.models.cost import adafuse_cost, model_cost
 from edgefuse.models.registry import create_model, get_entry, list_models, resolve_config
 
@@ -46,20 +46,6 @@ class InspectConfig:
     seed: int = 0
 
 
-def _load_clips(path: Path, frames: int, size: int) -> torch.Tensor:
-    try:
-        with np.load(path) as data:
-            if "clips" not in data:
-                raise EdgefuseError(f"{path}: no 'clips' array (has {', '.join(data.files)}); "
-                                    "store preprocessed clips as clips=(N, T, 3, H, W) float32")
-            arr = np.asarray(data["clips"], dtype=np.float32)
-    except (OSError, ValueError) as e:
-        raise EdgefuseError(f"{path}: not a readable .npz archive ({e}); write it with numpy.savez") from None
-    if arr.ndim != 5 or arr.shape[2] != 3:
-        raise EdgefuseError(f"{path}: clips have shape {arr.shape}, expected (N, T, 3, H, W)")
-    return torch.from_numpy(arr)
-
-
 def inspect_model(cfg: InspectConfig) -> dict[str, Any]:
     """Config, params, MACs per frame and clip; for AdaFuse, decisions and realized MACs on an input."""
     model = create_model(cfg.model, num_classes=cfg.num_classes, num_segments=cfg.segments,
@@ -69,7 +55,7 @@ def inspect_model(cfg: InspectConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"config": mc.to_dict(), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None}
     if any(True for _ in model.adafuse_modules()):
         if cfg.clips is not None:
-            clips = _load_clips(cfg.clips, frames, size)
+            clips = load_npz_clips(cfg.clips, "clips for the AdaFuse decisions")
             source = str(cfg.clips)
         else:
             gen = torch.Generator().manual_seed(cfg.seed)
