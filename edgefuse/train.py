@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import importlib
 import logging
 import math
 import time
@@ -58,6 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgefuse.clips.preprocess import Preprocess
+from edgefuse.clips.preprocess import normalise as clip_normalise
+from edgefuse.clips.sampling import tsn_indices
 from edgefuse.errors import EdgefuseError
 from edgefuse.models import ModelConfig, VideoClassifier, create_model, resolve_config, save_checkpoint
 from edgefuse.models.cost import AdaFuseMacs, adafuse_macs, decision_savings
@@ -251,8 +253,7 @@ def segment_indices(num_frames: int, segments: int, generator: torch.Generator |
     average = num_frames // segments
     if generator is not None and average > 0:
         return torch.arange(segments) * average + torch.randint(average, (segments,), generator=generator)
-    tick = num_frames / float(segments)
-    return torch.tensor([int(tick / 2.0 + tick * t) for t in range(segments)], dtype=torch.int64)
+    return torch.from_numpy(tsn_indices(num_frames, segments))  # the evaluation formula of edgefuse.clips
 
 
 def crop_offsets(height: int, width: int, size: int, generator: torch.Generator | None) -> tuple[int, int]:
@@ -267,14 +268,8 @@ def crop_offsets(height: int, width: int, size: int, generator: torch.Generator 
 
 
 def normalise(frames: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """uint8 RGB (..., H, W, 3) -> float32 (..., 3, H, W), the operations of edgefuse.clips' normalise."""
-    x = frames.flip(-1) if config.channel_order == "BGR" else frames
-    x = x.movedim(-1, -3).contiguous().float()  # (..., 3, H, W)
-    if config.pixel_range == 1.0:
-        x = x.div(255)
-    for c in range(3):
-        x[..., c, :, :].sub_(config.mean[c]).div_(config.std[c])
-    return x
+    """uint8 RGB (..., H, W, 3) -> float32 (..., 3, H, W), exactly as edgefuse.clips preprocesses."""
+    return clip_normalise(frames.numpy(), Preprocess.from_model_config(config))
 
 
 def sample_clip(frames: torch.Tensor, segments: int, size: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -618,14 +613,6 @@ def save_trained(result: TrainResult, path: str | Path, *, half: bool = False, *
 # ---------------------------------------------------------------------------------------------
 # Benchmark folders (edgefuse synth / TSN layout)
 
-def _clips_module() -> Any:
-    try:
-        return importlib.import_module("edgefuse.clips")
-    except ImportError as e:
-        raise EdgefuseError(f"train: reading a benchmark folder needs edgefuse.clips and its decoders ({e}); "
-                            "install edgefuse with its clip dependencies (Pillow, PyAV)") from None
-
-
 def _list_frames(path: Path) -> int:
     """The fewest frames any entry of a TSN list file (``path num_frames label``) has."""
     counts = []
@@ -659,7 +646,8 @@ def load_benchmark(cfg: TrainConfig, data_dir: str | Path, *, progress: bool = T
     evaluates, with labels, class names). ``F`` is the fewest frames of any train entry; frames
     are decoded by :func:`edgefuse.clips.open` (short side resized to the scale size, centre
     square), every one of them (F segments of one frame each)."""
-    clips = _clips_module()
+    from edgefuse import clips  # decoders (PyAV, Pillow) only when a folder is read
+
     root = Path(data_dir)
     train_list, val_list, classes_file = _benchmark_files(root)
     frames = _list_frames(train_list)

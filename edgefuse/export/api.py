@@ -56,14 +56,15 @@ def _check_clip_shape(clips: torch.Tensor, cfg: ExportConfig, path: Path) -> Non
 
 def build_model(cfg: ExportConfig) -> tuple[VideoClassifier, dict[str, Any]]:
     facts: dict[str, Any] = {}
+    ckpt = None
     if cfg.checkpoint is not None:
-        ckpt = read_checkpoint(cfg.checkpoint)
+        ckpt = read_checkpoint(cfg.checkpoint)  # read once: facts here, weights below
         if cfg.checkpoint_format and ckpt.source != cfg.checkpoint_format:
             raise EdgefuseError(f"{cfg.checkpoint}: a {ckpt.source} checkpoint, but the preset expects "
                                 f"{cfg.checkpoint_format}; use the matching preset or checkpoint")
         facts.update(checkpoint_sha256=ckpt.sha256, checkpoint_source=ckpt.source)
     model = create_model(cfg.model, num_classes=cfg.num_classes, num_segments=cfg.segments,
-                         checkpoint=cfg.checkpoint, input_size=cfg.size, **cfg.options)
+                         checkpoint=ckpt, input_size=cfg.size, **cfg.options)
     fuses = [f for _, f in model.adafuse_modules()]
     if any(f.decision != "argmax" for f in fuses):
         raise EdgefuseError("Gumbel decisions sample random noise and cannot go into a deployment graph; "

@@ -188,10 +188,8 @@ def adafuse_macs(model: nn.Module, frames: int, height: int, width: int | None =
 def adafuse_cost(model: nn.Module, clips: torch.Tensor) -> Cost:
     """Dense cost plus the decisions and savings of every AdaFuse block on ``clips`` (N, T, 3, H, W)."""
     n, t, _, h, w = clips.shape
-    cost = model_cost(model, frames=t, size=h, batch=1) if h == w else None
-    if cost is None:
-        total, layers = dense_macs(model, (1, t, 3, h, w))
-        cost = Cost(count_params(model), t, total, layers)
+    total, layers = dense_macs(model, (1, t, 3, h, w))
+    cost = Cost(count_params(model), t, total, layers)
     fuses = list(model.adafuse_modules())  # type: ignore[attr-defined]
     for _, f in fuses:
         f.record = True

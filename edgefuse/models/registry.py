@@ -7,11 +7,14 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.models.config import ModelConfig
 from edgefuse.models.video import VideoClassifier
+
+if TYPE_CHECKING:
+    from edgefuse.models.checkpoint import Checkpoint
 
 Builder = Callable[[ModelConfig], VideoClassifier]
 
@@ -80,17 +83,18 @@ def create_model(
     *,
     num_classes: int | None = None,
     num_segments: int | None = None,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | Checkpoint | None = None,
     **options: Any,
 ) -> VideoClassifier:
     """Build a registered model in eval mode, optionally loading a checkpoint strictly.
 
-    ``checkpoint`` may be in any supported format (official AdaFuse, GSF or TSM
-    releases, or edgefuse's own); ``num_classes`` defaults to the checkpoint's.
+    ``checkpoint`` (a path, or a :class:`Checkpoint` already read) may be in any supported
+    format (official AdaFuse, GSF or TSM releases, or edgefuse's own); ``num_classes``
+    defaults to the checkpoint's.
     """
-    from edgefuse.models.checkpoint import load_into, read_checkpoint
+    from edgefuse.models.checkpoint import Checkpoint, load_into, read_checkpoint
 
-    ckpt = read_checkpoint(checkpoint) if checkpoint is not None else None
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) or checkpoint is None else read_checkpoint(checkpoint)
     if num_classes is None and ckpt is not None:
         num_classes = ckpt.num_classes
     cfg = resolve_config(name, num_classes=num_classes, num_segments=num_segments, **options)
