@@ -23,7 +23,7 @@ def test_models_lists_the_zoo_with_macs() -> None:
     proc = edgefuse("models", "gsf_*")
     assert proc.returncode == 0, proc.stderr
     assert "gsf_resnet50" in proc.stdout and "tsm_resnet50" not in proc.stdout
-    rows = json.loads(edgefuse("models", "tsn_resnet50", "--json").stdout)
+    rows = json.loads(edgefuse("models", "tsn_resnet50", "--json").stdout)["models"]
     assert rows[0]["gmacs_frame"] == pytest.approx(4.0875, abs=1e-3)
 
 

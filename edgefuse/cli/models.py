@@ -19,14 +19,31 @@ def models_cmd(pattern: str, frames: int, size: int, as_json: bool) -> None:
     """List the model zoo (glob PATTERN) with parameters and dense MACs."""
     from edgefuse.models.report import zoo
 
-    rows = zoo(pattern, frames=frames, size=size)
+    from edgefuse.zoo import trained_rows
+
+    from edgefuse.errors import EdgefuseError
+
+    trained = trained_rows(pattern)
+    try:
+        rows = zoo(pattern, frames=frames, size=size)
+    except EdgefuseError:
+        if not trained:
+            raise
+        rows = []  # the pattern names trained zoo models only
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"models": rows, "trained": trained}, indent=2))
         return
-    click.echo(format_table(
-        rows, ["name", "params_m", "gmacs_frame", "gmacs_clip", "description"],
-        ["model", "params (M)", "GMACs/frame", f"GMACs/clip ({frames}x{size})", "description"],
-    ))
+    if rows:
+        click.echo(format_table(
+            rows, ["name", "params_m", "gmacs_frame", "gmacs_clip", "description"],
+            ["model", "params (M)", "GMACs/frame", f"GMACs/clip ({frames}x{size})", "description"],
+        ))
+    if trained:
+        click.echo("\nTrained zoo (ships with edgefuse; val split of 'edgefuse synth', 10 classes in 5 time-reversed pairs):")
+        click.echo(format_table(
+            trained, ["name", "model", "top1", "within_pair", "gmacs_clip", "saving", "mb"],
+            ["name", "model", "val top-1", "within pair", "GMACs/clip", "MACs saved", "MB"],
+        ))
 
 
 @click.command("inspect")

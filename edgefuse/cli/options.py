@@ -26,3 +26,22 @@ def model_options(f: F) -> F:
 
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(f)
+
+
+def clip_options(default_num: int) -> Callable[[F], F]:
+    """--clips, --root, --num-clips, --seed, --workers: which benchmark clips, sampled from the graph's metadata."""
+    def deco(f: F) -> F:
+        for opt in reversed([
+            click.option("--clips", "clips", required=True, type=click.Path(path_type=Path, exists=True),
+                         help="Clip source: a TSN list file, a folder of videos or frame folders, a V2 JSON, or an .npz."),
+            click.option("--root", type=click.Path(path_type=Path, file_okay=False),
+                         help="Root of the list file's relative paths (default: the list file's folder)."),
+            click.option("--num-clips", default=default_num, show_default=True, type=click.IntRange(min=1),
+                         help="Class-balanced subset size."),
+            click.option("--seed", default=0, show_default=True, help="Seed of the subset (same seed, same clips)."),
+            click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+                         help="Decoding processes."),
+        ]):
+            f = opt(f)
+        return f
+    return deco

@@ -33,10 +33,12 @@ import click
 @click.option("--seed", default=0, show_default=True, help="Seed: same seed, same weights (same thread count).")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: torch's).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Decoding processes.")
+@click.option("--zoo-name", help="Also add the checkpoint to the trained zoo under this name (the package's zoo "
+              "folder, or $EDGEFUSE_ZOO_DIR).")
 @click.option("--half", is_flag=True, help="Store float16 weights (half the size; loading casts back).")
 def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int, size: int, epochs: int,
               batch_size: int, lr: float, weight_decay: float, efficiency_weight: float, tau: float, keep_bias: float,
-              init: Path | None, seed: int, threads: int | None, workers: int, half: bool) -> None:
+              init: Path | None, seed: int, threads: int | None, workers: int, zoo_name: str | None, half: bool) -> None:
     """Train MODEL (e.g. tsm_resnet18, adafuse_tsm_resnet18) from scratch on CPU on a benchmark
     folder and write a checkpoint; per-epoch figures go to the log (-v)."""
     from edgefuse.models import get_entry
@@ -55,3 +57,8 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
         cost = f"{m['gmacs_clip_given_decisions']:.3f} of {cost} given the decisions ({m['saving_pct']:.1f}% saved)"
     click.echo(f"train: wrote {result.checkpoint} (sha256 {result.sha256}): val top1 {m['top1']:.3f}{pair}, "
                f"{cost}, {result.train_seconds:.0f} s")
+    if zoo_name:
+        from edgefuse.zoo import add_checkpoint, zoo_dir
+
+        add_checkpoint(zoo_name, out)
+        click.echo(f"train: added {zoo_name} to the zoo in {zoo_dir()}")

@@ -124,4 +124,22 @@ def make_config(preset: str | None, output: Path, **given: Any) -> ExportConfig:
             base[k] = v
     if "model" not in base:
         raise EdgefuseError("no model given: name one (edgefuse export MODEL ...) or use --preset")
+    base = _from_zoo(base)
     return ExportConfig(output=output, **base)
+
+
+def _from_zoo(base: dict[str, Any]) -> dict[str, Any]:
+    """A trained zoo model's name (e.g. synth_tsm_r18w025) stands for its registry model, shipped
+    checkpoint, options, segments, size and classes; options given explicitly still win."""
+    from edgefuse.models.registry import list_models
+    from edgefuse.zoo import get_zoo_entry, list_zoo, zoo_dir
+
+    name = base["model"]
+    if name in list_models() or name not in {e["name"] for e in list_zoo()}:
+        return base
+    entry = get_zoo_entry(name)
+    out = {"segments": entry["segments"], "size": entry["size"], "num_classes": entry["num_classes"],
+           "checkpoint": zoo_dir() / entry["checkpoint"], **base}
+    out["model"] = entry["model"]
+    out["options"] = {**entry["options"], **base.get("options", {})}
+    return out

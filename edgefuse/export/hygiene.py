@@ -107,9 +107,19 @@ def frozen_activations(model: onnx.ModelProto) -> list[str]:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
                     tensors[n.output[0]] = a.t
     shapes = {k: list(t.dims) for k, t in tensors.items()}
+    # weights behind a Q/DQ pair (explicit INT8): the QuantizeLinear reading them is a weight slot too
+    producer = {o: n for n in graph.node for o in n.output}
+    weight_q = set()
+    for n in graph.node:
+        for i in _WEIGHT_INPUTS.get(n.op_type, set()):
+            src = producer.get(n.input[i]) if i < len(n.input) else None
+            while src is not None and src.op_type in ("DequantizeLinear", "QuantizeLinear"):
+                if src.op_type == "QuantizeLinear":
+                    weight_q.add(src.name)
+                src = producer.get(src.input[0])
     found = []
     for n in graph.node:
-        weights = _WEIGHT_INPUTS.get(n.op_type, set())
+        weights = _WEIGHT_INPUTS.get(n.op_type, set()) | ({0} if n.name in weight_q else set())
         for i, name in enumerate(n.input):
             dims = shapes.get(name)
             if dims is None or i in weights or n.op_type in ("Reshape", "Expand", "Tile", "ConstantOfShape"):

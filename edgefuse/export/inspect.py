@@ -44,9 +44,18 @@ def _concrete_inputs(model: onnx.ModelProto, meta: dict[str, Any]) -> dict[str, 
 
 
 def graph_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> tuple[int, dict[str, int]]:
-    """MACs of one run at the optimal shape, by op type, measured by running the graph once in
-    ONNX Runtime with every compute node's inputs and outputs exposed (shapes are then exact
-    for static and dynamic graphs alike)."""
+    """MACs of one run at the optimal shape, in total and by op type (see :func:`node_macs`)."""
+    ops = {n.name: n.op_type for n in model.graph.node}
+    by_op: Counter[str] = Counter()
+    for name, macs in node_macs(model, meta).items():
+        by_op[ops[name]] += macs
+    return sum(by_op.values()), dict(by_op)
+
+
+def node_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> dict[str, int]:
+    """MACs of each compute node (Conv, Gemm, MatMul and their quantized forms) in one run at
+    the optimal shape, measured by running the graph once in ONNX Runtime with every compute
+    node's inputs and outputs exposed (shapes are then exact for static and dynamic graphs alike)."""
     from edgefuse.export.parity import ort_session
 
     meta = meta if meta is not None else read_metadata(model)
@@ -66,7 +75,7 @@ def graph_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> tu
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, _concrete_inputs(model, meta))))
     shape = {k: list(v.shape) for k, v in outs.items()}
     shape.update(inits)
-    by_op: Counter[str] = Counter()
+    macs: dict[str, int] = {}
     for n in probe.graph.node:
         if n.op_type not in _COMPUTE:
             continue
@@ -75,19 +84,19 @@ def graph_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> tu
             w = shape.get(n.input[1], [])
             per = int(np.prod(w[1:])) if w else 0
             bias = 1 if len(n.input) > 2 and n.input[2] else 0
-            by_op[n.op_type] += out * (per + bias)
+            macs[n.name] = out * (per + bias)
         elif n.op_type == "QLinearConv":
             w = shape.get(n.input[3], [])
-            by_op[n.op_type] += out * (int(np.prod(w[1:])) if w else 0)
+            macs[n.name] = out * (int(np.prod(w[1:])) if w else 0)
         elif n.op_type == "Gemm":
             trans_a = next((a.i for a in n.attribute if a.name == "transA"), 0)
             a = shape.get(n.input[0], [0, 0])
-            by_op[n.op_type] += out * int(a[0] if trans_a else a[-1])
+            macs[n.name] = out * int(a[0] if trans_a else a[-1])
         else:  # MatMul family: K is the last dim of A
             a_name = n.input[0]
             a = shape.get(a_name, [0])
-            by_op[n.op_type] += out * int(a[-1])
-    return sum(by_op.values()), dict(by_op)
+            macs[n.name] = out * int(a[-1])
+    return macs
 
 
 def inspect_onnx(path: str | Path, with_macs: bool = True) -> dict[str, Any]:

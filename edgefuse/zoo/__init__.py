@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from edgefuse.train import TrainResult
 
 __all__ = ["MANIFEST", "REQUIRED_KEYS", "ZOO_DIR", "add_to_zoo", "get_zoo_entry", "list_zoo", "load_zoo_model",
-           "zoo_dir", "zoo_entry"]
+           "add_checkpoint", "trained_rows", "zoo_dir", "zoo_entry"]
 
 ZOO_DIR = Path(__file__).resolve().parent
 MANIFEST = "zoo.json"
@@ -108,6 +108,28 @@ def load_zoo_model(name: str, directory: str | Path | None = None) -> VideoClass
     return model.eval()
 
 
+def trained_rows(pattern: str = "*", directory: str | Path | None = None) -> list[dict[str, Any]]:
+    """``edgefuse models``' rows for the trained zoo: entries whose name or registry model match ``pattern``."""
+    import fnmatch
+
+    rows = []
+    for e in list_zoo(directory):
+        if not (fnmatch.fnmatchcase(e["name"], pattern) or fnmatch.fnmatchcase(e["model"], pattern)):
+            continue
+        path = zoo_dir(directory) / e["checkpoint"]
+        saving = e.get("saving_pct")
+        gmacs = e.get("gmacs_clip_given_decisions") or e["dense_gmacs_clip"]
+        rows.append({
+            "name": e["name"], "model": e["model"], "top1": f"{100 * e['val_top1']:.1f}%",
+            "within_pair": f"{100 * e['val_within_pair']:.1f}%" if e.get("val_within_pair") is not None else "-",
+            "gmacs_clip": round(gmacs, 4), "saving": f"{saving:.1f}%" if saving is not None else "-",
+            "mb": round(path.stat().st_size / 1e6, 2) if path.is_file() else None,
+            "segments": e["segments"], "size": e["size"], "val_top1": e["val_top1"],
+            "val_within_pair": e.get("val_within_pair"), "saving_pct": saving,
+        })
+    return rows
+
+
 def zoo_entry(name: str, result: TrainResult, trained_with: str) -> dict[str, Any]:
     """A manifest entry for a :class:`edgefuse.train.TrainResult` saved to a checkpoint (its
     ``checkpoint`` and ``sha256`` must be set; the checkpoint's file name is stored)."""
@@ -123,6 +145,59 @@ def zoo_entry(name: str, result: TrainResult, trained_with: str) -> dict[str, An
         "gmacs_clip_given_decisions": m.get("gmacs_clip_given_decisions"), "saving_pct": m.get("saving_pct"),
         "trained_with": trained_with, "train_seconds": round(result.train_seconds, 1),
     }
+
+
+def add_checkpoint(name: str, checkpoint: str | Path, directory: str | Path | None = None) -> dict[str, Any]:
+    """Copy a checkpoint written by ``edgefuse train`` into the zoo as ``<name>.pth`` and add its
+    entry, built from the figures the checkpoint carries (what ``edgefuse train --zoo-name`` does)."""
+    import shutil
+
+    import torch
+
+    from edgefuse.models.checkpoint import sha256_file
+    from edgefuse.utils import atomic_path
+
+    src = Path(checkpoint)
+    try:
+        meta = torch.load(src, map_location="cpu", weights_only=True).get("edgefuse") or {}
+    except Exception as e:  # unreadable or not a dict: one clear line
+        raise EdgefuseError(f"{src}: not a readable edgefuse checkpoint ({type(e).__name__}); train it with "
+                            "'edgefuse train'") from None
+    missing = [k for k in ("model", "val_top1", "train_config", "options") if k not in meta]
+    if missing:
+        raise EdgefuseError(f"{src}: lacks the training figures ({', '.join(missing)}); only checkpoints written by "
+                            "'edgefuse train' go into the zoo")
+    folder = zoo_dir(directory)
+    dest = folder / f"{name}.pth"
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    cfg = meta["train_config"]
+    parts = ["edgefuse train", meta["model"], "--data DATA"]
+    for key in ("width",):
+        if key in meta["options"]:
+            parts.append(f"--{key} {meta['options'][key]}")
+    for key, flag in (("segments", "--segments"), ("size", "--size"), ("epochs", "--epochs"),
+                      ("batch_size", "--batch-size"), ("lr", "--lr"), ("weight_decay", "--weight-decay"),
+                      ("efficiency_weight", "--efficiency-weight"), ("keep_bias", "--keep-bias"), ("seed", "--seed"),
+                      ("threads", "--threads")):
+        adafuse_only = key in ("efficiency_weight", "keep_bias")
+        if cfg.get(key) is not None and not (adafuse_only and not str(meta["model"]).startswith("adafuse")):
+            parts.append(f"{flag} {cfg[key]}")
+    if cfg.get("init"):
+        parts.append(f"--init {Path(cfg['init']).name}")
+    if meta.get("weights_dtype") == "float16":
+        parts.append("--half")
+    entry = {
+        "name": name, "model": meta["model"], "options": dict(meta["options"]), "num_classes": meta["num_classes"],
+        "segments": meta["segments"], "size": meta["size"], "class_names": list(meta.get("class_names") or ()),
+        "checkpoint": dest.name, "sha256": sha256_file(dest),
+        "val_top1": meta["val_top1"], "val_within_pair": meta.get("val_within_pair"),
+        "dense_gmacs_clip": meta.get("dense_gmacs_clip"),
+        "gmacs_clip_given_decisions": meta.get("gmacs_clip_given_decisions"), "saving_pct": meta.get("saving_pct"),
+        "trained_with": " ".join(parts), "train_seconds": round(float(meta.get("train_seconds") or 0.0), 1),
+    }
+    add_to_zoo(entry, folder)
+    return entry
 
 
 def add_to_zoo(entry: Mapping[str, Any], directory: str | Path | None = None) -> Path:

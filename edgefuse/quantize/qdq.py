@@ -1,0 +1,178 @@
+"""Explicit INT8: symmetric Q/DQ placed the way TensorRT fuses it, inserted by ONNX Runtime's
+quantization tools, plus the one pass they lack (Q/DQ on residual inputs).
+
+Placement (TensorRT's "Q/DQ layer-placement recommendations"):
+
+* Q/DQ on the activation input of every quantized Conv / Gemm / MatMul and a Q/DQ pair on its
+  FP32 weight, per output channel (TensorRT folds the weight pair into INT8 weights); no Q/DQ on
+  their outputs and none on the bias (TensorRT quantizes the bias itself);
+* residual ``Add``: when one input comes straight from a quantized Conv, the other input (the
+  identity branch) gets a Q/DQ so TensorRT can fuse the Add into that Conv as an INT8
+  element-wise epilogue.
+
+Zero points are 0 and ranges symmetric (amax / 127), as TensorRT requires.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgefuse.errors import EdgefuseError
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+           "DynamicQuantizeLinear")
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    """True when the graph already holds quantization ops or 8-bit / FP16 float initializers."""
+    if any(n.op_type in QDQ_OPS for n in model.graph.node):
+        return True
+    low = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT16)
+    return any(i.data_type in low and len(i.dims) > 1 for i in model.graph.initializer)
+
+
+def initializer_names(model: onnx.ModelProto) -> set[str]:
+    names = {i.name for i in model.graph.initializer}
+    names |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    return names
+
+
+def candidate_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Conv / Gemm / MatMul nodes whose second input is a constant weight (the layers INT8 can take)."""
+    consts = initializer_names(model)
+    return [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in consts
+            and n.input[0] not in consts]
+
+
+def match_any(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def select_nodes(model: onnx.ModelProto, exclude: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(node names to quantize, candidate node names excluded by a pattern)."""
+    chosen, excluded = [], []
+    for n in candidate_nodes(model):
+        (excluded if match_any(n.name, exclude) else chosen).append(n.name)
+    return chosen, excluded
+
+
+def residual_adds(model: onnx.ModelProto, quantized: Iterable[str]) -> list[tuple[str, str]]:
+    """(Add node name, identity input tensor) for Adds fed by one quantized Conv and one other
+    tensor; the identity input is what gets a Q/DQ so TensorRT can fuse the Add into the Conv."""
+    q = set(quantized)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consts = initializer_names(model)
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Add" or len(n.input) != 2 or any(i in consts for i in n.input):
+            continue
+        from_conv = [producer.get(i) is not None and producer[i].op_type == "Conv" and producer[i].name in q
+                     for i in n.input]
+        if sum(from_conv) == 1:
+            out.append((n.name, n.input[from_conv.index(False)]))
+    return out
+
+
+def activation_tensors(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:
+    """The activation inputs of ``nodes`` plus the identity inputs of residual Adds: every tensor
+    that needs a calibrated scale."""
+    by_name = {n.name: n for n in model.graph.node}
+    names = [by_name[n].input[0] for n in nodes]
+    names += [t for _, t in residual_adds(model, nodes)]
+    return list(dict.fromkeys(names))
+
+
+def quantize_int8(model: onnx.ModelProto, amax: Mapping[str, float], nodes: Sequence[str]) -> onnx.ModelProto:
+    """``model`` with ``nodes`` in INT8 (Q/DQ as described in the module docstring); ``amax`` holds
+    the calibrated |x| threshold of every tensor :func:`activation_tensors` names."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import QuantType
+
+    from edgefuse.export.passes import finalize
+
+    needed = activation_tensors(model, nodes)
+    missing = [t for t in needed if t not in amax]
+    if missing:
+        raise EdgefuseError(f"no calibrated range for {len(missing)} tensor(s) (e.g. {missing[0]}); "
+                            "delete the statistics cache and calibrate again")
+    ranges = {t: TensorData(lowest=np.float32(-amax[t]), highest=np.float32(amax[t])) for t in needed}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    if not nodes:
+        return finalize(inferred)
+    quantizer = QDQQuantizer(
+        inferred, True, False, QuantType.QInt8, QuantType.QInt8, TensorsData(CalibrationMethod.MinMax, ranges),
+        list(nodes), [], list(QUANTIZED_OPS),
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                       "AddQDQPairToWeight": True, "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+                       "ForceQuantizeNoInputCheck": False},
+    )
+    logging.disable(logging.INFO)  # ORT's quantizer logs every bias copy on the root logger
+    try:
+        out = quantizer.quantize_model()
+    finally:
+        logging.disable(logging.NOTSET)
+    out = _quantize_residuals(out, model, nodes, amax)
+    del out.metadata_props[:]
+    out.metadata_props.extend(model.metadata_props)
+    return finalize(out)
+
+
+def _qdq_pair(tensor: str, amax: float, suffix: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    scale = numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), f"{tensor}{suffix}_scale")
+    zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{tensor}{suffix}_zero_point")
+    q_out, dq_out = f"{tensor}{suffix}_q", f"{tensor}{suffix}_dq"
+    nodes = [helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [q_out], name=f"{tensor}{suffix}_Q"),
+             helper.make_node("DequantizeLinear", [q_out, scale.name, zero.name], [dq_out], name=f"{tensor}{suffix}_DQ")]
+    return nodes, [scale, zero], dq_out
+
+
+def _quantize_residuals(out: onnx.ModelProto, source: onnx.ModelProto, nodes: Sequence[str],
+                        amax: Mapping[str, float]) -> onnx.ModelProto:
+    """Give each residual Add's identity input a Q/DQ (reusing one already on that tensor)."""
+    existing = {n.input[0]: n.output[0] for n in out.graph.node if n.op_type == "QuantizeLinear"}
+    dq_of_q = {n.input[0]: n.output[0] for n in out.graph.node if n.op_type == "DequantizeLinear"}
+    by_name = {n.name: n for n in out.graph.node}
+    for add_name, tensor in residual_adds(source, nodes):
+        add = by_name.get(add_name)
+        if add is None:
+            continue
+        if tensor in existing and existing[tensor] in dq_of_q:
+            dq_out = dq_of_q[existing[tensor]]
+        else:
+            new_nodes, inits, dq_out = _qdq_pair(tensor, amax[tensor], "_residual")
+            out.graph.node.extend(new_nodes)
+            out.graph.initializer.extend(inits)
+            existing[tensor] = new_nodes[0].output[0]
+            dq_of_q[new_nodes[0].output[0]] = dq_out
+        for i, name in enumerate(add.input):
+            if name == tensor:
+                add.input[i] = dq_out
+    return out
+
+
+def quantized_node_names(model: onnx.ModelProto) -> list[str]:
+    """Conv / Gemm / MatMul nodes of a Q/DQ graph whose activation input comes from a DequantizeLinear."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.input
+            and producer.get(n.input[0]) is not None and producer[n.input[0]].op_type == "DequantizeLinear"]
+
+
+def activation_scales(model: onnx.ModelProto) -> dict[str, float]:
+    """tensor -> scale of every activation QuantizeLinear in a Q/DQ graph (weights excluded)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    out = {}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits and n.input[1] in inits:
+            scale = numpy_helper.to_array(inits[n.input[1]])
+            if scale.size == 1:
+                out[n.input[0]] = float(scale.reshape(()))
+    return out
