@@ -39,6 +39,7 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from edgefuse.cli import calibrate as _calibrate
+    from edgefuse.cli import engine as _engine
     from edgefuse.cli import export as _export
     from edgefuse.cli import models as _models
     from edgefuse.cli import synth as _synth
@@ -48,6 +49,8 @@ def _register() -> None:
     cli.add_command(_models.inspect_cmd)
     cli.add_command(_export.export_cmd)
     cli.add_command(_calibrate.calibrate_cmd)
+    cli.add_command(_engine.build_engine_cmd)
+    cli.add_command(_engine.devices_cmd)
     cli.add_command(_synth.synth_cmd)
     cli.add_command(_train.train_cmd)
 

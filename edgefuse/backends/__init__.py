@@ -1,0 +1,146 @@
+"""Engines: build one from an ONNX graph for a device, load any engine (or graph) as a runner.
+
+```python
+from edgefuse import backends
+
+result = backends.build_engine(backends.BuildConfig(Path("m.int8.onnx"), Path("m.engine"), device="cpu"))
+runner = backends.load("m.engine")        # or "m.onnx": run directly in ONNX Runtime
+logits = runner.run(clips)                # (N, T, 3, H, W) float32 -> (N, K)
+```
+
+Backends: ONNX Runtime on the CPU (:mod:`.ort`, the default and the only one that runs here) and
+TensorRT on NVIDIA GPUs and Jetsons (:mod:`.trt`, needs ``tensorrt`` and ``pycuda``, imported
+only when used). Each engine ``X`` has a sidecar ``X.json`` (:mod:`.sidecar`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgefuse.errors import EdgefuseError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BuildConfig", "BuildResult", "Runner", "build_engine", "load"]
+
+
+class Runner(Protocol):
+    backend: str
+    info: dict[str, Any]
+    metadata: dict[str, Any]
+
+    def run(self, clips: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    model: Path
+    output: Path
+    device: str = "auto"
+    precision: str = "auto"
+    shapes: dict[str, list[list[int]]] = field(default_factory=dict)  # input -> [min, opt, max]
+    workspace_mb: int | None = None
+    dla: int | None = None
+    gpu_fallback: bool = False
+    timing_cache: Path | None = None
+    threads: int | None = None  # ONNX Runtime intra-op threads (default: physical cores)
+    cpu_int8: str = "auto"  # ONNX Runtime INT8: "auto" rewrites Q/DQ for the fast u8 x s8 kernels, "qdq" keeps it
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    sidecar_path: Path
+    sidecar: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    from edgefuse.models.checkpoint import sha256_file
+
+    return sha256_file(path)
+
+
+def build_engine(cfg: BuildConfig) -> BuildResult:
+    """Build ``cfg.model`` for ``cfg.device``: an ONNX Runtime engine for ``cpu``, a TensorRT
+    engine for a GPU or Jetson profile (on that machine, with TensorRT installed)."""
+    import onnx
+
+    from edgefuse.backends.plan import graph_inputs, graph_precision, optimization_profiles, plan_precision
+    from edgefuse.backends.sidecar import Sidecar, write_sidecar
+    from edgefuse.devices import detect_device, get_device
+    from edgefuse.export.inspect import load_onnx
+    from edgefuse.export.metadata import read_metadata
+
+    start = time.monotonic()
+    profile = detect_device() if cfg.device == "auto" else get_device(cfg.device)
+    model = load_onnx(cfg.model)
+    meta = read_metadata(model)
+    graph = graph_precision(model, meta)
+    profiles = optimization_profiles(graph_inputs(model), meta.get("dynamic_ranges") or {}, cfg.shapes)
+    if cfg.dla is not None and (profile.dla_cores or 0) <= cfg.dla:
+        raise EdgefuseError(f"--dla {cfg.dla}: {profile.name} has {profile.dla_cores or 0} DLA core(s); "
+                            + ("build without --dla" if not profile.dla_cores else f"use 0..{profile.dla_cores - 1}"))
+    calibration = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else None
+    plan = plan_precision(cfg.precision, graph, profile)  # the device's verdict, before any backend is imported
+    if profile.kind == "cpu":
+        from edgefuse.backends.ort.build import build_ort, ort_version
+        from edgefuse.backends.ort.cpu import cpu_identity
+
+        settings = build_ort(model, cfg.output, cfg.threads, int8=cfg.cpu_int8 if graph == "int8" else None)
+        backend, version, hardware = "onnxruntime", ort_version(), cpu_identity()
+    else:
+        from edgefuse.backends.trt import adapter
+
+        version = adapter.tensorrt_version()
+        plan = plan_precision(cfg.precision, graph, profile, version)
+        from edgefuse.backends.plan import trt_major
+
+        settings = adapter.build_engine_file(cfg.model, cfg.output, trt_major(version), plan.flags, plan.network_flags,
+                                             profiles, cfg.workspace_mb, cfg.dla, cfg.gpu_fallback, cfg.timing_cache)
+        backend, hardware = "tensorrt", adapter.gpu_identity()
+    for note in plan.notes:
+        log.warning("%s: %s", cfg.output, note)
+    sidecar = Sidecar(
+        backend=backend, backend_version=version, device=profile.name, hardware=hardware, precision=plan.precision,
+        engine_sha256=_sha256(cfg.output), source_onnx=str(cfg.model),
+        source_onnx_sha256=hashlib.sha256(Path(cfg.model).read_bytes()).hexdigest(), profiles=profiles,
+        settings=settings, calibration=calibration, metadata=meta, build_seconds=round(time.monotonic() - start, 2),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), notes=list(plan.notes),
+    )
+    side = write_sidecar(cfg.output, sidecar)
+    return BuildResult(cfg.output, side, sidecar.to_dict())
+
+
+def load(path: str | Path, threads: int | None = None) -> Runner:
+    """A runner for an engine (its sidecar says which backend) or an ONNX graph (ONNX Runtime)."""
+    from edgefuse.backends.sidecar import read_sidecar, sidecar_path
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgefuseError(f"{p}: no such engine or ONNX file; check the path")
+    if p.suffix.lower() == ".onnx" and not sidecar_path(p).is_file():
+        from edgefuse.backends.ort.runner import OrtRunner
+        from edgefuse.export.inspect import load_onnx
+
+        return OrtRunner(load_onnx(p), threads=threads)
+    sidecar = read_sidecar(p)
+    if sidecar.backend == "onnxruntime":
+        from edgefuse.backends.ort.build import load_ort_engine
+
+        return load_ort_engine(p, threads)
+    if sidecar.backend == "tensorrt":
+        from edgefuse.backends.sidecar import check_compatible
+        from edgefuse.backends.trt import adapter
+
+        check_compatible(p, sidecar, adapter.tensorrt_version(), adapter.gpu_identity())
+        if _sha256(p) != sidecar.engine_sha256:
+            raise EdgefuseError(f"{p}: its bytes do not match the sidecar's sha256: the engine is corrupt or was "
+                                "replaced; rebuild it with 'edgefuse build-engine'")
+        return adapter.TrtRunner(p, sidecar.to_dict())
+    raise EdgefuseError(f"{p}: unknown backend {sidecar.backend!r} in its sidecar; rebuild with 'edgefuse build-engine'")

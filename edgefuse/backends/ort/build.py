@@ -1,0 +1,73 @@
+"""ONNX Runtime engines: the graph optimized offline for this CPU and saved, so loading it does not
+optimize again, with the session settings in the sidecar."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgefuse.backends.ort.cpu import cpu_identity, physical_cores
+from edgefuse.backends.ort.runner import OrtRunner, session_options
+from edgefuse.backends.sidecar import Sidecar, check_compatible, read_sidecar
+from edgefuse.errors import EdgefuseError
+from edgefuse.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def ort_version() -> str:
+    import onnxruntime as ort
+
+    return str(ort.__version__)
+
+
+def optimize_offline(model: onnx.ModelProto, dest: Path, threads: int) -> None:
+    """Let ONNX Runtime apply every graph optimization for this CPU and save the result to ``dest``."""
+    import onnxruntime as ort
+
+    opts = session_options(threads, optimize=True)
+    opts.optimized_model_filepath = str(dest)
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    if not dest.is_file():
+        raise EdgefuseError(f"{dest}: ONNX Runtime did not write the optimized graph; check the disk and retry")
+
+
+def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: str | None = None) -> dict[str, Any]:
+    """Write the engine to ``output`` (atomically); return the settings for the sidecar. ``int8``
+    (INT8 graphs): "auto" re-expresses the activations for the u8 x s8 kernels
+    (:mod:`edgefuse.backends.ort.int8`), "qdq" keeps the graph's int8 Q/DQ as it is."""
+    threads = threads or physical_cores()
+    rewrite = None
+    if int8 not in (None, "auto", "qdq"):
+        raise EdgefuseError(f"--cpu-int8 {int8}: use auto (u8 x s8 kernels) or qdq (the Q/DQ graph as it is)")
+    if int8 == "auto":
+        from edgefuse.backends.ort.int8 import cpu_int8_graph
+
+        model = cpu_int8_graph(model)
+        rewrite = "activations uint8 (zero point 128), weights int8: the same grid on ONNX Runtime's u8 x s8 kernels"
+    with atomic_path(output) as tmp:
+        optimize_offline(model, tmp, threads)
+    return {"int8_rewrite": rewrite, "intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
+            "graph_optimization_level": "all, applied offline (the engine loads with optimizations off)",
+            "providers": ["CPUExecutionProvider"]}
+
+
+def load_ort_engine(path: Path, threads: int | None = None) -> OrtRunner:
+    """An engine from build_ort, after checking its sidecar against this machine."""
+    from edgefuse.models.checkpoint import sha256_file
+
+    sidecar: Sidecar = read_sidecar(path)
+    if sidecar.backend != "onnxruntime":
+        raise EdgefuseError(f"{path}: a {sidecar.backend} engine, not an ONNX Runtime one")
+    check_compatible(path, sidecar, ort_version(), cpu_identity())
+    if sha256_file(path) != sidecar.engine_sha256:
+        raise EdgefuseError(f"{path}: its bytes do not match the sidecar's sha256: the engine is corrupt or was "
+                            "replaced; rebuild it with 'edgefuse build-engine'")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf errors
+        raise EdgefuseError(f"{path}: not a readable ONNX Runtime engine ({type(e).__name__}); rebuild it") from None
+    threads = threads or int(sidecar.settings.get("intra_op_num_threads") or physical_cores())
+    return OrtRunner(model, threads=threads, optimize=False, info=sidecar.to_dict())

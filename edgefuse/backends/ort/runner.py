@@ -1,0 +1,138 @@
+"""Running ONNX graphs and ONNX Runtime engines on clips: the runner validate, bench and calibrate use.
+
+A clip graph takes (N, T, 3, H, W) and gives logits (N, K); a static batch dimension is honoured
+by running clips in chunks of that size (the last one padded). A stream graph (metadata
+``stream_states``) takes one frame and its state tensors: :meth:`OrtRunner.run` feeds the frames
+one by one from zero state and averages the per-frame logits, as the clip model does.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgefuse.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outputs:
+    logits: np.ndarray  # (N, classes)
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, ...) stacked per clip
+
+
+def session_options(threads: int | None = None, optimize: bool = True, profile: bool = False):  # type: ignore[no-untyped-def]
+    """ONNX Runtime CPU session options: ``threads`` intra-op threads (default: physical cores),
+    all graph optimizations or none (an engine was optimized when it was built)."""
+    import onnxruntime as ort
+
+    from edgefuse.backends.ort.cpu import physical_cores
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    opts.log_severity_level = 3
+    opts.enable_profiling = profile
+    return opts
+
+
+class OrtRunner:
+    """An ONNX Runtime CPU session over a graph (``onnx.ModelProto`` or a path) with
+    ``extra_outputs`` exposed."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: onnx.ModelProto | str | Path, extra_outputs: Sequence[str] = (),
+                 threads: int | None = None, optimize: bool = True, info: dict[str, Any] | None = None) -> None:
+        import onnxruntime as ort
+
+        from edgefuse.export.metadata import read_metadata
+
+        if not isinstance(model, onnx.ModelProto):
+            model = onnx.load(str(model))
+        self.info = info or {}
+        self.metadata = read_metadata(model) or dict(self.info.get("metadata") or {})
+        probe = model
+        if extra_outputs:
+            probe = onnx.ModelProto()
+            probe.CopyFrom(model)
+            present = {o.name for o in probe.graph.output}
+            for name in extra_outputs:
+                if name not in present:
+                    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+                    present.add(name)
+        self.output = model.graph.output[0].name
+        consts = {i.name for i in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in consts]
+        self.input = inputs[0].name
+        self.states = [s for s in (self.metadata.get("stream_states") or [])]
+        dims = inputs[0].type.tensor_type.shape.dim
+        self.batch = int(dims[0].dim_value) if dims and dims[0].dim_value > 0 else None
+        self.input_dims = [d.dim_param or int(d.dim_value) for d in dims]
+        self.session = ort.InferenceSession(probe.SerializeToString(), session_options(threads, optimize),
+                                            providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def is_stream(self) -> bool:
+        return bool(self.states)
+
+    def _chunks(self, clips: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        step = self.batch or 1
+        out = []
+        for i in range(0, len(clips), step):
+            chunk = clips[i:i + step]
+            n = len(chunk)
+            if self.batch and n < self.batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])  # (batch, T, 3, H, W)
+            out.append((np.ascontiguousarray(chunk, dtype=np.float32), n))
+        return out
+
+    def run_all(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output for the first chunk of ``clips`` (statistics collection)."""
+        chunk, _ = self._chunks(clips)[0]
+        return dict(zip(self.names, self.session.run(None, {self.input: chunk})))
+
+    def run_frames(self, clips: np.ndarray) -> np.ndarray:
+        """Stream graphs: per-frame logits (N, T, K), frame by frame from zero state."""
+        n, t = clips.shape[:2]
+        states = [np.zeros((n, *s["shape"][1:]), dtype=s.get("dtype", "float32")) for s in self.states]
+        names = [s["name"] for s in self.states]
+        per_frame = []
+        for i in range(t):
+            feeds = {self.input: np.ascontiguousarray(clips[:, i], dtype=np.float32), **dict(zip(names, states))}
+            logits, *states = self.session.run(None, feeds)
+            per_frame.append(logits)
+        return np.stack(per_frame, axis=1)  # (N, T, K)
+
+    def run_logits_and(self, clips: np.ndarray, tensors: Sequence[str] = (), progress: bool = False,
+                       desc: str = "") -> Outputs:
+        if self.is_stream:
+            return Outputs(self.run_frames(clips).mean(axis=1))  # (N, K) as the clip model's average
+        logits, kept = [], {name: [] for name in tensors}  # type: dict[str, list[np.ndarray]]
+        bar = Progress(len(clips), desc or "running", enabled=progress)
+        for chunk, n in self._chunks(clips):
+            outs = dict(zip(self.names, self.session.run(None, {self.input: chunk})))
+            logits.append(outs[self.output][:n])
+            for name in tensors:
+                value = outs[name]
+                per_clip = value.reshape(len(chunk), -1) if value.shape[0] % len(chunk) == 0 else value[None]
+                kept[name].append(per_clip[:n])
+            bar.update(n)
+        bar.close()
+        return Outputs(np.concatenate(logits), {k: np.concatenate(v) for k, v in kept.items()})
+
+    def run(self, clips: np.ndarray) -> np.ndarray:
+        """Logits (N, K) of clips (N, T, 3, H, W)."""
+        return self.run_logits_and(clips).logits
+
+    logits = run

@@ -1,0 +1,93 @@
+"""The engine sidecar ``<engine>.json``: what an engine is, where it was built and from what.
+Loading reads it first and refuses an engine built by another backend version or for another
+device, before touching the engine bytes."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefuse.errors import EdgefuseError
+from edgefuse.utils import atomic_path
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    backend: str  # "onnxruntime" | "tensorrt"
+    backend_version: str
+    device: str  # device profile name
+    hardware: dict[str, Any]  # GPU: name, compute_capability; CPU: name, machine, isa, cores
+    precision: str  # fp32 | fp16 | int8 (what the engine computes in)
+    engine_sha256: str
+    source_onnx: str
+    source_onnx_sha256: str
+    profiles: dict[str, list[list[int]]] = field(default_factory=dict)  # input -> [min, opt, max] shapes
+    settings: dict[str, Any] = field(default_factory=dict)  # session options / builder settings
+    calibration: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # the ONNX metadata copied through
+    build_seconds: float = 0.0
+    built_at: str = ""
+    notes: list[str] = field(default_factory=list)
+    schema: int = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    p = Path(engine)
+    return p.with_name(p.name + ".json")
+
+
+def write_sidecar(engine: str | Path, sidecar: Sidecar) -> Path:
+    dest = sidecar_path(engine)
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(sidecar.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return dest
+
+
+def read_sidecar(engine: str | Path) -> Sidecar:
+    path = sidecar_path(engine)
+    if not Path(engine).is_file():
+        raise EdgefuseError(f"{engine}: no such engine file; build one with 'edgefuse build-engine'")
+    if not path.is_file():
+        raise EdgefuseError(f"{engine}: no sidecar {path.name} beside it, so its backend, device and source are "
+                            "unknown; build the engine with 'edgefuse build-engine' (it writes both)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, Mapping):
+            raise ValueError("not a JSON object")
+        known = {f for f in Sidecar.__dataclass_fields__}
+        return Sidecar(**{k: v for k, v in data.items() if k in known})
+    except (ValueError, TypeError) as e:
+        raise EdgefuseError(f"{path}: not a valid engine sidecar ({e}); rebuild the engine with "
+                            "'edgefuse build-engine'") from None
+
+
+def check_compatible(engine: str | Path, sidecar: Sidecar, backend_version: str, hardware: Mapping[str, Any]) -> None:
+    """An engine runs only on the backend version and hardware it was built for: one error naming both."""
+    if sidecar.backend == "tensorrt":
+        if sidecar.backend_version != backend_version:
+            raise EdgefuseError(f"{engine}: built with TensorRT {sidecar.backend_version}, this machine has TensorRT "
+                                f"{backend_version}; TensorRT engines are tied to one version: rebuild it here with "
+                                "'edgefuse build-engine'")
+        built, here = sidecar.hardware, hardware
+        if (built.get("name"), built.get("compute_capability")) != (here.get("name"), here.get("compute_capability")):
+            raise EdgefuseError(f"{engine}: built for {built.get('name')} (sm {built.get('compute_capability')}), this "
+                                f"GPU is {here.get('name')} (sm {here.get('compute_capability')}); rebuild it on this "
+                                "GPU with 'edgefuse build-engine'")
+        return
+    built_major = ".".join(sidecar.backend_version.split(".")[:2])
+    here_major = ".".join(backend_version.split(".")[:2])
+    if built_major != here_major:
+        raise EdgefuseError(f"{engine}: optimized by ONNX Runtime {sidecar.backend_version}, this machine has "
+                            f"{backend_version}; offline-optimized graphs hold version-specific fused operators: "
+                            "rebuild it here with 'edgefuse build-engine'")
+    missing = sorted(set(sidecar.hardware.get("isa", [])) - set(hardware.get("isa", [])))
+    if missing:
+        raise EdgefuseError(f"{engine}: optimized for a CPU with {', '.join(missing)} ({sidecar.hardware.get('name')}), "
+                            f"which this CPU ({hardware.get('name')}) lacks; rebuild it here with 'edgefuse build-engine'")

@@ -1,0 +1,77 @@
+"""``edgefuse build-engine`` and ``edgefuse devices``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgefuse.cli.options import json_option
+from edgefuse.table import format_table
+
+
+@click.command("devices")
+@json_option
+def devices_cmd(as_json: bool) -> None:
+    """List the device profiles build-engine and bench know (installed with edgefuse)."""
+    from edgefuse.devices import list_devices, tensorrt_versions
+
+    rows = []
+    for d in list_devices():
+        rows.append({"name": d.name, "title": d.title, "kind": d.kind, "sm": d.compute_capability or "-",
+                     "precisions": ",".join(d.precisions), "dla": d.dla_cores if d.dla_cores is not None else "-",
+                     "memory_gb": d.memory_gb if d.memory_gb is not None else "-",
+                     "tensorrt": ", ".join(tensorrt_versions(d)) or "-"})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(format_table(rows, ["name", "title", "kind", "sm", "precisions", "dla", "memory_gb", "tensorrt"],
+                            ["device", "", "kind", "sm", "fast precisions", "DLA", "GB", "TensorRT"]))
+
+
+@click.command("build-engine")
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--device", default="auto", show_default=True,
+              help="Device profile ('edgefuse devices'); auto detects a Jetson, an NVIDIA GPU, else cpu.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
+              help="auto: the graph's (INT8 needs a graph from 'edgefuse calibrate').")
+@click.option("--shapes", multiple=True, metavar="NAME:MIN,OPT,MAX",
+              help="Optimization profile of a dynamic input, e.g. clips:1x8x3x224x224,1x8x3x224x224,4x8x3x224x224 "
+                   "(default: the ranges in the graph's metadata).")
+@click.option("--workspace", type=click.IntRange(min=1), help="TensorRT workspace limit in MiB.")
+@click.option("--dla", type=click.IntRange(min=0), help="TensorRT: run on this DLA core (Jetson Xavier / AGX Orin).")
+@click.option("--gpu-fallback", is_flag=True, help="TensorRT with --dla: layers DLA cannot run go to the GPU (listed).")
+@click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False),
+              help="TensorRT timing cache to reuse and update (faster rebuilds).")
+@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads (default: physical cores).")
+@click.option("--cpu-int8", type=click.Choice(["auto", "qdq"]), default="auto", show_default=True,
+              help="ONNX Runtime INT8: auto = the same grid on the fast u8 x s8 kernels; qdq = the graph as it is.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Engine file (a <engine>.json sidecar is written beside it).")
+@json_option
+def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str, ...], workspace: int | None,
+                     dla: int | None, gpu_fallback: bool, timing_cache: Path | None, threads: int | None,
+                     cpu_int8: str, output: Path, as_json: bool) -> None:
+    """Build an engine from MODEL (an ONNX graph from export or calibrate) for a device: ONNX Runtime
+    for cpu, TensorRT for Jetsons and NVIDIA GPUs."""
+    from edgefuse.backends import BuildConfig, build_engine
+    from edgefuse.backends.plan import parse_shapes
+
+    cfg = BuildConfig(model=model, output=output, device=device, precision=precision, shapes=parse_shapes(shapes),
+                      workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, timing_cache=timing_cache,
+                      threads=threads, cpu_int8=cpu_int8)
+    result = build_engine(cfg)
+    s = result.sidecar
+    if as_json:
+        click.echo(json.dumps(s, indent=2, default=str))
+        return
+    size = result.path.stat().st_size / 1e6
+    click.echo(f"wrote {result.path} ({size:.1f} MB) and {result.sidecar_path.name}: {s['backend']} "
+               f"{s['backend_version']} for {s['device']} ({s['hardware'].get('name')}), {s['precision'].upper()}, "
+               f"{s['build_seconds']:.1f} s")
+    for note in s["notes"]:
+        click.echo(f"note: {note}")
+    if s["settings"].get("int8_rewrite"):
+        click.echo(f"int8: {s['settings']['int8_rewrite']}")
+    if s["settings"].get("gpu_fallback_layers"):
+        click.echo("layers on the GPU instead of DLA: " + ", ".join(s["settings"]["gpu_fallback_layers"]))
