@@ -21,7 +21,8 @@ from edgefuse.export.api import export
 from edgefuse.export.config import ExportConfig
 from edgefuse.quantize import CalibrateConfig, calibrate, qdq
 from edgefuse.quantize.calibrate import collect_stats
-from edgefuse.quantize.evaluate import GraphRunner, decision_tensors
+from edgefuse.backends.ort.runner import OrtRunner
+from edgefuse.quantize.evaluate import decision_tensors
 from edgefuse.quantize.stats import NUM_BINS, ActivationStats, Histogram, amax_entropy, amax_mse, amax_percentile, thresholds
 from edgefuse.quantize.trtcache import encode_version, read_cache, write_cache
 from edgefuse.synth import SynthConfig, generate
@@ -232,6 +233,12 @@ def test_zoo_int8_keeps_accuracy_and_policy(arch, zoo_graphs, synth_default, tmp
         assert len(rep["flip_rate"]) == 8 and rep["mean_flip_rate"] < 0.05
 
 
+@pytest.mark.parametrize("arch", ["tsm", "adafuse"])
+def test_zoo_fp16_agrees(arch, zoo_graphs, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rep = calibrate(_zoo_cfg(zoo_graphs, synth_default, tmp_path, arch, precision="fp16")).report["result"]
+    assert rep["top1_agreement"] >= 0.995 and rep["max_abs_logit_error"] < 0.05
+
+
 def test_budget_returns_the_damaged_layer_to_fp32(zoo_graphs, synth_default, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A layer whose range is crushed (amax 1/1000 of the real one) is by far the most sensitive;
     the budget must find it first and put it back in FP32, and the drop then fits the budget."""
@@ -270,8 +277,7 @@ def test_fp16_graph_keeps_fp32_io_and_agrees(graphs, bench, tmp_path) -> None:  
     assert half and any(i.name.startswith("onnx::Conv") or "Conv" in i.name for i in half)
     # AdaFuse's policy stays FP32 by default: its Gemm weights are not FP16
     assert all("adafuse" not in i.name for i in half)
-    assert result.report["result"]["top1_agreement"] >= 0.9
-    assert result.report["result"]["max_abs_logit_error"] < 0.05
+    assert result.report["result"]["clips"] == 12  # it runs; accuracy is checked on the trained zoo below
 
 
 def test_adafuse_int8_reports_flip_rate_per_policy_block(graphs, bench, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -288,7 +294,7 @@ def test_adafuse_int8_reports_flip_rate_per_policy_block(graphs, bench, tmp_path
                           default_excludes=False, output=tmp_path / "all.onnx"))
     assert any("/adafuse/" in n for n in qdq.quantized_node_names(onnx.load(str(allq.path))))
     # the runner exposes the decisions of the quantized graph too: one-hot per channel
-    runner = GraphRunner(q, extra_outputs=decision_tensors(model))
+    runner = OrtRunner(q, extra_outputs=decision_tensors(model))
     out = runner.run_logits_and(np.zeros((1, 8, 3, 56, 56), np.float32), decision_tensors(model))
     for value in out.tensors.values():
         assert set(np.unique(value)) <= {0.0, 1.0}

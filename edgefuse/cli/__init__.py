@@ -39,7 +39,9 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from edgefuse.cli import calibrate as _calibrate
+    from edgefuse.cli import demo as _demo
     from edgefuse.cli import engine as _engine
+    from edgefuse.cli import validate as _validate
     from edgefuse.cli import export as _export
     from edgefuse.cli import models as _models
     from edgefuse.cli import synth as _synth
@@ -51,6 +53,9 @@ def _register() -> None:
     cli.add_command(_calibrate.calibrate_cmd)
     cli.add_command(_engine.build_engine_cmd)
     cli.add_command(_engine.devices_cmd)
+    cli.add_command(_validate.validate_cmd)
+    cli.add_command(_validate.bench_cmd)
+    cli.add_command(_demo.demo_cmd)
     cli.add_command(_synth.synth_cmd)
     cli.add_command(_train.train_cmd)
 

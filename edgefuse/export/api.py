@@ -76,7 +76,7 @@ def _base_metadata(model: VideoClassifier, cfg: ExportConfig, opset: int) -> dic
     mc = model.config
     return {
         "model": mc.name, "edgefuse_version": __version__, "arch": mc.arch, "backbone": mc.backbone,
-        "num_classes": mc.num_classes, "segments": cfg.segments, "input_size": cfg.size,
+        "num_classes": mc.num_classes, "width": mc.width, "segments": cfg.segments, "input_size": cfg.size,
         "scale_size": mc.scale_size, "mean": list(mc.mean), "std": list(mc.std),
         "channel_order": mc.channel_order, "pixel_range": mc.pixel_range,
         "class_names": list(mc.class_names) if mc.class_names else None, "policy": cfg.policy,

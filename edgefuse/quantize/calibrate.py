@@ -28,7 +28,8 @@ import onnx
 from edgefuse.errors import EdgefuseError
 from edgefuse.progress import Progress
 from edgefuse.quantize import qdq
-from edgefuse.quantize.evaluate import Comparison, GraphRunner, compare, decision_tensors
+from edgefuse.backends.ort.runner import OrtRunner
+from edgefuse.quantize.evaluate import Comparison, compare, decision_tensors
 from edgefuse.quantize.fp16 import convert_fp16, fp16_blocked
 from edgefuse.quantize.stats import METHODS, ActivationStats, thresholds
 from edgefuse.utils import atomic_path
@@ -264,7 +265,7 @@ def collect_stats(model: onnx.ModelProto, clips: np.ndarray, cache: Path, progre
     candidates = [n.name for n in qdq.candidate_nodes(model)]
     hist_names = qdq.activation_tensors(model, candidates)
     all_names = float_tensors(model)
-    runner = GraphRunner(model, extra_outputs=all_names)
+    runner = OrtRunner(model, extra_outputs=all_names)
     partial = cache / "stats.partial.npz"
     stats = ActivationStats.empty(all_names)
     if partial.is_file():
@@ -329,7 +330,7 @@ def sensitivity(model: onnx.ModelProto, cfg: CalibrateConfig, amax: dict[str, fl
     for name in layers:
         others = [n for n in layers if n != name]
         cand = build(model, cfg, amax, ranges, others)
-        logits = GraphRunner(cand).logits(clips)
+        logits = OrtRunner(cand).logits(clips)
         out[name] = float(np.mean((logits - ref_logits) ** 2))
         bar.update()
     bar.close()
@@ -390,12 +391,12 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
 
     t0 = time.monotonic()
     decisions = decision_tensors(model)
-    reference_runner = GraphRunner(model, extra_outputs=decisions)
+    reference_runner = OrtRunner(model, extra_outputs=decisions)
     ref = reference_runner.run_logits_and(holdout["clips"], decisions, cfg.progress, "FP32 reference")
     excluded = [n for n in layer_candidates(model, dataclasses.replace(cfg, default_excludes=False, exclude=()))
                 if qdq.match_any(n, cfg.excludes)]
     candidate = build(model, cfg, amax, ranges, [])
-    result = compare(ref, GraphRunner(candidate, extra_outputs=decisions).run_logits_and(
+    result = compare(ref, OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
         holdout["clips"], decisions, cfg.progress, f"{cfg.precision.upper()} graph"), holdout["labels"])
     first = result
     budget_layers: list[str] = []
@@ -407,7 +408,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         for name in order:
             budget_layers.append(name)
             candidate = build(model, cfg, amax, ranges, budget_layers)
-            result = compare(ref, GraphRunner(candidate, extra_outputs=decisions).run_logits_and(
+            result = compare(ref, OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
                 holdout["clips"], decisions, False, ""), holdout["labels"])
             log.info("budget: %s back to FP32 -> %.2f top-1 points", name, _drop(result))
             if _drop(result) <= cfg.max_drop:

@@ -1,17 +1,15 @@
-"""Running a graph in ONNX Runtime over clips (with chosen intermediate tensors exposed) and
-comparing a low-precision graph with its FP32 reference: top-1 agreement, logit error, accuracy
+"""Comparing a low-precision graph with its FP32 reference: top-1 agreement, logit error, accuracy
 with labels, and the flip rate of every AdaFuse decision tensor."""
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 
-from edgefuse.progress import Progress
+from edgefuse.backends.ort.runner import Outputs
 
 # AdaFuse's decision one-hots are the float Cast of its boolean argmax in each block's scope
 DECISION_PATTERN = "*/adafuse/Cast"
@@ -22,68 +20,14 @@ def decision_tensors(model: onnx.ModelProto) -> list[str]:
     return [n.output[0] for n in model.graph.node if n.op_type == "Cast" and fnmatch.fnmatchcase(n.name, DECISION_PATTERN)]
 
 
-@dataclass
-class Outputs:
-    logits: np.ndarray  # (N, classes)
-    tensors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, ...) stacked per clip
-
-
-class GraphRunner:
-    """An ONNX Runtime CPU session over ``model`` with ``extra_outputs`` exposed. A static batch
-    dimension is honoured by running clips in chunks of that size (the last one padded)."""
-
-    def __init__(self, model: onnx.ModelProto, extra_outputs: Sequence[str] = (), threads: int = 0) -> None:
-        from edgefuse.export.parity import ort_session
-
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        present = {o.name for o in probe.graph.output}
-        for name in extra_outputs:
-            if name not in present:
-                probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-                present.add(name)
-        self.output = model.graph.output[0].name
-        consts = {i.name for i in model.graph.initializer}
-        vi = next(i for i in model.graph.input if i.name not in consts)
-        self.input = vi.name
-        dim0 = vi.type.tensor_type.shape.dim[0] if vi.type.tensor_type.shape.dim else None
-        self.batch = int(dim0.dim_value) if dim0 is not None and dim0.dim_value > 0 else None
-        self.session = ort_session(probe, threads=threads)
-        self.names = [o.name for o in self.session.get_outputs()]
-
-    def _chunks(self, clips: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        step = self.batch or 1
-        out = []
-        for i in range(0, len(clips), step):
-            chunk = clips[i:i + step]
-            n = len(chunk)
-            if self.batch and n < self.batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])  # (batch, T, 3, H, W)
-            out.append((np.ascontiguousarray(chunk, dtype=np.float32), n))
-        return out
-
-    def run_all(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output for one chunk of clips (statistics collection)."""
-        (chunk, _), = self._chunks(clips)[:1]
-        return dict(zip(self.names, self.session.run(None, {self.input: chunk})))
-
-    def run_logits_and(self, clips: np.ndarray, tensors: Sequence[str] = (), progress: bool = False,
-                       desc: str = "") -> Outputs:
-        logits, kept = [], {name: [] for name in tensors}  # type: dict[str, list[np.ndarray]]
-        bar = Progress(len(clips), desc or "running", enabled=progress)
-        for chunk, n in self._chunks(clips):
-            outs = dict(zip(self.names, self.session.run(None, {self.input: chunk})))
-            logits.append(outs[self.output][:n])
-            for name in tensors:
-                value = outs[name]
-                per_clip = value.reshape(len(chunk), -1) if value.shape[0] % len(chunk) == 0 else value[None]
-                kept[name].append(per_clip[:n])
-            bar.update(n)
-        bar.close()
-        return Outputs(np.concatenate(logits), {k: np.concatenate(v) for k, v in kept.items()})
-
-    def logits(self, clips: np.ndarray) -> np.ndarray:
-        return self.run_logits_and(clips).logits
+def block_of(tensor: str) -> str:
+    """'/backbone/layer1.0/adafuse/Cast_output_0' -> 'layer1.0' (the block a decision tensor belongs to)."""
+    parts = tensor.strip("/").split("/")
+    if "adafuse" in parts:
+        parts = parts[:parts.index("adafuse")]
+    if parts and parts[0] == "backbone":
+        parts = parts[1:]
+    return "/".join(parts) or tensor
 
 
 @dataclass
@@ -127,5 +71,5 @@ def compare(reference: Outputs, candidate: Outputs, labels: np.ndarray | None) -
         other = candidate.tensors.get(name)
         if other is not None and other.shape == value.shape:
             # a one-hot over (skip, reuse, keep): a changed decision changes two entries
-            result.flip_rate[name] = float(np.sum(value != other) / 2 / (value.size / 3))
+            result.flip_rate[block_of(name)] = float(np.sum(value != other) / 2 / (value.size / 3))
     return result
