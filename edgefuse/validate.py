@@ -115,17 +115,31 @@ def drop_points(result: dict[str, Any]) -> float:
 # ---------------------------------------------------------------------------------------------
 # Per layer
 
-def _upstream_layer(node: onnx.NodeProto | None, producer: dict[str, onnx.NodeProto]) -> str | None:
-    """The nearest Conv / Gemm / MatMul at or above ``node`` along first inputs (the layer whose
-    weights made the departing tensor: ONNX Runtime engines fuse a Conv with its activation, so the
-    Conv's own output may not exist in the engine)."""
-    seen = 0
-    while node is not None and seen < 64:
+def _compute_ancestors(tensor: str, producer: dict[str, onnx.NodeProto]) -> list[str]:
+    """Conv / Gemm / MatMul nodes whose output reaches ``tensor`` (names, any order)."""
+    seen: set[str] = set()
+    out, stack = [], [tensor]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
         if node.op_type in ("Conv", "Gemm", "MatMul"):
-            return node.name
-        node = producer.get(node.input[0]) if node.input else None
-        seen += 1
-    return None
+            out.append(node.name)
+        stack.extend(i for i in node.input if i)
+    return out
+
+
+def _suspects(departed: str, good: list[str], model: onnx.ModelProto) -> list[str]:
+    """The layers that feed the departed tensor but none of the tensors that still matched, in graph
+    order: the first is where the damage most likely sits (an ONNX Runtime engine fuses a Conv with
+    what follows it, so the Conv's own output may not exist in the engine to check)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    cleared: set[str] = set()
+    for t in good:
+        cleared |= set(_compute_ancestors(t, producer))
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
+    return sorted(set(_compute_ancestors(departed, producer)) - cleared, key=lambda n: order.get(n, 0))
 
 
 def first_departure(reference: onnx.ModelProto, engine: onnx.ModelProto, clips: np.ndarray,
@@ -153,8 +167,9 @@ def first_departure(reference: onnx.ModelProto, engine: onnx.ModelProto, clips: 
         checked.append((t, rel))
         if rel > tolerance:
             node = producer.get(t)
+            suspects = _suspects(t, [n for n, _ in checked[:-1]], reference)
             return {"tensor": t, "node": node.name if node else None, "op": node.op_type if node else None,
-                    "layer": _upstream_layer(node, producer),
+                    "layer": suspects[0] if suspects else None, "suspects": suspects,
                     "relative_error": rel, "tensors_checked": len(checked), "tolerance": tolerance,
                     "before": [{"tensor": n, "relative_error": r} for n, r in checked[-4:-1]]}
     return {"tensor": None, "tensors_checked": len(checked), "tolerance": tolerance,

@@ -57,8 +57,10 @@ def validate_cmd(engine: Path, reference: Path, clips: Path, root: Path | None, 
         if rep.get("per_layer"):
             pl = rep["per_layer"]
             if pl.get("tensor"):
-                click.echo(f"first departure: {pl['tensor']} (node {pl['node']}, {pl['op']}; layer {pl['layer']}), relative error "
-                           f"{pl['relative_error']:.3g} > {pl['tolerance']} after {pl['tensors_checked'] - 1} matching tensors")
+                click.echo(f"first departure: {pl['tensor']} ({pl['op']}), relative error {pl['relative_error']:.3g} > "
+                           f"{pl['tolerance']} after {pl['tensors_checked'] - 1} matching tensors")
+                others = f" (then {', '.join(pl['suspects'][1:])})" if len(pl["suspects"]) > 1 else ""
+                click.echo(f"departing layer: {pl['layer']}{others}")
             else:
                 click.echo(f"no tensor departs by more than {pl['tolerance']} ({pl['tensors_checked']} checked)")
         click.echo(f"verdict: {rep['verdict']} (drop {rep['drop_points']:.2f} points, budget {max_drop})")

@@ -1,0 +1,117 @@
+"""``edgefuse validate``, ``edgefuse bench`` and ``edgefuse demo`` on the shipped zoo: a damaged
+engine is caught and its layer named, the budget gates the exit code, bench's figures come from
+its raw timings, and the demo runs the whole pipeline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from edgefuse.backends import BuildConfig, build_engine
+from edgefuse.bench import BenchConfig, bench
+from edgefuse.cli import cli
+from edgefuse.errors import EdgefuseError
+from edgefuse.validate import ValidateConfig, validate
+
+VICTIM = "/backbone/layer2.1/conv1/Conv"
+
+
+@pytest.fixture(scope="module")
+def tsm(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    from edgefuse.export.api import export
+    from edgefuse.export.config import make_config
+
+    tmp = tmp_path_factory.mktemp("validate")
+    fp32 = export(make_config(None, tmp / "tsm.onnx", model="synth_tsm_r18w025")).path
+    engine = build_engine(BuildConfig(fp32, tmp / "tsm.engine", device="cpu")).path
+    # a deliberately damaged copy: one convolution's weights perturbed
+    model = onnx.load(str(fp32))
+    node = next(n for n in model.graph.node if n.name == VICTIM)
+    init = next(i for i in model.graph.initializer if i.name == node.input[1])
+    w = numpy_helper.to_array(init)
+    noise = np.random.default_rng(0).standard_normal(w.shape).astype(np.float32) * w.std()
+    init.CopyFrom(numpy_helper.from_array(w + noise, init.name))
+    damaged_onnx = tmp / "damaged.onnx"
+    onnx.save(model, str(damaged_onnx))
+    damaged = build_engine(BuildConfig(damaged_onnx, tmp / "damaged.engine", device="cpu")).path
+    return {"fp32": fp32, "engine": engine, "damaged": damaged, "tmp": tmp}
+
+
+def test_validate_passes_a_good_engine_with_every_figure(tsm, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rep = validate(ValidateConfig(engine=tsm["engine"], reference=tsm["fp32"], clips=synth_default / "val.txt",
+                                  num_clips=40, report=tmp_path / "r.json", html=tmp_path / "r.html", progress=False))
+    r = rep["result"]
+    assert rep["verdict"] == "pass" and r["top1_agreement"] == 1.0 and r["max_abs_error"] < 1e-3
+    assert r["top1_reference"] == r["top1_engine"] > 0.9 and r["top5_engine"] >= r["top1_engine"]
+    assert len(r["per_class"]) == 10 and r["kl_mean"] < 1e-6
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert len(saved["result"]["per_clip"]["max_abs_error"]) == 40  # raw per-clip figures kept
+    page = (tmp_path / "r.html").read_text()
+    assert "<table>" in page and page.count("data:image/png;base64,") == 2
+
+
+def test_validate_catches_a_damaged_engine_and_names_the_layer(tsm, synth_default) -> None:  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    res = runner.invoke(cli, ["validate", str(tsm["damaged"]), "--reference", str(tsm["fp32"]), "--clips",
+                              str(synth_default / "val.txt"), "--num-clips", "40", "--per-layer", "--max-drop", "0.5"])
+    assert res.exit_code == 1, res.output  # over the budget: exit 1, so CI can gate on it
+    assert "verdict: fail" in res.output
+    assert f"departing layer: {VICTIM}" in res.output, res.output
+    rep = validate(ValidateConfig(engine=tsm["damaged"], reference=tsm["fp32"], clips=synth_default / "val.txt",
+                                  num_clips=8, per_layer=True, progress=False, max_drop=100.0))
+    pl = rep["per_layer"]
+    assert pl["layer"] == VICTIM and pl["relative_error"] > 0.05
+    assert all(b["relative_error"] <= 0.05 for b in pl["before"])  # everything before it still matches
+
+
+def test_validate_against_a_checkpoint_runs_pytorch_eager(tsm, synth_default) -> None:  # type: ignore[no-untyped-def]
+    from edgefuse.zoo import ZOO_DIR
+
+    rep = validate(ValidateConfig(engine=tsm["engine"], reference=ZOO_DIR / "synth_tsm_r18w025.pth",
+                                  clips=synth_default / "val.txt", num_clips=16, progress=False))
+    assert rep["result"]["top1_agreement"] == 1.0 and rep["result"]["max_abs_error"] < 1e-3
+
+
+def test_bench_figures_come_from_the_raw_timings(tsm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgefuse.zoo import ZOO_DIR
+
+    rep = bench(BenchConfig(engines=(tsm["engine"], tsm["fp32"]), device="cpu", iterations=6, warmup=1,
+                            eager=ZOO_DIR / "synth_tsm_r18w025.pth", json_out=tmp_path / "b.json",
+                            png_out=tmp_path / "b.png", progress=False))
+    rows = rep["rows"]
+    assert [r["name"] for r in rows] == ["PyTorch eager FP32", "tsm.engine", "tsm.onnx"]
+    saved = json.loads((tmp_path / "b.json").read_text())
+    for row in saved["rows"]:
+        raw = np.array(row["raw_ms"])
+        assert len(raw) == 6
+        assert row["median_ms"] == pytest.approx(np.median(raw), rel=1e-3, abs=1e-3)
+        assert row["p99_ms"] == pytest.approx(np.percentile(raw, 99), rel=1e-3, abs=1e-3)
+        assert row["cov"] == pytest.approx(raw.std() / raw.mean(), rel=1e-2)
+        assert row["clips_per_s"] == pytest.approx(1000 / raw.mean(), rel=1e-2)
+        assert row["frames_per_s"] == pytest.approx(8 * row["clips_per_s"], rel=1e-6)
+        assert row["rss_mb"] > 0
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_on_a_jetson_profile_here_is_one_clear_error(tsm) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(EdgefuseError, match="not a Jetson"):
+        bench(BenchConfig(engines=(tsm["engine"],), device="jetson", iterations=1, progress=False))
+    with pytest.raises(EdgefuseError, match="not a Jetson"):
+        bench(BenchConfig(engines=(tsm["engine"],), device="jetson_orin_nano", iterations=1, progress=False))
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    res = CliRunner().invoke(cli, ["demo", "--work", str(tmp_path / "demo"), "--num-val", "20", "--num-calib", "16",
+                                   "--iterations", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output[res.output.index("{"):])
+    rows = rep["rows"]
+    assert len(rows) == 9 and {r["model"] for r in rows} == {"TSM", "AdaFuse-TSM", "AdaFuse-TSM folded"}
+    for r in rows:
+        if r["agreement"] is not None:
+            assert r["agreement"] >= 0.9 and r["top1"] > 0.8
