@@ -37,6 +37,8 @@ class BenchConfig:
     seed: int = 0
     progress: bool = True
     names: tuple[str, ...] = field(default_factory=tuple)  # row labels (default: file names)
+    estimate: bool = False  # add a roofline estimate per engine on the device profile (measured too where possible)
+    energy_seconds: float = 3.0  # Jetson: seconds each engine runs under tegrastats for energy per clip
 
 
 def stats(raw_ms: list[float], batch: int, frames: int) -> dict[str, float]:
@@ -75,21 +77,27 @@ def _input(meta: dict[str, Any], batch: int, seed: int, path: Path) -> np.ndarra
     return np.random.default_rng(seed).standard_normal((batch, t, 3, size, size)).astype(np.float32)
 
 
-def check_device(device: str) -> Any:
+def check_device(device: str, estimate_only_ok: bool = False) -> tuple[Any, bool]:
+    """(the device profile, whether it is this machine). A Jetson or GPU profile on another machine is
+    an error, unless only an estimate is asked for (``--estimate``)."""
     from edgefuse.devices import detect_device, get_device
 
-    if device == "auto":
-        return detect_device()
-    profile = get_device(device) if device not in ("jetson",) else None
     here = detect_device()
-    if device == "jetson" or (profile is not None and profile.kind == "jetson"):
+    if device == "auto":
+        return here, True
+    if device == "jetson":
         if here.kind != "jetson":
-            raise EdgefuseError(f"--device {device}: this machine is not a Jetson (it is {here.title}); run bench on "
-                                "the Jetson itself")
-        return here
-    if profile is not None and profile.kind == "gpu" and here.kind != "gpu":
-        raise EdgefuseError(f"--device {device}: no NVIDIA GPU here ({here.title}); run bench on that GPU")
-    return profile
+            raise EdgefuseError(f"--device jetson: this machine is not a Jetson (it is {here.title}); run bench on the "
+                                "Jetson itself, or give a Jetson profile with --estimate for a roofline estimate")
+        return here, True
+    profile = get_device(device)
+    if profile.kind == "cpu" or profile.name == here.name:
+        return profile, True
+    if estimate_only_ok:
+        return profile, False
+    what = "a Jetson" if profile.kind == "jetson" else "an NVIDIA GPU"
+    raise EdgefuseError(f"--device {device}: this machine is not {profile.title} (it is {here.title}), and {what} "
+                        "is needed to measure; run bench there, or add --estimate for a roofline estimate")
 
 
 def bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -98,7 +106,9 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
 
     if not cfg.engines:
         raise EdgefuseError("bench needs at least one engine or .onnx graph")
-    profile = check_device(cfg.device)
+    profile, here = check_device(cfg.device, estimate_only_ok=cfg.estimate)
+    if not here:
+        return estimate_report(cfg, profile)
     runners: list[tuple[str, Any]] = []
     for i, path in enumerate(cfg.engines):
         name = cfg.names[i] if i < len(cfg.names) else Path(path).name
@@ -148,6 +158,16 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
             for key in extra[name][0]:
                 row[key] = float(np.mean([e[key] for e in extra[name]]))
         rows.append(row)
+    if cfg.estimate:
+        for (name, r), row in zip(runners, rows):
+            if r.backend == "pytorch":
+                continue
+            path = cfg.engines[[n for n, _ in runners if n != "PyTorch eager FP32"].index(name)]
+            est = _estimate(path, r, profile)
+            row["estimate_ms"] = est["estimate_ms"]
+            row["estimate_error_pct"] = 100.0 * (est["estimate_ms"] - row["median_ms"]) / row["median_ms"]
+    if profile is not None and profile.kind == "jetson":
+        jetson_power(report_rows=rows, runners=runners, x=x, cfg=cfg)
     base = rows[0]["median_ms"]
     for row in rows:
         row["speedup_vs_first"] = base / row["median_ms"] if row["median_ms"] else None
@@ -181,3 +201,79 @@ def plot(report: dict[str, Any], path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimates and Jetson power
+
+def _graph_of(path: Path, runner: Any) -> Any:
+    """The ONNX graph behind an engine: its sidecar's source graph, else the file itself (an .onnx)."""
+    import onnx
+
+    source = (getattr(runner, "info", None) or {}).get("source_onnx")
+    for candidate in ([Path(source)] if source else []) + [Path(path)]:
+        if candidate.suffix == ".onnx" and candidate.is_file():
+            return onnx.load(str(candidate))
+    raise EdgefuseError(f"{path}: the estimate needs the ONNX graph the engine was built from, and its sidecar's "
+                        "source_onnx is not on this machine; pass the .onnx instead")
+
+
+def _estimate(path: Path, runner: Any, profile: Any) -> dict[str, Any]:
+    from edgefuse.estimate import estimate
+
+    from edgefuse.export.metadata import read_metadata
+
+    graph = _graph_of(path, runner)
+    est = estimate(graph, read_metadata(graph), profile)
+    return {"estimate_ms": est.total_ms, "label": est.label, "assumptions": list(est.assumptions)}
+
+
+def estimate_report(cfg: BenchConfig, profile: Any) -> dict[str, Any]:
+    """Roofline estimates only, for a device that is not this machine."""
+    import onnx
+
+    from edgefuse.estimate import estimate
+    from edgefuse.export.metadata import read_metadata
+
+    rows = []
+    for i, path in enumerate(cfg.engines):
+        p = Path(path)
+        if p.suffix != ".onnx":
+            from edgefuse.backends.sidecar import read_sidecar
+
+            source = read_sidecar(p).source_onnx
+            p = Path(source)
+            if not p.is_file():
+                raise EdgefuseError(f"{path}: its source graph {source} is not here; pass the .onnx for the estimate")
+        graph = onnx.load(str(p))
+        est = estimate(graph, read_metadata(graph), profile)
+        rows.append({"name": cfg.names[i] if i < len(cfg.names) else Path(path).name, "estimate_ms": est.total_ms,
+                     "label": est.label, "summary": est.summary(), "assumptions": list(est.assumptions)})
+    report = {"device": profile.name, "estimate_only": True, "rows": rows,
+              "note": f"{profile.title} is not this machine: figures are roofline estimates, not measurements"}
+    if cfg.json_out:
+        with atomic_path(cfg.json_out) as tmp:
+            tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return report
+
+
+def jetson_power(report_rows: list[dict[str, Any]], runners: list[tuple[str, Any]], x: np.ndarray,
+                 cfg: BenchConfig) -> None:
+    """On a Jetson: the power mode and whether clocks are pinned (a warning when not), then each engine
+    runs alone for ``energy_seconds`` under tegrastats: mean power and energy per clip."""
+    from edgefuse.jetson import TegrastatsSampler, clocks_pinned, energy_per_clip_mj, mean_power_mw, power_mode
+
+    mode, pinned = power_mode(), clocks_pinned()
+    if pinned is False:
+        log.warning("jetson_clocks has not pinned the clocks: latency will vary; run 'sudo jetson_clocks' first")
+    for row, (_, r) in zip(report_rows, runners):
+        with TegrastatsSampler(interval_ms=50) as ts:
+            start, n = time.monotonic(), 0
+            while time.monotonic() - start < cfg.energy_seconds:
+                r.run(x)
+                n += cfg.batch
+            end = time.monotonic()
+        row["power_mode"] = mode[0] if mode else None
+        row["clocks_pinned"] = pinned
+        row["mean_power_mw"] = mean_power_mw(ts.samples, start, end)
+        row["energy_mj_per_clip"] = energy_per_clip_mj(ts.samples, start, end, n)

@@ -101,8 +101,8 @@ def test_bench_figures_come_from_the_raw_timings(tsm, tmp_path) -> None:  # type
 def test_bench_on_a_jetson_profile_here_is_one_clear_error(tsm) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(EdgefuseError, match="not a Jetson"):
         bench(BenchConfig(engines=(tsm["engine"],), device="jetson", iterations=1, progress=False))
-    with pytest.raises(EdgefuseError, match="not a Jetson"):
-        bench(BenchConfig(engines=(tsm["engine"],), device="jetson_orin_nano", iterations=1, progress=False))
+    with pytest.raises(EdgefuseError, match="this machine is not Jetson Orin Nano"):
+        bench(BenchConfig(engines=(tsm["engine"],), device="jetson_orin_nano", iterations=1, progress=False))  # no --estimate
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -115,3 +115,14 @@ def test_demo_runs_the_whole_pipeline(tmp_path) -> None:  # type: ignore[no-unty
     for r in rows:
         if r["agreement"] is not None:
             assert r["agreement"] >= 0.9 and r["top1"] > 0.8
+
+
+def test_bench_estimates_beside_measurements_and_alone_for_other_devices(tsm) -> None:  # type: ignore[no-untyped-def]
+    rep = bench(BenchConfig(engines=(tsm["engine"],), device="cpu", iterations=3, warmup=1, estimate=True,
+                            progress=False))
+    row = rep["rows"][0]
+    assert row["estimate_ms"] > 0 and "estimate_error_pct" in row
+    with pytest.raises(EdgefuseError, match="add --estimate"):
+        bench(BenchConfig(engines=(tsm["engine"],), device="rtx4090", iterations=1, progress=False))
+    alone = bench(BenchConfig(engines=(tsm["engine"],), device="rtx4090", estimate=True, progress=False))
+    assert alone["estimate_only"] and alone["rows"][0]["estimate_ms"] > 0 and "roofline" in alone["rows"][0]["label"]

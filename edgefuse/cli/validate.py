@@ -79,16 +79,24 @@ def validate_cmd(engine: Path, reference: Path, clips: Path, root: Path | None, 
               help="A checkpoint: add PyTorch eager FP32 as the baseline row.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for CPU backends (default: physical cores).")
 @click.option("--json-out", type=click.Path(path_type=Path, dir_okay=False), help="JSON with every raw timing.")
+@click.option("--estimate", is_flag=True,
+              help="Roofline estimate per engine on the --device profile (alone when that device is not this machine; "
+                   "beside the measurement when it is).")
 @click.option("--png", "png_out", type=click.Path(path_type=Path, dir_okay=False), help="Latency distribution plot.")
 @json_option
 def bench_cmd(engines: tuple[Path, ...], device: str, batch: int, iterations: int, duration: float | None,
-              warmup: int, eager: Path | None, threads: int | None, json_out: Path | None, png_out: Path | None,
-              as_json: bool) -> None:
+              warmup: int, eager: Path | None, threads: int | None, json_out: Path | None, estimate: bool,
+              png_out: Path | None, as_json: bool) -> None:
     """Latency percentiles, throughput and memory of ENGINES side by side on the same input."""
     from edgefuse.bench import BenchConfig, bench
 
     rep = bench(BenchConfig(engines=engines, device=device, batch=batch, iterations=iterations, duration=duration,
-                            warmup=warmup, eager=eager, threads=threads, json_out=json_out, png_out=png_out))
+                            warmup=warmup, eager=eager, threads=threads, json_out=json_out, png_out=png_out,
+                            estimate=estimate))
+    if rep.get("estimate_only"):
+        click.echo(rep["note"])
+        click.echo(format_table(rep["rows"], ["name", "estimate_ms"], ["engine", "estimated ms (roofline)"]))
+        return
     if as_json:
         click.echo(json.dumps({**rep, "rows": [{k: v for k, v in r.items() if k != "raw_ms"} for r in rep["rows"]]},
                               indent=2))
@@ -98,5 +106,14 @@ def bench_cmd(engines: tuple[Path, ...], device: str, batch: int, iterations: in
                                    "clips_per_s", "frames_per_s", "rss_mb", "speedup"],
                             ["engine", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "CoV", "clips/s",
                              "frames/s", "RSS MB", "vs first"]))
+    if estimate:
+        for r in rep["rows"]:
+            if "estimate_ms" in r:
+                click.echo(f"estimate (roofline) {r['name']}: {r['estimate_ms']:.2f} ms vs measured {r['median_ms']:.2f} ms "
+                           f"({r['estimate_error_pct']:+.0f}%)")
+    for r in rep["rows"]:
+        if r.get("energy_mj_per_clip") is not None:
+            click.echo(f"energy {r['name']}: {r['energy_mj_per_clip']:.1f} mJ/clip at {r['mean_power_mw'] / 1000:.2f} W "
+                       f"(power mode {r['power_mode']}, clocks pinned: {r['clocks_pinned']})")
     click.echo(f"input {'x'.join(str(d) for d in rep['input'])} on {rep['device']}, {rep['rows'][0]['iterations']} runs "
                f"each, round robin after {warmup} warm-up; peak RSS {rep['peak_rss_mb']} MB")
