@@ -124,7 +124,7 @@ def test_engines_refuse_another_tensorrt_gpu_ort_or_cpu() -> None:
 
 @pytest.fixture(scope="module")
 def zoo_onnx(tmp_path_factory, synth_default) -> dict[str, dict[str, Path]]:  # type: ignore[no-untyped-def]
-    """Every zoo model exported (FP32); TSM and AdaFuse also calibrated to INT8."""
+    """Every zoo model exported (FP32) and calibrated to INT8."""
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
     from edgefuse.quantize import CalibrateConfig, calibrate
@@ -135,10 +135,9 @@ def zoo_onnx(tmp_path_factory, synth_default) -> dict[str, dict[str, Path]]:  # 
     for e in list_zoo():
         fp32 = export(make_config(None, tmp / f"{e['name']}.onnx", model=e["name"])).path
         out[e["name"]] = {"fp32": fp32}
-        if e["model"].startswith(("tsm", "adafuse")):
-            out[e["name"]]["int8"] = calibrate(CalibrateConfig(
-                model=fp32, clips=synth_default / "calib.txt", output=tmp / f"{e['name']}.int8.onnx", num_clips=32,
-                holdout=synth_default / "val.txt", num_holdout=16, cache_dir=tmp / "cache", progress=False)).path
+        out[e["name"]]["int8"] = calibrate(CalibrateConfig(
+            model=fp32, clips=synth_default / "calib.txt", output=tmp / f"{e['name']}.int8.onnx", num_clips=16,
+            holdout=synth_default / "val.txt", num_holdout=8, cache_dir=tmp / "cache", progress=False)).path
     return out
 
 

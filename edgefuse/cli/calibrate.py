@@ -19,6 +19,8 @@ from edgefuse.table import format_table
 @click.option("--percentile", default=99.99, show_default=True, help="Percentile of |x| for --method percentile.")
 @click.option("--max-drop", type=float, help="Accuracy budget in top-1 points: the drop against FP32 with labels, "
               "the disagreement without; the most sensitive layers go back to FP32 until it holds.")
+@click.option("--min-agreement", type=float, help="Also hold top-1 agreement with FP32 at least this (e.g. 0.98) in the "
+              "budget.")
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Keep nodes whose name matches (glob, e.g. '/backbone/conv1/*') in FP32; repeatable.")
 @click.option("--no-default-excludes", is_flag=True,
@@ -37,7 +39,7 @@ from edgefuse.table import format_table
               help="Output .onnx (a .calib.json report is written beside it).")
 @json_option
 def calibrate_cmd(model: Path, clips: Path, root: Path | None, num_clips: int, seed: int, workers: int,
-                  precision: str, method: str, percentile: float, max_drop: float | None, exclude: tuple[str, ...],
+                  precision: str, method: str, percentile: float, max_drop: float | None, min_agreement: float | None, exclude: tuple[str, ...],
                   no_default_excludes: bool, holdout: Path | None, num_holdout: int, trt_cache: Path | None,
                   trt_version: str, from_trt_cache: Path | None, cache_dir: Path | None, output: Path,
                   as_json: bool) -> None:
@@ -46,7 +48,7 @@ def calibrate_cmd(model: Path, clips: Path, root: Path | None, num_clips: int, s
     from edgefuse.quantize import CalibrateConfig, calibrate
 
     cfg = CalibrateConfig(model=model, clips=clips, output=output, precision=precision, method=method,
-                          num_clips=num_clips, seed=seed, max_drop=max_drop, exclude=exclude,
+                          num_clips=num_clips, seed=seed, max_drop=max_drop, min_agreement=min_agreement, exclude=exclude,
                           default_excludes=not no_default_excludes, holdout=holdout, num_holdout=num_holdout,
                           percentile=percentile, cache_dir=cache_dir, trt_cache=trt_cache, trt_version=trt_version,
                           from_trt_cache=from_trt_cache, root=root, workers=workers)
@@ -78,6 +80,7 @@ def calibrate_cmd(model: Path, clips: Path, root: Path | None, num_clips: int, s
     if rep["budget_layers"]:
         click.echo("FP32 by budget: " + ", ".join(rep["budget_layers"]))
     if rep["within_budget"] is False:
-        click.echo(f"warning: the drop {rep['drop_points']:.2f} points is over the budget {max_drop}", err=True)
+        click.echo(f"warning: over the budget (drop {rep['drop_points']:.2f} points, agreement "
+                   f"{100 * r['top1_agreement']:.2f}%)", err=True)
     click.echo(f"wrote {result.path} (report {result.report_path}"
                + (f", TensorRT cache {result.trt_cache}" if result.trt_cache else "") + ")")

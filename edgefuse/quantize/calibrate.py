@@ -55,6 +55,7 @@ class CalibrateConfig:
     num_clips: int = 256
     seed: int = 0
     max_drop: float | None = None  # top-1 points (drop with labels, disagreement without)
+    min_agreement: float | None = None  # also required by the budget: top-1 agreement with FP32 (0-1)
     exclude: tuple[str, ...] = ()
     default_excludes: bool = True
     holdout: Path | None = None  # held-out clips for the report and the budget (default: from --clips)
@@ -76,6 +77,8 @@ class CalibrateConfig:
         if self.num_clips < MIN_CLIPS:
             raise EdgefuseError(f"--num-clips {self.num_clips}: calibrate needs at least {MIN_CLIPS} clips "
                                 "(256 recommended)")
+        if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
+            raise EdgefuseError(f"--min-agreement {self.min_agreement}: give a fraction in [0, 1], e.g. 0.98")
         if self.max_drop is not None and self.max_drop < 0:
             raise EdgefuseError(f"--max-drop {self.max_drop}: give a budget >= 0 top-1 points")
         if not 50.0 < self.percentile <= 100.0:
@@ -401,7 +404,11 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     first = result
     budget_layers: list[str] = []
     sens: dict[str, float] = {}
-    if cfg.max_drop is not None and _drop(result) > cfg.max_drop:
+    def over(c: Comparison) -> bool:
+        return (cfg.max_drop is not None and _drop(c) > cfg.max_drop) or \
+            (cfg.min_agreement is not None and c.top1_agreement < cfg.min_agreement)
+
+    if over(result):
         layers = layer_candidates(model, cfg)
         sens = sensitivity(model, cfg, amax, ranges, layers, None, holdout["clips"], ref.logits)
         order = sorted(layers, key=lambda n: -sens[n])
@@ -410,11 +417,13 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
             candidate = build(model, cfg, amax, ranges, budget_layers)
             result = compare(ref, OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
                 holdout["clips"], decisions, False, ""), holdout["labels"])
-            log.info("budget: %s back to FP32 -> %.2f top-1 points", name, _drop(result))
-            if _drop(result) <= cfg.max_drop:
+            log.info("budget: %s back to FP32 -> %.2f top-1 points, agreement %.4f", name, _drop(result),
+                     result.top1_agreement)
+            if not over(result):
                 break
-        if _drop(result) > cfg.max_drop:
-            log.warning("even with every layer in FP32 the drop is %.2f points > %.2f", _drop(result), cfg.max_drop)
+        if over(result):
+            log.warning("even with every layer in FP32 the budget does not hold: drop %.2f points, agreement %.4f",
+                        _drop(result), result.top1_agreement)
     timings["build_and_check_s"] = time.monotonic() - t0
 
     macs = node_macs(model, meta)
@@ -428,7 +437,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         "percentile": cfg.percentile if cfg.method == "percentile" else None,
         "clips": str(cfg.clips), "num_clips": num_calib, "seed": cfg.seed, "cache_key": key,
         "statistics": stats_source, "excluded_patterns": list(cfg.excludes), "excluded_layers": excluded,
-        "budget_layers": budget_layers, "max_drop": cfg.max_drop,
+        "budget_layers": budget_layers, "max_drop": cfg.max_drop, "min_agreement": cfg.min_agreement,
     }
     out = set_metadata(candidate, {"precision": cfg.precision, "calibration": calibration,
                                    "fp32_source_sha256": hashlib.sha256(model.SerializeToString()).hexdigest()})
@@ -437,7 +446,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         "holdout": {"source": holdout["source"], "clips": int(len(holdout["ids"]))},
         "first_try": first.to_dict() if budget_layers else None,
         "result": result.to_dict(), "drop_points": _drop(result),
-        "within_budget": None if cfg.max_drop is None else _drop(result) <= cfg.max_drop,
+        "within_budget": None if cfg.max_drop is None and cfg.min_agreement is None else not over(result),
         "sensitivity": dict(sorted(sens.items(), key=lambda kv: -kv[1])),
         "macs": {"total": macs_total, cfg.precision: macs_low, "fp32": macs_total - macs_low,
                  "above_int8_fp32": (macs_total - macs_low) if cfg.precision == "int8" else None,
