@@ -76,6 +76,27 @@ def _fractions(onehots: np.ndarray) -> dict[str, float]:
     return {k: float(v / total) for k, v in zip(("skip", "reuse", "keep"), sums)} if total else {}
 
 
+def realized_macs(decisions: dict[str, np.ndarray], macs: dict[str, Any], clips: int) -> np.ndarray:
+    """MACs per clip (N,) given each block's decisions, priced as :func:`edgefuse.models.cost.decision_savings`
+    does (the cost model training used), from the conv MACs export put in the metadata."""
+    import torch
+
+    from edgefuse.models.cost import decision_savings
+    from edgefuse.quantize.evaluate import block_of
+
+    per_clip = np.full(clips, float(macs["dense_per_clip"]))
+    frames = int(macs["frames"])
+    for name, onehot in decisions.items():
+        block = block_of(name)
+        conv = macs["blocks"].get(block)
+        if conv is None:
+            continue
+        mask = onehot.reshape(clips, frames, -1, 3)  # (N, T, C, 3) one-hot over skip / reuse / keep
+        for i in range(clips):
+            per_clip[i] -= decision_savings(torch.from_numpy(mask[i:i + 1].astype(np.float32)), conv[0], conv[1])
+    return per_clip
+
+
 def compare_logits(ref: np.ndarray, eng: np.ndarray, labels: np.ndarray | None,
                    class_names: list[str] | None) -> dict[str, Any]:
     r, e = ref.astype(np.float64), eng.astype(np.float64)
@@ -308,6 +329,11 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
             policy.append({"block": block_of(d), "flip_rate": float(np.sum(a[d] != b[d]) / 2 / (a[d].size / 3)),
                            **{f"engine_{k}": v for k, v in fr.items()}})
         report["policy"] = policy
+        macs = meta.get("adafuse_macs")
+        if macs:
+            report["realized_gmacs_per_clip"] = (realized_macs(b, macs, len(sample)) / 1e9).tolist()
+            report["realized_gmacs_per_clip_reference"] = (realized_macs(a, macs, len(sample)) / 1e9).tolist()
+            report["dense_gmacs_per_clip"] = macs["dense_per_clip"] / 1e9
     if cfg.per_layer:
         if not isinstance(engine, OrtRunner) or ref_graph is None:
             raise EdgefuseError("--per-layer compares tensors inside both graphs: give an ONNX Runtime engine and an "

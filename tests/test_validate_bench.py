@@ -126,3 +126,21 @@ def test_bench_estimates_beside_measurements_and_alone_for_other_devices(tsm) ->
         bench(BenchConfig(engines=(tsm["engine"],), device="rtx4090", iterations=1, progress=False))
     alone = bench(BenchConfig(engines=(tsm["engine"],), device="rtx4090", estimate=True, progress=False))
     assert alone["estimate_only"] and alone["rows"][0]["estimate_ms"] > 0 and "roofline" in alone["rows"][0]["label"]
+
+
+def test_validate_reports_adafuse_flips_and_realized_macs(synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgefuse.export.api import export
+    from edgefuse.export.config import make_config
+    from edgefuse.zoo import get_zoo_entry
+
+    name = "synth_adafuse_tsm_r18w025"
+    fp32 = export(make_config(None, tmp_path / "ada.onnx", model=name)).path
+    engine = build_engine(BuildConfig(fp32, tmp_path / "ada.engine", device="cpu")).path
+    rep = validate(ValidateConfig(engine=engine, reference=fp32, clips=synth_default / "val.txt", num_clips=30,
+                                  progress=False))
+    assert len(rep["policy"]) == 8 and all(p["flip_rate"] < 0.01 for p in rep["policy"])
+    assert all(abs(p["engine_skip"] + p["engine_reuse"] + p["engine_keep"] - 1) < 1e-6 for p in rep["policy"])
+    eng, ref = np.array(rep["realized_gmacs_per_clip"]), np.array(rep["realized_gmacs_per_clip_reference"])
+    assert len(eng) == 30 and np.abs(eng - ref).max() < 0.01 * rep["dense_gmacs_per_clip"]
+    recorded = get_zoo_entry(name)["gmacs_clip_given_decisions"]  # measured at training on all 250 val clips
+    assert abs(eng.mean() - recorded) < 0.05 * recorded and eng.mean() < 0.7 * rep["dense_gmacs_per_clip"]

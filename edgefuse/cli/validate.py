@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from edgefuse.cli.options import clip_options, json_option
 from edgefuse.table import format_table
@@ -54,6 +55,10 @@ def validate_cmd(engine: Path, reference: Path, clips: Path, root: Path | None, 
         for p in rep.get("policy") or []:
             click.echo(f"  AdaFuse {p['block']}: flips {100 * p['flip_rate']:.3f}%, skip/reuse/keep "
                        f"{p.get('engine_skip', 0):.2f}/{p.get('engine_reuse', 0):.2f}/{p.get('engine_keep', 0):.2f}")
+        if rep.get("realized_gmacs_per_clip") is not None:
+            eng, ref = rep["realized_gmacs_per_clip"], rep["realized_gmacs_per_clip_reference"]
+            click.echo(f"  AdaFuse MACs per clip given the decisions: engine {float(np.mean(eng)):.4f} G, reference "
+                       f"{float(np.mean(ref)):.4f} G, dense {rep['dense_gmacs_per_clip']:.4f} G")
         if rep.get("per_layer"):
             pl = rep["per_layer"]
             if pl.get("tensor"):

@@ -144,6 +144,12 @@ def export(cfg: ExportConfig) -> ExportResult:
         meta["fold_plan"] = result.plan.to_dict()  # rebuilds the folded model: fold_model(create_model(...), plan)
     if cfg.shape == "dynamic":
         meta["dynamic_ranges"] = {k: list(v) for k, v in ranges.items()}
+    if is_adafuse and cfg.policy == "dynamic":  # what validate needs to price the decisions the graph makes
+        from edgefuse.models.cost import adafuse_macs
+
+        am = adafuse_macs(model, cfg.segments, cfg.size)
+        meta["adafuse_macs"] = {"frames": am.frames, "dense_per_clip": am.dense_per_clip,
+                                "blocks": {name.removeprefix("backbone."): list(v) for name, v in am.blocks.items()}}
     onnx_model = set_metadata(onnx_model, meta)
     report = hygiene.check(onnx_model)
     if not report.ok:

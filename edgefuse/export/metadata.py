@@ -18,7 +18,7 @@ EXPORT_KEYS = (
     "model", "edgefuse_version", "arch", "backbone", "num_classes", "width", "segments", "input_size", "scale_size",
     "mean", "std", "channel_order", "pixel_range", "class_names", "policy", "shape", "dynamic_ranges",
     "input_name", "output_name", "stream_states", "checkpoint_sha256", "checkpoint_source", "opset",
-    "exporter", "options",
+    "exporter", "options", "adafuse_macs",
 )
 
 
