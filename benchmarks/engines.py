@@ -30,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgefuse-bench-calibrate"))
     ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--synth", type=Path, default=Path("/tmp/edgefuse-bench-synth"))
     ap.add_argument("--r50-iterations", type=int, default=10)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = ap.parse_args()
@@ -49,9 +50,14 @@ def main() -> None:
         if "adafuse" in name and ckpt is not None:
             folded = work / f"{name}.folded.onnx"
             if not folded.is_file():
-                export(make_config(None, folded, model=name, policy="static", tau=1.0,
-                                   policy_clips=work.parent / "edgefuse-bench-policy.npz"
-                                   if (work.parent / "edgefuse-bench-policy.npz").is_file() else None))
+                policy_npz = work / "policy_clips.npz"
+                if not policy_npz.is_file():  # the calibration clips, preprocessed as the model was trained
+                    from edgefuse.clips import Preprocess, Sampling
+                    from edgefuse.clips import open as open_clips
+
+                    open_clips(args.synth / "calib.txt", Preprocess(input_size=112, scale_size=128),
+                               Sampling(num_segments=8), num_clips=64, progress=False).to_npz(policy_npz)
+                export(make_config(None, folded, model=name, policy="static", tau=1.0, policy_clips=policy_npz))
             if folded.is_file():
                 engines.append(build_engine(BuildConfig(folded, work / f"{name}.folded.engine", device="cpu")).path)
                 names.append("edgefuse FP32 engine, policy folded")

@@ -154,6 +154,8 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
                                "precision": (r.info or {}).get("precision") or r.metadata.get("precision") or "fp32",
                                **stats(raw[name], cfg.batch, frames), "rss_mb": round(rss.get(name, 0.0), 1),
                                "raw_ms": [round(v, 4) for v in raw[name]]}
+        if getattr(r, "gpu_memory_mb", None) is not None:
+            row["gpu_memory_mb"] = round(float(r.gpu_memory_mb), 1)
         if extra[name]:
             for key in extra[name][0]:
                 row[key] = float(np.mean([e[key] for e in extra[name]]))

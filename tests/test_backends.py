@@ -240,7 +240,8 @@ def test_bad_engines_devices_and_precisions_fail_with_one_line(zoo_onnx, tmp_pat
 # --- the TensorRT adapter, without TensorRT ------------------------------------------------------
 
 ADAPTER = HERE.parent / "edgefuse" / "backends" / "trt" / "adapter.py"
-TRT_OBJECTS = {"trt", "builder", "network", "parser", "config", "profile", "layer", "error", "runtime", "cache"}
+TRT_OBJECTS = {"trt", "builder", "network", "parser", "config", "profile", "layer", "error", "runtime", "cache",
+               "engine", "context"}
 SELF_OBJECTS = {"engine", "context"}
 
 
@@ -285,9 +286,10 @@ def adapter_trt_names() -> dict[str, set[str]]:
 def test_adapter_uses_only_names_every_supported_tensorrt_exports() -> None:
     used = adapter_trt_names()
     assert {"build_serialized_network", "execute_async_v3", "set_tensor_address"} <= set().union(*used.values())
-    assert "node_name" in used["_parser_errors_trt10plus"]
+    assert "node_name" in used["_parser_errors_trt10plus"] and "device_memory_size" in used["_device_memory_trt86"]
     for fn, names in used.items():
-        versions = ["10.3", "10.16", "11.4"] if fn.endswith("_trt10plus") else list(VERSIONS)
+        versions = (["10.3", "10.16", "11.4"] if fn.endswith("_trt10plus") else ["8.6"] if fn.endswith("_trt86")
+                    else list(VERSIONS))
         for key in versions:
             missing = names - trt_names(VERSIONS[key])
             assert not missing, f"{fn} uses {sorted(missing)}, absent from TensorRT {VERSIONS[key]}"

@@ -5,7 +5,7 @@ every decision is made beforehand by pure, tested code (:mod:`edgefuse.backends.
 this module only carries it out. It uses the API common to TensorRT 8.6, 10.x and 11.x (the
 ``execute_async_v3`` tensor-address API; no bindings, no calibrators, no ``max_workspace_size``);
 code for some versions only sits in functions whose name ends with the versions it serves
-(``_trt10plus``). ``tests/test_backends.py`` checks every TensorRT name used here against the
+(``_trt86``: 8.6 only; ``_trt10plus``: 10.x and 11.x). ``tests/test_backends.py`` checks every TensorRT name used here against the
 names exported by NVIDIA's bindings wheel of each version, and mypy checks the module against
 the ``tensorrt-stubs`` type stubs. Nothing here has run in edgefuse's CI.
 """
@@ -142,6 +142,14 @@ def build_engine_file(onnx_path: Path, output: Path, trt_major: str, flags: Sequ
 # ---------------------------------------------------------------------------------------------
 # Running
 
+def _device_memory_trt86(engine: trt.ICudaEngine) -> int:
+    return int(engine.device_memory_size)
+
+
+def _device_memory_trt10plus(engine: trt.ICudaEngine) -> int:
+    return int(engine.device_memory_size_v2)
+
+
 class TrtRunner:
     """A deserialized engine and one execution context; ``run(clips) -> logits`` like every runner."""
 
@@ -158,6 +166,9 @@ class TrtRunner:
             raise EdgefuseError(f"{path}: TensorRT could not deserialize the engine (corrupt, or built by another "
                                 "version); rebuild it with 'edgefuse build-engine'")
         self.context = self.engine.create_execution_context()
+        major = str(trt.__version__).split(".")[0]
+        scratch = _device_memory_trt86(self.engine) if major == "8" else _device_memory_trt10plus(self.engine)
+        self.gpu_memory_mb = (scratch + path.stat().st_size) / 2**20  # activations scratch + weights (engine size)
         self.stream = self.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
