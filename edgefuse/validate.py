@@ -163,21 +163,55 @@ def _suspects(departed: str, good: list[str], model: onnx.ModelProto) -> list[st
     return sorted(set(_compute_ancestors(departed, producer)) - cleared, key=lambda n: order.get(n, 0))
 
 
-def first_departure(reference: onnx.ModelProto, engine: onnx.ModelProto, clips: np.ndarray,
+def ort_engine_tensors(engine: onnx.ModelProto, clips: np.ndarray) -> Any:
+    """For :func:`first_departure`: an ONNX Runtime engine's tensors (those it still has) on ``clips``."""
+    from edgefuse.backends.ort.runner import OrtRunner
+
+    present = {o for n in engine.graph.node for o in n.output}
+
+    def run(names: list[str]) -> dict[str, np.ndarray]:
+        common = [t for t in names if t in present]
+        return OrtRunner(engine, extra_outputs=common, optimize=False).run_all(clips) if common else {}
+    return run
+
+
+def trt_engine_tensors(engine_path: Path, info: dict[str, Any], clips: np.ndarray) -> Any:
+    """For :func:`first_departure` on TensorRT: rebuild the engine from its source graph with the wanted
+    tensors marked as outputs (a debug engine beside it), run it, return those it produced. Not run in
+    edgefuse's CI: no GPU there."""
+    from edgefuse.backends.plan import trt_major
+    from edgefuse.backends.trt import adapter
+
+    def run(names: list[str]) -> dict[str, np.ndarray]:
+        source = Path(info.get("source_onnx") or "")
+        if not source.is_file():
+            raise EdgefuseError(f"{engine_path}: --per-layer rebuilds the engine from its source graph {source}, which "
+                                "is not on this machine; copy it beside the engine")
+        debug = engine_path.with_name(engine_path.name + ".per-layer.plan")
+        settings = info.get("settings") or {}
+        adapter.build_engine_file(source, debug, trt_major(str(info["backend_version"])), settings.get("flags", []),
+                                  settings.get("network_flags", []), info.get("profiles") or {}, mark=names)
+        runner = adapter.TrtRunner(debug, info)
+        return runner.run_feeds({runner.inputs[0]: clips})
+    return run
+
+
+def first_departure(reference: onnx.ModelProto, engine_tensors: Any, clips: np.ndarray,
                     tolerance: float) -> dict[str, Any]:
-    """Run both graphs with every float tensor they share exposed; the first (in the reference's
-    order) whose relative error max|a - b| / max|a| exceeds ``tolerance``, with the node making it."""
+    """Run the reference with every float tensor exposed and the engine with the same names asked for
+    (``engine_tensors(names) -> {name: array}``: ONNX Runtime exposes them, TensorRT marks them as outputs);
+    the first tensor (in the reference's order) whose relative error max|a - b| / max|a| exceeds
+    ``tolerance``, with the node making it and the layers that may be at fault."""
     from edgefuse.backends.ort.runner import OrtRunner
     from edgefuse.quantize.calibrate import float_tensors
 
     ref_names = float_tensors(reference)
-    eng_names = {o for n in engine.graph.node for o in n.output}
-    common = [t for t in ref_names if t in eng_names]
+    b = engine_tensors(ref_names)
+    common = [t for t in ref_names if t in b]
     if not common:
-        raise EdgefuseError("the engine and the reference share no tensor names; --per-layer needs an ONNX Runtime "
-                            "engine built from this reference's graph")
+        raise EdgefuseError("the engine and the reference share no tensor names; --per-layer needs an engine "
+                            "built from this reference's graph")
     a = OrtRunner(reference, extra_outputs=common).run_all(clips)
-    b = OrtRunner(engine, extra_outputs=common, optimize=False).run_all(clips)
     producer = {o: n for n in reference.graph.node for o in n.output}
     checked = []
     for t in common:
@@ -335,10 +369,12 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
             report["realized_gmacs_per_clip_reference"] = (realized_macs(a, macs, len(sample)) / 1e9).tolist()
             report["dense_gmacs_per_clip"] = macs["dense_per_clip"] / 1e9
     if cfg.per_layer:
-        if not isinstance(engine, OrtRunner) or ref_graph is None:
-            raise EdgefuseError("--per-layer compares tensors inside both graphs: give an ONNX Runtime engine and an "
-                                ".onnx reference (on TensorRT, mark the outputs with Polygraphy instead)")
-        report["per_layer"] = first_departure(ref_graph, onnx.load(str(cfg.engine)), clips[:2], cfg.layer_tolerance)
+        if ref_graph is None:
+            raise EdgefuseError("--per-layer compares tensors inside both graphs: give the FP32 .onnx as --reference")
+        probe = clips[:1]
+        tensors = (ort_engine_tensors(onnx.load(str(cfg.engine)), probe) if isinstance(engine, OrtRunner)
+                   else trt_engine_tensors(Path(cfg.engine), engine.info, probe))
+        report["per_layer"] = first_departure(ref_graph, tensors, probe, cfg.layer_tolerance)
     report["drop_points"] = drop_points(result)
     report["verdict"] = "pass" if report["drop_points"] <= cfg.max_drop else "fail"
     if cfg.report:

@@ -240,7 +240,7 @@ def test_bad_engines_devices_and_precisions_fail_with_one_line(zoo_onnx, tmp_pat
 # --- the TensorRT adapter, without TensorRT ------------------------------------------------------
 
 ADAPTER = HERE.parent / "edgefuse" / "backends" / "trt" / "adapter.py"
-TRT_OBJECTS = {"trt", "builder", "network", "parser", "config", "profile", "layer", "error", "runtime", "cache",
+TRT_OBJECTS = {"trt", "builder", "network", "parser", "config", "profile", "layer", "error", "runtime", "cache", "tensor",
                "engine", "context"}
 SELF_OBJECTS = {"engine", "context"}
 

@@ -87,7 +87,7 @@ def _parser_errors_trt10plus(parser: trt.OnnxParser) -> list[str]:
 def build_engine_file(onnx_path: Path, output: Path, trt_major: str, flags: Sequence[str],
                       network_flags: Sequence[str], profiles: Mapping[str, Sequence[Sequence[int]]],
                       workspace_mb: int | None = None, dla_core: int | None = None, gpu_fallback: bool = False,
-                      timing_cache: Path | None = None) -> dict[str, Any]:
+                      timing_cache: Path | None = None, mark: Sequence[str] = ()) -> dict[str, Any]:
     """Parse, configure and build; write the serialized engine to ``output`` atomically. Returns
     what the sidecar records (flags, DLA layers that fell back to the GPU, timing cache use)."""
     import_tensorrt()
@@ -123,6 +123,7 @@ def build_engine_file(onnx_path: Path, output: Path, trt_major: str, flags: Sequ
         if fell_back and not gpu_fallback:
             raise EdgefuseError(f"{len(fell_back)} layer(s) cannot run on DLA (e.g. {fell_back[0]}); pass "
                                 "--gpu-fallback to run them on the GPU, or build without --dla")
+    marked = _mark_all_outputs(network, mark) if mark else []
     cache_bytes = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, False)
@@ -136,7 +137,22 @@ def build_engine_file(onnx_path: Path, output: Path, trt_major: str, flags: Sequ
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     return {"flags": list(flags), "network_flags": list(network_flags), "dla_core": dla_core,
             "gpu_fallback_layers": fell_back, "timing_cache": str(timing_cache) if timing_cache else None,
-            "workspace_mb": workspace_mb, "reused_timing_cache": bool(cache_bytes)}
+            "workspace_mb": workspace_mb, "reused_timing_cache": bool(cache_bytes), "marked_outputs": marked}
+
+
+def _mark_all_outputs(network: trt.INetworkDefinition, wanted: Sequence[str]) -> list[str]:
+    """Mark the layer outputs named in ``wanted`` (ONNX tensor names survive parsing) as network outputs,
+    for validate --per-layer: a debug engine whose intermediate tensors can be compared with ONNX Runtime's."""
+    want = set(wanted)
+    marked: list[str] = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_outputs):
+            tensor = layer.get_output(j)
+            if tensor.name in want and not tensor.is_network_output:
+                network.mark_output(tensor)
+                marked.append(tensor.name)
+    return marked
 
 
 # ---------------------------------------------------------------------------------------------
