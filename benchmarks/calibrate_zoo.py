@@ -116,8 +116,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"| model | top-1 FP32 | INT8 | FP16 | agree INT8 | agree FP16 | flips INT8 | calib 256 clips (s) | "
-          f"FP32 p50 ms | INT8 p50 ms | FP16 p50 ms |")
+    print("| model | top-1 FP32 | INT8 | FP16 | agree INT8 | agree FP16 | flips INT8 | calib 256 clips (s) | "
+          "FP32 p50 ms | INT8 p50 ms | FP16 p50 ms |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         i8, lat = r["int8"], r["latency"]  # type: ignore[index]

@@ -69,8 +69,6 @@ def _sha256(path: Path) -> str:
 def build_engine(cfg: BuildConfig) -> BuildResult:
     """Build ``cfg.model`` for ``cfg.device``: an ONNX Runtime engine for ``cpu``, a TensorRT
     engine for a GPU or Jetson profile (on that machine, with TensorRT installed)."""
-    import onnx
-
     from edgefuse.backends.plan import graph_inputs, graph_precision, optimization_profiles, plan_precision
     from edgefuse.backends.sidecar import Sidecar, write_sidecar
     from edgefuse.devices import detect_device, get_device
