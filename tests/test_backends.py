@@ -178,7 +178,8 @@ def test_cpu_int8_rewrite_equals_qdq_graph_within_one_step(zoo_onnx) -> None:  #
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in {i.name for i in u8.graph.initializer}
                    for n in u8.graph.node)  # weights pre-quantized
     scales = qdq.activation_scales(graph)
-    assert qdq.activation_scales(u8) == scales  # the same scales
+    u8_scales = qdq.activation_scales(u8)
+    assert all(u8_scales[k] == v for k, v in scales.items())  # the same scales (plus the re-quantized Conv outputs)
     first_dq = next(n for n in graph.graph.node if n.op_type == "DequantizeLinear"
                     and n.input[0] not in {i.name for i in graph.graph.initializer})
     x = _clips(2)
@@ -337,3 +338,32 @@ def test_tensorrt_engine_builds_and_matches_onnx_runtime(zoo_onnx, tmp_path) -> 
     engine = build_engine(BuildConfig(graph, tmp_path / "m.plan", device="auto")).path
     x = _clips(1)
     assert np.abs(load(engine).run(x) - load(graph).run(x)).max() < 0.1
+
+
+def test_requantizing_before_relu_keeps_the_grid_within_one_step(zoo_onnx) -> None:  # type: ignore[no-untyped-def]
+    """Conv -> Q -> DQ -> Relu -> Q on the Relu's own grid: ONNX Runtime then runs the Conv as an integer
+    QLinearConv; each re-quantized activation stays within one quantization step of the Q/DQ graph's."""
+    from edgefuse.backends.ort.int8 import cpu_int8_graph
+    from edgefuse.backends.ort.runner import OrtRunner
+
+    graph = onnx.load(str(zoo_onnx["synth_tsm_r18w025"]["int8"]))
+    fast = cpu_int8_graph(graph)
+    requant = [n for n in fast.graph.node if n.name.endswith("_requant_Q")]
+    assert len(requant) == 8  # conv1 of every ResNet-18 block feeds Relu -> Q
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in fast.graph.initializer}
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    consumers = {i: n for n in graph.graph.node for i in n.input}
+    watched = []
+    for q in requant:
+        conv_out = q.input[0]
+        relu = consumers[conv_out]  # in the Q/DQ graph, the Relu reads the Conv directly
+        after_q = consumers[relu.output[0]]
+        dq = consumers[after_q.output[0]]
+        watched.append((dq.output[0], float(inits[q.input[1]])))
+    assert producer  # the Q/DQ graph is the reference
+    x = _clips(2)
+    names = [w[0] for w in watched]
+    a = OrtRunner(graph, extra_outputs=names).run_logits_and(x, names)
+    b = OrtRunner(fast, extra_outputs=names).run_logits_and(x, names)
+    for name, scale in watched:
+        assert np.abs(a.tensors[name] - b.tensors[name]).max() <= scale * 1.001, name

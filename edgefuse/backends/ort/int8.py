@@ -78,6 +78,40 @@ def fold_weight_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
     return finalize(out)
 
 
+def requantize_before_relu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Conv -> Relu -> QuantizeLinear(s, z) becomes Conv -> Q(s, z) -> DQ -> Relu -> Q(s, z): exactly the
+    same values (rounding commutes with max(., 0) on one grid: Q(relu(y)) = max(Q(y), z)), and ONNX Runtime
+    can then run the Conv as one integer QLinearConv instead of dequantizing into an FP32 convolution."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in out.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = _initializers(out)
+    added = []
+    for conv in [n for n in out.graph.node if n.op_type == "Conv"]:
+        relus = consumers.get(conv.output[0], [])
+        if len(relus) != 1 or relus[0].op_type != "Relu":
+            continue
+        qs = consumers.get(relus[0].output[0], [])
+        if not qs or any(q.op_type != "QuantizeLinear" or len(q.input) < 3 for q in qs):
+            continue
+        grids = {(numpy_helper.to_array(inits[q.input[1]]).tobytes(), numpy_helper.to_array(inits[q.input[2]]).tobytes())
+                 for q in qs if q.input[1] in inits and q.input[2] in inits}
+        if len(grids) != 1 or len(qs) != len([q for q in qs if q.input[1] in inits]):
+            continue
+        scale, zero = qs[0].input[1], qs[0].input[2]
+        q_out, dq_out = f"{conv.output[0]}_requant_q", f"{conv.output[0]}_requant_dq"
+        added.append(onnx.helper.make_node("QuantizeLinear", [conv.output[0], scale, zero], [q_out],
+                                           name=f"{conv.name}_requant_Q"))
+        added.append(onnx.helper.make_node("DequantizeLinear", [q_out, scale, zero], [dq_out],
+                                           name=f"{conv.name}_requant_DQ"))
+        relus[0].input[0] = dq_out
+    out.graph.node.extend(added)
+    return finalize(out)
+
+
 def cpu_int8_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The CPU engine's INT8 graph: the calibrated grid, on ONNX Runtime's u8 x s8 kernels."""
-    return fold_weight_quantization(activations_to_uint8(model))
+    return fold_weight_quantization(requantize_before_relu(activations_to_uint8(model)))
