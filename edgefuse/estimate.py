@@ -23,18 +23,18 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import platform
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
+from edgefuse.backends.ort.cpu import cpu_identity
 from edgefuse.devices import DeviceProfile
 from edgefuse.errors import EdgefuseError
+from edgefuse.export.inspect import macs_of_node
 
 log = logging.getLogger(__name__)
 
@@ -181,23 +181,12 @@ def _dtype(elem_type: int) -> np.dtype:
 
 def _probe(model: onnx.ModelProto, meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and element type of every tensor of the main graph, from one ONNX Runtime run with all exposed."""
-    from edgefuse.export.inspect import _concrete_inputs
-    from edgefuse.export.parity import ort_session
+    from edgefuse.export.inspect import run_exposed
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    inits = {i.name for i in probe.graph.initializer}
-    seen: set[str] = set()
-    for n in probe.graph.node:
-        for name in n.output:
-            if name and name not in existing and name not in inits and name not in seen:
-                seen.add(name)
-                probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    feeds = _concrete_inputs(model, meta)
+    inits = {i.name for i in model.graph.initializer}
+    names = list(dict.fromkeys(o for n in model.graph.node for o in n.output if o and o not in inits))
     try:
-        sess = ort_session(probe, threads=1)
-        values = sess.run(None, feeds)
+        feeds, outs = run_exposed(model, meta, names, threads=1)
     except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own untyped errors
         raise EdgefuseError(f"ONNX Runtime cannot run the graph to measure its tensors ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:160]}); check it with 'edgefuse inspect'") from None
@@ -206,9 +195,9 @@ def _probe(model: onnx.ModelProto, meta: dict[str, Any]) -> dict[str, tuple[tupl
         info[i.name] = (tuple(int(d) for d in i.dims), _dtype(i.data_type))
     for name, arr in feeds.items():
         info[name] = (tuple(arr.shape), arr.dtype)
-    for o, v in zip(sess.get_outputs(), values):
+    for name, v in outs.items():
         if isinstance(v, np.ndarray):
-            info[o.name] = (tuple(v.shape), v.dtype)
+            info[name] = (tuple(v.shape), v.dtype)
     return info
 
 
@@ -221,34 +210,6 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
-
-
-def _macs(node: onnx.NodeProto, shape: Mapping[str, tuple[int, ...]]) -> int:
-    """MACs of a compute node, counted as :func:`edgefuse.export.inspect.node_macs` counts them (a Conv's bias is one
-    MAC per output; a Gemm's C is not counted); ConvTranspose: input elements x (C_out / groups x kernel)."""
-    op = node.op_type
-    if op not in COMPUTE_OPS:
-        return 0
-
-    def prod(name: str) -> int:
-        return int(np.prod(shape.get(name, (0,)))) if name else 0
-
-    out = prod(node.output[0])
-    if op in ("Conv", "ConvInteger"):
-        w = shape.get(node.input[1], ())
-        bias = 1 if op == "Conv" and len(node.input) > 2 and node.input[2] else 0
-        return out * (int(np.prod(w[1:])) + bias) if w else 0
-    if op == "QLinearConv":
-        w = shape.get(node.input[3], ())
-        return out * int(np.prod(w[1:])) if w else 0
-    if op == "ConvTranspose":
-        w = shape.get(node.input[1], ())
-        return prod(node.input[0]) * int(np.prod(w[1:])) if w else 0
-    if op == "Gemm":
-        a = shape.get(node.input[0], (0, 0))
-        return out * int(a[0] if _attr(node, "transA", 0) else a[-1])
-    a = shape.get(node.input[0], (0,))  # MatMul family: K is the last dim of A
-    return out * int(a[-1]) if a else 0
 
 
 def layer_costs(model: onnx.ModelProto, meta: dict[str, Any] | None = None, fuse: bool = True,
@@ -432,7 +393,7 @@ def layer_costs(model: onnx.ModelProto, meta: dict[str, Any] | None = None, fuse
         else:
             precision = "fp32"
         costs.append(LayerCost(
-            name=names[i], op=n.op_type, precision=precision, macs=_macs(n, shape),
+            name=names[i], op=n.op_type, precision=precision, macs=macs_of_node(n, shape),
             inputs={x: nbytes(x) for x in ins if x not in const}, weights={x: nbytes(x) for x in ins if x in const},
             outputs={o: nbytes(o) for o in outs}, fused=fused.get(i),
             fused_into=names[host[i]] if i in host else None, activation_dtype=act_name if precision == "int8" else None))
@@ -440,28 +401,6 @@ def layer_costs(model: onnx.ModelProto, meta: dict[str, Any] | None = None, fuse
 
 
 # ----------------------------------------------------------------------------------------------- CPU peaks
-
-
-def _isa() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))),
-                 [])
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "asimddp",
-              "i8mm", "sve")
-    return [f for f in wanted if f in flags]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _session(model: onnx.ModelProto, threads: int | None):  # type: ignore[no-untyped-def]
@@ -552,7 +491,7 @@ def _measure(threads: int | None, size: int, repeats: int, bandwidth_mb: int) ->
               f"{repeats} runs after one warm-up")
     return (("fp32_gflops", fp32 / 1e9), ("int8_u8s8_gops", u8s8 / 1e9), ("int8_s8s8_gops", s8s8 / 1e9),
             ("bandwidth_gbs", bw / 1e9), ("threads", threads), ("size", size), ("repeats", repeats),
-            ("bandwidth_mb", bandwidth_mb), ("cpu", _cpu_name()), ("logical_cpus", os.cpu_count()), ("isa", _isa()),
+            ("bandwidth_mb", bandwidth_mb), ("cpu", str(cpu_identity()["name"])), ("logical_cpus", os.cpu_count()), ("isa", list(cpu_identity()["isa"])),
             ("onnxruntime", ort.__version__), ("method", method))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from edgefuse.errors import EdgefuseError
 from edgefuse.export import hygiene
 from edgefuse.export.metadata import read_metadata
 
-_COMPUTE = ("Conv", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
+_COMPUTE = ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
@@ -52,51 +53,64 @@ def graph_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> tu
     return sum(by_op.values()), dict(by_op)
 
 
+def run_exposed(model: onnx.ModelProto, meta: dict[str, Any], names: list[str],
+                threads: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(feeds, {name: value}) of one ONNX Runtime run at the optimal shape with ``names`` exposed as outputs."""
+    from edgefuse.export.parity import ort_session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in existing:
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    feeds = _concrete_inputs(model, meta)
+    sess = ort_session(probe, threads=threads)
+    return feeds, dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
+def macs_of_node(node: onnx.NodeProto, shape: Mapping[str, Sequence[int]]) -> int:
+    """MACs of one compute node given tensor shapes: a Conv's bias is one MAC per output, a Gemm's C is
+    not counted, ConvTranspose is input elements x (C_out / groups x kernel); other ops 0."""
+    op = node.op_type
+    if op not in _COMPUTE:
+        return 0
+    out = int(np.prod(shape.get(node.output[0], [0])))
+    if op in ("Conv", "ConvInteger"):
+        w = shape.get(node.input[1], [])
+        bias = 1 if op == "Conv" and len(node.input) > 2 and node.input[2] else 0
+        return out * (int(np.prod(w[1:])) + bias) if len(w) else 0
+    if op == "QLinearConv":
+        w = shape.get(node.input[3], [])
+        return out * int(np.prod(w[1:])) if len(w) else 0
+    if op == "ConvTranspose":
+        w = shape.get(node.input[1], [])
+        return int(np.prod(shape.get(node.input[0], [0]))) * int(np.prod(w[1:])) if len(w) else 0
+    if op == "Gemm":
+        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+        a = shape.get(node.input[0], [0, 0])
+        return out * int(a[0] if trans_a else a[-1])
+    a = shape.get(node.input[0], [0])  # MatMul family: K is the last dim of A
+    return out * int(a[-1]) if len(a) else 0
+
+
 def node_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> dict[str, int]:
     """MACs of each compute node (Conv, Gemm, MatMul and their quantized forms) in one run at
     the optimal shape, measured by running the graph once in ONNX Runtime with every compute
     node's inputs and outputs exposed (shapes are then exact for static and dynamic graphs alike)."""
-    from edgefuse.export.parity import ort_session
-
     meta = meta if meta is not None else read_metadata(model)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    inits = {i.name: list(i.dims) for i in probe.graph.initializer}
+    existing = {o.name for o in model.graph.output}
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
     wanted: list[str] = []
-    for n in probe.graph.node:
+    for n in model.graph.node:
         if n.op_type in _COMPUTE:
             for name in [n.input[0], n.output[0], n.input[1]]:
                 if name and name not in inits and name not in existing and name not in wanted:
                     wanted.append(name)
-    for name in wanted:
-        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    sess = ort_session(probe)
-    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, _concrete_inputs(model, meta))))
-    shape = {k: list(v.shape) for k, v in outs.items()}
+    _, outs = run_exposed(model, meta, wanted)
+    shape: dict[str, Sequence[int]] = {k: list(v.shape) for k, v in outs.items()}
     shape.update(inits)
-    macs: dict[str, int] = {}
-    for n in probe.graph.node:
-        if n.op_type not in _COMPUTE:
-            continue
-        out = int(np.prod(shape.get(n.output[0], [0])))
-        if n.op_type in ("Conv", "ConvInteger"):
-            w = shape.get(n.input[1], [])
-            per = int(np.prod(w[1:])) if w else 0
-            bias = 1 if len(n.input) > 2 and n.input[2] else 0
-            macs[n.name] = out * (per + bias)
-        elif n.op_type == "QLinearConv":
-            w = shape.get(n.input[3], [])
-            macs[n.name] = out * (int(np.prod(w[1:])) if w else 0)
-        elif n.op_type == "Gemm":
-            trans_a = next((a.i for a in n.attribute if a.name == "transA"), 0)
-            a = shape.get(n.input[0], [0, 0])
-            macs[n.name] = out * int(a[0] if trans_a else a[-1])
-        else:  # MatMul family: K is the last dim of A
-            a_name = n.input[0]
-            a = shape.get(a_name, [0])
-            macs[n.name] = out * int(a[-1])
-    return macs
+    return {n.name: macs_of_node(n, shape) for n in model.graph.node if n.op_type in _COMPUTE}
 
 
 def inspect_onnx(path: str | Path, with_macs: bool = True) -> dict[str, Any]:

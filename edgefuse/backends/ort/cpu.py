@@ -8,7 +8,7 @@ from pathlib import Path
 
 # the ISA features ONNX Runtime's MLAS kernels dispatch on (x86) or Arm's dot-product / fp16 / i8mm
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimddp", "asimdhp", "i8mm")
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimddp", "asimdhp", "i8mm", "sve")
 
 
 def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> str:
