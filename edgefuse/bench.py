@@ -110,9 +110,11 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     if not here:
         return estimate_report(cfg, profile)
     runners: list[tuple[str, Any]] = []
+    paths: dict[str, Path] = {}  # row name -> engine file (the eager baseline has none)
     for i, path in enumerate(cfg.engines):
         name = cfg.names[i] if i < len(cfg.names) else Path(path).name
         runners.append((name, backends.load(path, threads=cfg.threads)))
+        paths[name] = Path(path)
     meta = dict(runners[0][1].metadata)
     x = _input(meta, cfg.batch, cfg.seed, cfg.engines[0])
     for (name, r), path in zip(runners, cfg.engines):
@@ -162,10 +164,9 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         rows.append(row)
     if cfg.estimate:
         for (name, r), row in zip(runners, rows):
-            if r.backend == "pytorch":
+            if name not in paths:
                 continue
-            path = cfg.engines[[n for n, _ in runners if n != "PyTorch eager FP32"].index(name)]
-            est = _estimate(path, r, profile)
+            est = _estimate(paths[name], r, profile)
             row["estimate_ms"] = est["estimate_ms"]
             row["estimate_error_pct"] = 100.0 * (est["estimate_ms"] - row["median_ms"]) / row["median_ms"]
     if profile is not None and profile.kind == "jetson":

@@ -313,7 +313,7 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
     from edgefuse import backends
     from edgefuse.clips import Preprocess, Sampling
     from edgefuse.clips import open as open_clips
-    from edgefuse.quantize.evaluate import block_of, decision_tensors
+    from edgefuse.quantize.evaluate import block_of, decision_tensors, flip_rate
 
     engine = backends.load(cfg.engine)
     meta = dict(engine.metadata)
@@ -360,7 +360,7 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
         policy = []
         for d in dec_names:
             fr = _fractions(b[d])
-            policy.append({"block": block_of(d), "flip_rate": float(np.sum(a[d] != b[d]) / 2 / (a[d].size / 3)),
+            policy.append({"block": block_of(d), "flip_rate": flip_rate(a[d], b[d]),
                            **{f"engine_{k}": v for k, v in fr.items()}})
         report["policy"] = policy
         macs = meta.get("adafuse_macs")

@@ -14,7 +14,6 @@ only when used). Each engine ``X`` has a sidecar ``X.json`` (:mod:`.sidecar`).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -60,12 +59,6 @@ class BuildResult:
     sidecar: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
-    from edgefuse.models.checkpoint import sha256_file
-
-    return sha256_file(path)
-
-
 def build_engine(cfg: BuildConfig) -> BuildResult:
     """Build ``cfg.model`` for ``cfg.device``: an ONNX Runtime engine for ``cpu``, a TensorRT
     engine for a GPU or Jetson profile (on that machine, with TensorRT installed)."""
@@ -74,6 +67,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     from edgefuse.devices import detect_device, get_device
     from edgefuse.export.inspect import load_onnx
     from edgefuse.export.metadata import read_metadata
+    from edgefuse.models.checkpoint import sha256_file
 
     start = time.monotonic()
     profile = detect_device() if cfg.device == "auto" else get_device(cfg.device)
@@ -106,8 +100,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         log.warning("%s: %s", cfg.output, note)
     sidecar = Sidecar(
         backend=backend, backend_version=version, device=profile.name, hardware=hardware, precision=plan.precision,
-        engine_sha256=_sha256(cfg.output), source_onnx=str(cfg.model),
-        source_onnx_sha256=hashlib.sha256(Path(cfg.model).read_bytes()).hexdigest(), profiles=profiles,
+        engine_sha256=sha256_file(cfg.output), source_onnx=str(cfg.model),
+        source_onnx_sha256=sha256_file(Path(cfg.model)), profiles=profiles,
         settings=settings, calibration=calibration, metadata=meta, build_seconds=round(time.monotonic() - start, 2),
         built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), notes=list(plan.notes),
     )
@@ -133,12 +127,10 @@ def load(path: str | Path, threads: int | None = None) -> Runner:
 
         return load_ort_engine(p, threads)
     if sidecar.backend == "tensorrt":
-        from edgefuse.backends.sidecar import check_compatible
+        from edgefuse.backends.sidecar import check_compatible, check_engine_bytes
         from edgefuse.backends.trt import adapter
 
         check_compatible(p, sidecar, adapter.tensorrt_version(), adapter.gpu_identity())
-        if _sha256(p) != sidecar.engine_sha256:
-            raise EdgefuseError(f"{p}: its bytes do not match the sidecar's sha256: the engine is corrupt or was "
-                                "replaced; rebuild it with 'edgefuse build-engine'")
+        check_engine_bytes(p, sidecar)
         return adapter.TrtRunner(p, sidecar.to_dict())
     raise EdgefuseError(f"{p}: unknown backend {sidecar.backend!r} in its sidecar; rebuild with 'edgefuse build-engine'")

@@ -91,3 +91,12 @@ def check_compatible(engine: str | Path, sidecar: Sidecar, backend_version: str,
     if missing:
         raise EdgefuseError(f"{engine}: optimized for a CPU with {', '.join(missing)} ({sidecar.hardware.get('name')}), "
                             f"which this CPU ({hardware.get('name')}) lacks; rebuild it here with 'edgefuse build-engine'")
+
+
+def check_engine_bytes(engine: str | Path, sidecar: Sidecar) -> None:
+    """The engine file is the one the sidecar describes (a corrupt or replaced engine is refused)."""
+    from edgefuse.models.checkpoint import sha256_file
+
+    if sha256_file(Path(engine)) != sidecar.engine_sha256:
+        raise EdgefuseError(f"{engine}: its bytes do not match the sidecar's sha256: the engine is corrupt or was "
+                            "replaced; rebuild it with 'edgefuse build-engine'")

@@ -11,7 +11,6 @@ ones to FP32 until the drop is within budget.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -324,8 +323,7 @@ def layer_candidates(model: onnx.ModelProto, cfg: CalibrateConfig) -> list[str]:
 
 
 def sensitivity(model: onnx.ModelProto, cfg: CalibrateConfig, amax: dict[str, float], ranges: dict[str, float],
-                layers: Sequence[str], reference: Comparison | None, clips: np.ndarray,
-                ref_logits: np.ndarray) -> dict[str, float]:
+                layers: Sequence[str], clips: np.ndarray, ref_logits: np.ndarray) -> dict[str, float]:
     """Logit MSE against FP32 when only that layer runs in low precision (INT8 with the others FP32;
     for FP16, likewise): higher is more sensitive."""
     out: dict[str, float] = {}
@@ -396,8 +394,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     decisions = decision_tensors(model)
     reference_runner = OrtRunner(model, extra_outputs=decisions)
     ref = reference_runner.run_logits_and(holdout["clips"], decisions, cfg.progress, "FP32 reference")
-    excluded = [n for n in layer_candidates(model, dataclasses.replace(cfg, default_excludes=False, exclude=()))
-                if qdq.match_any(n, cfg.excludes)]
+    excluded = qdq.select_nodes(model, cfg.excludes)[1]
     candidate = build(model, cfg, amax, ranges, [])
     result = compare(ref, OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
         holdout["clips"], decisions, cfg.progress, f"{cfg.precision.upper()} graph"), holdout["labels"])
@@ -410,7 +407,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
 
     if over(result):
         layers = layer_candidates(model, cfg)
-        sens = sensitivity(model, cfg, amax, ranges, layers, None, holdout["clips"], ref.logits)
+        sens = sensitivity(model, cfg, amax, ranges, layers, holdout["clips"], ref.logits)
         order = sorted(layers, key=lambda n: -sens[n])
         for name in order:
             budget_layers.append(name)

@@ -20,6 +20,12 @@ def decision_tensors(model: onnx.ModelProto) -> list[str]:
     return [n.output[0] for n in model.graph.node if n.op_type == "Cast" and fnmatch.fnmatchcase(n.name, DECISION_PATTERN)]
 
 
+def flip_rate(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of channel decisions that differ between two one-hots over (skip, reuse, keep): a changed
+    decision changes two entries."""
+    return float(np.sum(a != b) / 2 / (a.size / 3))
+
+
 def block_of(tensor: str) -> str:
     """'/backbone/layer1.0/adafuse/Cast_output_0' -> 'layer1.0' (the block a decision tensor belongs to)."""
     parts = tensor.strip("/").split("/")
@@ -70,6 +76,5 @@ def compare(reference: Outputs, candidate: Outputs, labels: np.ndarray | None) -
     for name, value in reference.tensors.items():
         other = candidate.tensors.get(name)
         if other is not None and other.shape == value.shape:
-            # a one-hot over (skip, reuse, keep): a changed decision changes two entries
-            result.flip_rate[block_of(name)] = float(np.sum(value != other) / 2 / (value.size / 3))
+            result.flip_rate[block_of(name)] = flip_rate(value, other)
     return result

@@ -10,7 +10,7 @@ import onnx
 
 from edgefuse.backends.ort.cpu import cpu_identity, physical_cores
 from edgefuse.backends.ort.runner import OrtRunner, session_options
-from edgefuse.backends.sidecar import Sidecar, check_compatible, read_sidecar
+from edgefuse.backends.sidecar import Sidecar, check_compatible, check_engine_bytes, read_sidecar
 from edgefuse.errors import EdgefuseError
 from edgefuse.utils import atomic_path
 
@@ -56,15 +56,11 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
 
 def load_ort_engine(path: Path, threads: int | None = None) -> OrtRunner:
     """An engine from build_ort, after checking its sidecar against this machine."""
-    from edgefuse.models.checkpoint import sha256_file
-
     sidecar: Sidecar = read_sidecar(path)
     if sidecar.backend != "onnxruntime":
         raise EdgefuseError(f"{path}: a {sidecar.backend} engine, not an ONNX Runtime one")
     check_compatible(path, sidecar, ort_version(), cpu_identity())
-    if sha256_file(path) != sidecar.engine_sha256:
-        raise EdgefuseError(f"{path}: its bytes do not match the sidecar's sha256: the engine is corrupt or was "
-                            "replaced; rebuild it with 'edgefuse build-engine'")
+    check_engine_bytes(path, sidecar)
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf errors
