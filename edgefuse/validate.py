@@ -315,12 +315,24 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
     from edgefuse.clips import open as open_clips
     from edgefuse.quantize.evaluate import block_of, decision_tensors, flip_rate
 
-    engine = backends.load(cfg.engine)
+    from edgefuse.backends.ort.runner import OrtRunner
+    from edgefuse.backends.sidecar import sidecar_path
+    from edgefuse.export.inspect import load_onnx
+
+    # AdaFuse: the decisions of both come out of the same runs as the logits (ONNX Runtime graphs with a policy)
+    is_graph = cfg.reference.suffix.lower() == ".onnx" and not sidecar_path(cfg.reference).is_file()
+    ref_graph = load_onnx(cfg.reference) if is_graph else None
+    dec_names = decision_tensors(ref_graph) if ref_graph is not None else []
+    engine = backends.load(cfg.engine, extra_outputs=dec_names)
     meta = dict(engine.metadata)
     if not meta.get("segments") or not meta.get("input_size"):
         raise EdgefuseError(f"{cfg.engine}: no edgefuse metadata (segments, input size), so the clips' sampling is "
                             "unknown; build the engine from an 'edgefuse export' graph")
-    reference = _reference(cfg, meta)
+    reference = OrtRunner(ref_graph, extra_outputs=dec_names) if ref_graph is not None else _reference(cfg, meta)
+    if isinstance(engine, OrtRunner):
+        dec_names = [d for d in dec_names if d in engine.names]
+    else:
+        dec_names = []
     clip_set = open_clips(cfg.clips, Preprocess.from_metadata(meta, source=str(cfg.engine)),
                           Sampling(num_segments=int(meta["segments"])), root=cfg.root, num_clips=cfg.num_clips,
                           seed=cfg.seed, workers=cfg.workers, progress=cfg.progress)
@@ -330,11 +342,21 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
     from edgefuse.progress import Progress
 
     ref_logits, eng_logits = [], []
+    a: dict[str, list[np.ndarray]] = {d: [] for d in dec_names}
+    b: dict[str, list[np.ndarray]] = {d: [] for d in dec_names}
     bar = Progress(len(clips), "validate", enabled=cfg.progress)
     for i in range(0, len(clips), 8):
         chunk = clips[i:i + 8]
-        ref_logits.append(reference.run(chunk))
-        eng_logits.append(engine.run(chunk))
+        if dec_names:
+            r_out, e_out = reference.run_logits_and(chunk, dec_names), engine.run_logits_and(chunk, dec_names)
+            ref_logits.append(r_out.logits)
+            eng_logits.append(e_out.logits)
+            for d in dec_names:
+                a[d].append(r_out.tensors[d])
+                b[d].append(e_out.tensors[d])
+        else:
+            ref_logits.append(reference.run(chunk))
+            eng_logits.append(engine.run(chunk))
         bar.update(len(chunk))
     bar.close()
     ref, eng = np.concatenate(ref_logits), np.concatenate(eng_logits)
@@ -345,28 +367,15 @@ def validate(cfg: ValidateConfig) -> dict[str, Any]:
                               "engine_info": {k: engine.info.get(k) for k in ("backend", "backend_version", "device",
                                                                                "precision")},
                               "max_drop": cfg.max_drop, "result": result}
-    # AdaFuse: decisions of both (ONNX Runtime graphs with a dynamic policy)
-    from edgefuse.backends.ort.runner import OrtRunner
-
-    ref_graph = onnx.load(str(cfg.reference)) if isinstance(reference, OrtRunner) else None
-    dec_names = decision_tensors(ref_graph) if ref_graph is not None else []
-    if dec_names and isinstance(engine, OrtRunner):
-        sample = clips[: min(len(clips), 64)]
-        eng_graph = onnx.load(str(cfg.engine))
-        present = {o for n in eng_graph.graph.node for o in n.output}
-        dec_names = [d for d in dec_names if d in present]
-        a = OrtRunner(ref_graph, extra_outputs=dec_names).run_logits_and(sample, dec_names).tensors
-        b = OrtRunner(eng_graph, extra_outputs=dec_names, optimize=False).run_logits_and(sample, dec_names).tensors
-        policy = []
-        for d in dec_names:
-            fr = _fractions(b[d])
-            policy.append({"block": block_of(d), "flip_rate": flip_rate(a[d], b[d]),
-                           **{f"engine_{k}": v for k, v in fr.items()}})
-        report["policy"] = policy
+    if dec_names:
+        ref_dec = {d: np.concatenate(v) for d, v in a.items()}
+        eng_dec = {d: np.concatenate(v) for d, v in b.items()}
+        report["policy"] = [{"block": block_of(d), "flip_rate": flip_rate(ref_dec[d], eng_dec[d]),
+                             **{f"engine_{k}": v for k, v in _fractions(eng_dec[d]).items()}} for d in dec_names]
         macs = meta.get("adafuse_macs")
         if macs:
-            report["realized_gmacs_per_clip"] = (realized_macs(b, macs, len(sample)) / 1e9).tolist()
-            report["realized_gmacs_per_clip_reference"] = (realized_macs(a, macs, len(sample)) / 1e9).tolist()
+            report["realized_gmacs_per_clip"] = (realized_macs(eng_dec, macs, len(clips)) / 1e9).tolist()
+            report["realized_gmacs_per_clip_reference"] = (realized_macs(ref_dec, macs, len(clips)) / 1e9).tolist()
             report["dense_gmacs_per_clip"] = macs["dense_per_clip"] / 1e9
     if cfg.per_layer:
         if ref_graph is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -109,8 +110,9 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     return BuildResult(cfg.output, side, sidecar.to_dict())
 
 
-def load(path: str | Path, threads: int | None = None) -> Runner:
-    """A runner for an engine (its sidecar says which backend) or an ONNX graph (ONNX Runtime)."""
+def load(path: str | Path, threads: int | None = None, extra_outputs: Sequence[str] = ()) -> Runner:
+    """A runner for an engine (its sidecar says which backend) or an ONNX graph (ONNX Runtime);
+    ``extra_outputs``: intermediate tensors an ONNX Runtime runner also returns (those the graph has)."""
     from edgefuse.backends.sidecar import read_sidecar, sidecar_path
 
     p = Path(path)
@@ -120,12 +122,12 @@ def load(path: str | Path, threads: int | None = None) -> Runner:
         from edgefuse.backends.ort.runner import OrtRunner
         from edgefuse.export.inspect import load_onnx
 
-        return OrtRunner(load_onnx(p), threads=threads)
+        return OrtRunner(load_onnx(p), extra_outputs=extra_outputs, threads=threads)
     sidecar = read_sidecar(p)
     if sidecar.backend == "onnxruntime":
         from edgefuse.backends.ort.build import load_ort_engine
 
-        return load_ort_engine(p, threads)
+        return load_ort_engine(p, threads, extra_outputs)
     if sidecar.backend == "tensorrt":
         from edgefuse.backends.sidecar import check_compatible, check_engine_bytes
         from edgefuse.backends.trt import adapter

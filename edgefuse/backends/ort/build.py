@@ -3,6 +3,7 @@ optimize again, with the session settings in the sidecar."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
             "providers": ["CPUExecutionProvider"]}
 
 
-def load_ort_engine(path: Path, threads: int | None = None) -> OrtRunner:
+def load_ort_engine(path: Path, threads: int | None = None, extra_outputs: Sequence[str] = ()) -> OrtRunner:
     """An engine from build_ort, after checking its sidecar against this machine."""
     sidecar: Sidecar = read_sidecar(path)
     if sidecar.backend != "onnxruntime":
@@ -66,4 +67,4 @@ def load_ort_engine(path: Path, threads: int | None = None) -> OrtRunner:
     except Exception as e:  # protobuf errors
         raise EdgefuseError(f"{path}: not a readable ONNX Runtime engine ({type(e).__name__}); rebuild it") from None
     threads = threads or int(sidecar.settings.get("intra_op_num_threads") or physical_cores())
-    return OrtRunner(model, threads=threads, optimize=False, info=sidecar.to_dict())
+    return OrtRunner(model, extra_outputs=extra_outputs, threads=threads, optimize=False, info=sidecar.to_dict())
