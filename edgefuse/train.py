@@ -162,6 +162,18 @@ class TrainConfig:
         d["class_names"] = list(self.class_names) if self.class_names is not None else None
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (a checkpoint's ``train_config``)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        for key in ("init", "out"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        if values.get("class_names") is not None:
+            values["class_names"] = tuple(values["class_names"])
+        return cls(**values)
+
     def command(self, data_dir: str | Path) -> str:
         """The ``edgefuse train`` command line that runs this config (for the zoo's ``trained_with``)."""
         parts = ["edgefuse train", self.model, f"--data {data_dir}"]
@@ -176,6 +188,8 @@ class TrainConfig:
             parts.append(f"--keep-bias {self.keep_bias}")
         if self.init is not None:
             parts.append(f"--init {self.init}")
+        if self.threads is not None:
+            parts.append(f"--threads {self.threads}")
         if self.half:
             parts.append("--half")
         if self.out is not None:

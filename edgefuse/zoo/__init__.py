@@ -22,6 +22,7 @@ the functions at another folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -171,22 +172,10 @@ def add_checkpoint(name: str, checkpoint: str | Path, directory: str | Path | No
     dest = folder / f"{name}.pth"
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
-    cfg = meta["train_config"]
-    parts = ["edgefuse train", meta["model"], "--data DATA"]
-    for key in ("width",):
-        if key in meta["options"]:
-            parts.append(f"--{key} {meta['options'][key]}")
-    for key, flag in (("segments", "--segments"), ("size", "--size"), ("epochs", "--epochs"),
-                      ("batch_size", "--batch-size"), ("lr", "--lr"), ("weight_decay", "--weight-decay"),
-                      ("efficiency_weight", "--efficiency-weight"), ("keep_bias", "--keep-bias"), ("seed", "--seed"),
-                      ("threads", "--threads")):
-        adafuse_only = key in ("efficiency_weight", "keep_bias")
-        if cfg.get(key) is not None and not (adafuse_only and not str(meta["model"]).startswith("adafuse")):
-            parts.append(f"{flag} {cfg[key]}")
-    if cfg.get("init"):
-        parts.append(f"--init {Path(cfg['init']).name}")
-    if meta.get("weights_dtype") == "float16":
-        parts.append("--half")
+    from edgefuse.train import TrainConfig
+
+    cfg = TrainConfig.from_dict(meta["train_config"])
+    cfg = dataclasses.replace(cfg, out=None, init=Path(cfg.init.name) if cfg.init is not None else None)
     entry = {
         "name": name, "model": meta["model"], "options": dict(meta["options"]), "num_classes": meta["num_classes"],
         "segments": meta["segments"], "size": meta["size"], "class_names": list(meta.get("class_names") or ()),
@@ -194,7 +183,7 @@ def add_checkpoint(name: str, checkpoint: str | Path, directory: str | Path | No
         "val_top1": meta["val_top1"], "val_within_pair": meta.get("val_within_pair"),
         "dense_gmacs_clip": meta.get("dense_gmacs_clip"),
         "gmacs_clip_given_decisions": meta.get("gmacs_clip_given_decisions"), "saving_pct": meta.get("saving_pct"),
-        "trained_with": " ".join(parts), "train_seconds": round(float(meta.get("train_seconds") or 0.0), 1),
+        "trained_with": cfg.command("DATA"), "train_seconds": round(float(meta.get("train_seconds") or 0.0), 1),
     }
     add_to_zoo(entry, folder)
     return entry
