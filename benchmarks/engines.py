@@ -54,8 +54,12 @@ def main() -> None:
                 if not policy_npz.is_file():  # the calibration clips, preprocessed as the model was trained
                     from edgefuse.clips import Preprocess, Sampling
                     from edgefuse.clips import open as open_clips
+                    from edgefuse.models.registry import resolve_config
+                    from edgefuse.zoo import get_zoo_entry
 
-                    open_clips(args.synth / "calib.txt", Preprocess(input_size=112, scale_size=128),
+                    e = get_zoo_entry(name)
+                    pre = Preprocess.from_model_config(resolve_config(e["model"], input_size=e["size"], **e["options"]))
+                    open_clips(args.synth / "calib.txt", pre,
                                Sampling(num_segments=8), num_clips=64, progress=False).to_npz(policy_npz)
                 export(make_config(None, folded, model=name, policy="static", tau=1.0, policy_clips=policy_npz))
             if folded.is_file():

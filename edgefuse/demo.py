@@ -47,6 +47,7 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
     from edgefuse.export.inspect import graph_macs
+    from edgefuse.models.registry import resolve_config
     from edgefuse.quantize import CalibrateConfig, calibrate
     from edgefuse.synth import SynthConfig, generate
     from edgefuse.validate import ValidateConfig, validate
@@ -61,7 +62,7 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
                              force=synth.exists()))
     _step("synthetic benchmark", start)
     first = get_zoo_entry(MODELS[0][1])
-    pre = Preprocess(input_size=first["size"], scale_size=first["size"] * 256 // 224)
+    pre = Preprocess.from_model_config(resolve_config(first["model"], input_size=first["size"], **first["options"]))
     policy_npz = work / "calib_clips.npz"
     if not policy_npz.is_file():
         open_clips(synth / "calib.txt", pre, Sampling(num_segments=first["segments"]), progress=cfg.progress
