@@ -61,7 +61,7 @@ class OrtRunner:
             model = onnx.load(str(model))
         self.info = info or {}
         self.metadata = read_metadata(model) or dict(self.info.get("metadata") or {})
-        produced = {o for n in model.graph.node for o in n.output}
+        produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
         extra_outputs = [t for t in extra_outputs if t in produced]  # an optimized engine may have fused some away
         probe = model
         if extra_outputs:
