@@ -159,37 +159,132 @@ def test_cpu_engines_for_every_zoo_model_run_like_their_graphs(zoo_onnx, tmp_pat
             assert got.shape == (3, 10)
             if precision == "fp32":
                 np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
-            else:  # the u8 rewrite keeps the calibrated grid: equal to the Q/DQ graph up to rounding
-                assert np.abs(got - reference).max() < 0.05, name
+            else:  # the CPU rewrite: the calibrated grid, plus the residual convolutions on their own grids
+                assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max(), name
+                assert (got.argmax(1) == reference.argmax(1)).all(), name
 
 
-def test_cpu_int8_rewrite_equals_qdq_graph_within_one_step(zoo_onnx) -> None:  # type: ignore[no-untyped-def]
-    """uint8 with zero point 128 is the int8 grid shifted: every dequantized activation equals the
-    int8 graph's (observed on the first quantized tensor, where no earlier rounding differs)."""
-    from edgefuse.backends.ort.int8 import activations_to_uint8, cpu_int8_graph
+def _activation_dqs(graph: onnx.ModelProto) -> list[tuple[str, float]]:
+    """(output, scale) of every activation DequantizeLinear (per-tensor scale, non-constant input)."""
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}
+    return [(n.output[0], float(inits[n.input[1]])) for n in graph.graph.node if n.op_type == "DequantizeLinear"
+            and n.input[0] not in inits and inits[n.input[1]].size == 1]
+
+
+def test_cpu_int8_rewrite_keeps_every_quantized_tensor_within_one_step(zoo_onnx) -> None:  # type: ignore[no-untyped-def]
+    """The exact rewrite (uint8 zero point 128; QuantizeLinear moved after each convolution through
+    Relu as a uint8 Clip, max pooling and the temporal shift; DequantizeLinear -> QuantizeLinear on
+    one grid cancelled) computes the same values: run without ONNX Runtime's fusions, every
+    activation the Q/DQ graph quantizes is bit-identical. With the fusions (the engine's integer
+    convolutions round their accumulator once where the float path rounds twice) each quantized
+    tensor whose inputs are still identical stays within one quantization step, and with the
+    residual convolutions quantized too (auto) the top-1 class does not change."""
+    from edgefuse.backends.ort.int8 import cpu_int8_graph
     from edgefuse.backends.ort.runner import OrtRunner
-    from edgefuse.quantize import qdq
+    from edgefuse.export.metadata import read_metadata
+
+    x = _clips(2)
+    for name in ("synth_tsm_r18w025", "synth_gsf_r18w025"):
+        graph = onnx.load(str(zoo_onnx[name]["int8"]))
+        exact = cpu_int8_graph(graph)
+        zps = [onnx.numpy_helper.to_array(i) for i in exact.graph.initializer if i.name.endswith("_zero_point_u8")]
+        assert zps and all(z.dtype == np.uint8 and (z == 128).all() for z in zps)
+        assert not any(n.op_type == "QuantizeLinear" and n.input[0] in {i.name for i in exact.graph.initializer}
+                       for n in exact.graph.node)  # weights pre-quantized
+        produced = {o for n in exact.graph.node for o in n.output}
+        watched = [(t, s) for t, s in _activation_dqs(graph) if t in produced]
+        assert len(watched) >= 0.8 * len(_activation_dqs(graph)), name
+        names = [t for t, _ in watched]
+        a = OrtRunner(graph, extra_outputs=names, optimize=False).run_logits_and(x, names)
+        b = OrtRunner(exact, extra_outputs=names, optimize=False).run_logits_and(x, names)
+        for t, _ in watched:
+            np.testing.assert_array_equal(a.tensors[t], b.tensors[t], err_msg=f"{name} {t}")
+        np.testing.assert_array_equal(a.logits, b.logits)
+        # the integer kernels: the first convolution's quantized output (same input in both) within one step
+        first_conv = next(n for n in graph.graph.node if n.op_type == "Conv")
+        after = next(t for t, _ in watched if t.startswith(first_conv.output[0].rsplit("/", 2)[0]))
+        fused = OrtRunner(exact, extra_outputs=[after]).run_logits_and(x, [after])
+        step = dict(watched)[after]
+        assert np.abs(fused.tensors[after] - a.tensors[after]).max() <= step * 1.0001, name
+        ranges = read_metadata(graph)["cpu_int8_ranges"]
+        fast = OrtRunner(cpu_int8_graph(graph, ranges)).run(x)
+        assert (fast.argmax(1) == a.logits.argmax(1)).all(), name
+
+
+def test_cpu_int8_engine_runs_every_convolution_in_integers(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What makes the CPU engine fast, checked on the engine ONNX Runtime saved: every convolution is
+    a QLinearConv (none falls back to FP32), the shift runs without layout Transposes around its
+    Reshapes (none left), and residual Adds run as QLinearAdd. Without the calibrated residual grids
+    (--cpu-int8 exact) the convolutions feeding the Adds stay FP32: that is the price of exactness."""
+    graph = zoo_onnx["synth_tsm_r18w025"]["int8"]
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(graph)).graph.node)
+    ops = {}
+    for mode in ("auto", "exact"):
+        engine = build_engine(BuildConfig(graph, tmp_path / f"{mode}.engine", device="cpu", cpu_int8=mode)).path
+        kinds = [n.op_type for n in onnx.load(str(engine)).graph.node]
+        ops[mode] = {k: kinds.count(k) for k in set(kinds)}
+    auto, exact = ops["auto"], ops["exact"]
+    assert auto.get("QLinearConv") == convs and not auto.get("Conv") and not auto.get("FusedConv"), auto
+    assert auto.get("QLinearAdd") == 7, auto  # 8 blocks: the last Add feeds the FP32 head
+    assert auto.get("Reshape") == 2 and auto.get("Transpose", 0) <= 3, auto  # clips <-> frames only; no shift Reshape
+    assert exact.get("QLinearConv", 0) + exact.get("FusedConv", 0) + exact.get("Conv", 0) == convs, exact
+    assert exact.get("FusedConv", 0) + exact.get("Conv", 0) == 11, exact  # 8 residual + 3 downsample convolutions
+
+
+def test_cpu_int8_engine_agrees_with_fp32_on_val_clips(zoo_onnx, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The issue's accuracy bar on the trained zoo TSM: the INT8 CPU engine agrees with FP32 on
+    >= 98% of 64 val clips."""
+    from edgefuse.clips import Preprocess, Sampling
+    from edgefuse.clips import open as open_clips
+    from edgefuse.export.metadata import read_metadata
+
+    graphs = zoo_onnx["synth_tsm_r18w025"]
+    meta = read_metadata(graphs["fp32"])
+    clips = open_clips(synth_default / "val.txt", Preprocess.from_metadata(meta), Sampling(num_segments=8),
+                       num_clips=64, progress=False).stack()[0].numpy()
+    engine = build_engine(BuildConfig(graphs["int8"], tmp_path / "m.engine", device="cpu")).path
+    ref, got = load(graphs["fp32"]).run(clips), load(engine).run(clips)
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.98
+
+
+def test_unit_batch_dropped_around_the_shift_changes_no_value(zoo_onnx) -> None:  # type: ignore[no-untyped-def]
+    from edgefuse.backends.ort.layout import drop_unit_batch
+    from edgefuse.backends.ort.runner import OrtRunner
+
+    graph = onnx.load(str(zoo_onnx["synth_tsm_r18w025"]["fp32"]))
+    dropped = drop_unit_batch(graph)
+    reshapes = [n for n in graph.graph.node if n.op_type == "Reshape"]
+    assert len(reshapes) - sum(n.op_type == "Reshape" for n in dropped.graph.node) == 16  # 2 per shift, 8 shifts
+    x = _clips(1)
+    np.testing.assert_allclose(OrtRunner(dropped).run(x), OrtRunner(graph).run(x), rtol=0, atol=1e-6)
+
+
+def test_calibration_ties_the_shift_to_its_input_grid(zoo_onnx) -> None:  # type: ignore[no-untyped-def]
+    """The shift only moves values: its output is quantized on its input's grid, so the CPU engine
+    (and TensorRT) move integers instead of requantizing; the CPU rewrite then leaves no
+    DequantizeLinear -> QuantizeLinear pair."""
+    from edgefuse.backends.ort.int8 import cpu_int8_graph
 
     graph = onnx.load(str(zoo_onnx["synth_tsm_r18w025"]["int8"]))
-    u8 = cpu_int8_graph(graph)
-    zps = [i for i in u8.graph.initializer if i.name.endswith("_zero_point_u8")]
-    assert zps and all(onnx.numpy_helper.to_array(z).dtype == np.uint8 and (onnx.numpy_helper.to_array(z) == 128).all()
-                       for z in zps)
-    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in {i.name for i in u8.graph.initializer}
-                   for n in u8.graph.node)  # weights pre-quantized
-    scales = qdq.activation_scales(graph)
-    u8_scales = qdq.activation_scales(u8)
-    assert all(u8_scales[k] == v for k, v in scales.items())  # the same scales (plus the re-quantized Conv outputs)
-    first_dq = next(n for n in graph.graph.node if n.op_type == "DequantizeLinear"
-                    and n.input[0] not in {i.name for i in graph.graph.initializer})
-    x = _clips(2)
-    a = OrtRunner(graph, extra_outputs=[first_dq.output[0]]).run_logits_and(x, [first_dq.output[0]])
-    u8_dq = next(n.output[0] for n in activations_to_uint8(graph).graph.node if n.op_type == "DequantizeLinear"
-                 and n.input[0] == first_dq.input[0])
-    b = OrtRunner(activations_to_uint8(graph), extra_outputs=[u8_dq]).run_logits_and(x, [u8_dq])
-    np.testing.assert_array_equal(a.tensors[first_dq.output[0]], b.tensors[u8_dq])
-    step = max(scales.values())
-    assert np.abs(a.logits - OrtRunner(u8).run(x)).max() <= 4 * step
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    scales = dict(_activation_dqs(graph))
+    dq_of = {n.input[0]: n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear"}
+    q_of = {n.input[0]: n.output[0] for n in graph.graph.node if n.op_type == "QuantizeLinear"}
+    tied = 0
+    for n in graph.graph.node:
+        if n.op_type == "Reshape" and n.name.endswith("shift/Reshape_1"):
+            source = n
+            while source.op_type in ("Reshape", "Slice", "Concat"):
+                source = producer[next(i for i in source.input if i in producer and producer[i].op_type != "Constant")]
+            own = scales[dq_of[q_of[n.output[0]]]]
+            assert own == (scales[source.output[0]] if source.op_type == "DequantizeLinear"
+                           else scales[dq_of[q_of[source.output[0]]]]), n.name
+            tied += 1
+    assert tied == 8
+    fast = cpu_int8_graph(graph)
+    producer = {o: n for n in fast.graph.node for o in n.output}
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in producer
+                   and producer[n.input[0]].op_type == "DequantizeLinear" for n in fast.graph.node)
 
 
 def test_bad_engines_devices_and_precisions_fail_with_one_line(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -338,32 +433,3 @@ def test_tensorrt_engine_builds_and_matches_onnx_runtime(zoo_onnx, tmp_path) -> 
     engine = build_engine(BuildConfig(graph, tmp_path / "m.plan", device="auto")).path
     x = _clips(1)
     assert np.abs(load(engine).run(x) - load(graph).run(x)).max() < 0.1
-
-
-def test_requantizing_before_relu_keeps_the_grid_within_one_step(zoo_onnx) -> None:  # type: ignore[no-untyped-def]
-    """Conv -> Q -> DQ -> Relu -> Q on the Relu's own grid: ONNX Runtime then runs the Conv as an integer
-    QLinearConv; each re-quantized activation stays within one quantization step of the Q/DQ graph's."""
-    from edgefuse.backends.ort.int8 import cpu_int8_graph
-    from edgefuse.backends.ort.runner import OrtRunner
-
-    graph = onnx.load(str(zoo_onnx["synth_tsm_r18w025"]["int8"]))
-    fast = cpu_int8_graph(graph)
-    requant = [n for n in fast.graph.node if n.name.endswith("_requant_Q")]
-    assert len(requant) == 8  # conv1 of every ResNet-18 block feeds Relu -> Q
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in fast.graph.initializer}
-    producer = {o: n for n in graph.graph.node for o in n.output}
-    consumers = {i: n for n in graph.graph.node for i in n.input}
-    watched = []
-    for q in requant:
-        conv_out = q.input[0]
-        relu = consumers[conv_out]  # in the Q/DQ graph, the Relu reads the Conv directly
-        after_q = consumers[relu.output[0]]
-        dq = consumers[after_q.output[0]]
-        watched.append((dq.output[0], float(inits[q.input[1]])))
-    assert producer  # the Q/DQ graph is the reference
-    x = _clips(2)
-    names = [w[0] for w in watched]
-    a = OrtRunner(graph, extra_outputs=names).run_logits_and(x, names)
-    b = OrtRunner(fast, extra_outputs=names).run_logits_and(x, names)
-    for name, scale in watched:
-        assert np.abs(a.tensors[name] - b.tensors[name]).max() <= scale * 1.001, name

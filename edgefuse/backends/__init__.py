@@ -8,12 +8,14 @@ runner = backends.load("m.engine")        # or "m.onnx": run directly in ONNX Ru
 logits = runner.run(clips)                # (N, T, 3, H, W) float32 -> (N, K)
 ```
 
-Backends: ONNX Runtime on the CPU (:mod:`.ort`, the default and the only one that runs here) and
+Backends: ONNX Runtime on the CPU (:mod:`.ort`, the default), OpenVINO on the CPU (:mod:`.openvino`,
+optional: ``edgefuse[openvino]``) and
 TensorRT on NVIDIA GPUs and Jetsons (:mod:`.trt`, needs ``tensorrt`` and ``pycuda``, imported
 only when used). Each engine ``X`` has a sidecar ``X.json`` (:mod:`.sidecar`).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -50,7 +52,8 @@ class BuildConfig:
     gpu_fallback: bool = False
     timing_cache: Path | None = None
     threads: int | None = None  # ONNX Runtime intra-op threads (default: physical cores)
-    cpu_int8: str = "auto"  # ONNX Runtime INT8: "auto" rewrites Q/DQ for the fast u8 x s8 kernels, "qdq" keeps it
+    cpu_int8: str = "auto"  # ONNX Runtime INT8: auto | exact | qdq (edgefuse.backends.ort.build.build_ort)
+    backend: str = "auto"  # cpu: onnxruntime (auto) or openvino (optional, edgefuse.backends.openvino)
 
 
 @dataclass
@@ -80,8 +83,24 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         raise EdgefuseError(f"--dla {cfg.dla}: {profile.name} has {profile.dla_cores or 0} DLA core(s); "
                             + ("build without --dla" if not profile.dla_cores else f"use 0..{profile.dla_cores - 1}"))
     calibration = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else None
-    plan = plan_precision(cfg.precision, graph, profile)  # the device's verdict, before any backend is imported
-    if profile.kind == "cpu":
+    if cfg.backend not in ("auto", "onnxruntime", "openvino"):
+        raise EdgefuseError(f"--backend {cfg.backend}: use auto, onnxruntime or openvino")
+    if cfg.backend == "openvino" and profile.kind != "cpu":
+        raise EdgefuseError(f"--backend openvino builds for the CPU, not for {profile.name}: use --device cpu")
+    bf16 = cfg.backend == "openvino" and cfg.precision == "bf16"
+    if bf16 and graph != "fp32":
+        raise EdgefuseError("--precision bf16 (OpenVINO) computes an FP32 graph in bf16: build from the FP32 graph")
+    # the device's verdict, before any backend is imported
+    plan = plan_precision("auto" if bf16 else cfg.precision, graph, profile)
+    if profile.kind == "cpu" and cfg.backend == "openvino":
+        from edgefuse.backends.openvino import build_openvino, openvino_version
+        from edgefuse.backends.ort.cpu import cpu_identity
+
+        precision = "bf16" if bf16 else plan.precision
+        settings = build_openvino(Path(cfg.model), cfg.output, precision, cfg.threads)
+        plan = dataclasses.replace(plan, precision=precision)
+        backend, version, hardware = "openvino", openvino_version(), cpu_identity()
+    elif profile.kind == "cpu":
         from edgefuse.backends.ort.build import build_ort, ort_version
         from edgefuse.backends.ort.cpu import cpu_identity
 
@@ -128,6 +147,10 @@ def load(path: str | Path, threads: int | None = None, extra_outputs: Sequence[s
         from edgefuse.backends.ort.build import load_ort_engine
 
         return load_ort_engine(p, threads, extra_outputs)
+    if sidecar.backend == "openvino":
+        from edgefuse.backends.openvino import load_openvino_engine
+
+        return load_openvino_engine(p, sidecar, threads)
     if sidecar.backend == "tensorrt":
         from edgefuse.backends.sidecar import check_compatible, check_engine_bytes
         from edgefuse.backends.trt import adapter

@@ -17,7 +17,7 @@ SCHEMA = 1
 
 @dataclass(frozen=True)
 class Sidecar:
-    backend: str  # "onnxruntime" | "tensorrt"
+    backend: str  # "onnxruntime" | "openvino" | "tensorrt"
     backend_version: str
     device: str  # device profile name
     hardware: dict[str, Any]  # GPU: name, compute_capability; CPU: name, machine, isa, cores

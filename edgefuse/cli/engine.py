@@ -33,7 +33,8 @@ def devices_cmd(as_json: bool) -> None:
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--device", default="auto", show_default=True,
               help="Device profile ('edgefuse devices'); auto detects a Jetson, an NVIDIA GPU, else cpu.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8", "bf16"]), default="auto",
+              show_default=True,
               help="auto: the graph's (INT8 needs a graph from 'edgefuse calibrate').")
 @click.option("--shapes", multiple=True, metavar="NAME:MIN,OPT,MAX",
               help="Optimization profile of a dynamic input, e.g. clips:1x8x3x224x224,1x8x3x224x224,4x8x3x224x224 "
@@ -44,14 +45,19 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False),
               help="TensorRT timing cache to reuse and update (faster rebuilds).")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads (default: physical cores).")
-@click.option("--cpu-int8", type=click.Choice(["auto", "qdq"]), default="auto", show_default=True,
-              help="ONNX Runtime INT8: auto = the same grid on the fast u8 x s8 kernels; qdq = the graph as it is.")
+@click.option("--cpu-int8", type=click.Choice(["auto", "exact", "qdq"]), default="auto", show_default=True,
+              help="ONNX Runtime INT8: auto = the calibrated grid on the fast u8 x s8 kernels, residual convolutions "
+                   "quantized on their calibrated grids; exact = no rounding beyond the Q/DQ graph's; qdq = the "
+                   "graph as it is.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True,
+              help="CPU backend: auto = ONNX Runtime (faster on this project's measurements); openvino needs "
+                   "edgefuse[openvino] and computes FP32 unless --precision bf16.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Engine file (a <engine>.json sidecar is written beside it).")
 @json_option
 def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str, ...], workspace: int | None,
                      dla: int | None, gpu_fallback: bool, timing_cache: Path | None, threads: int | None,
-                     cpu_int8: str, output: Path, as_json: bool) -> None:
+                     cpu_int8: str, backend: str, output: Path, as_json: bool) -> None:
     """Build an engine from MODEL (an ONNX graph from export or calibrate) for a device: ONNX Runtime
     for cpu, TensorRT for Jetsons and NVIDIA GPUs."""
     from edgefuse.backends import BuildConfig, build_engine
@@ -59,7 +65,7 @@ def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str
 
     cfg = BuildConfig(model=model, output=output, device=device, precision=precision, shapes=parse_shapes(shapes),
                       workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, timing_cache=timing_cache,
-                      threads=threads, cpu_int8=cpu_int8)
+                      threads=threads, cpu_int8=cpu_int8, backend=backend)
     result = build_engine(cfg)
     s = result.sidecar
     if as_json:

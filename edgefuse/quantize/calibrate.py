@@ -42,6 +42,7 @@ PRECISIONS = ("int8", "fp16")
 DEFAULT_EXCLUDES = ("*/adafuse/*", "*/gsf/*", "/fc/*")
 MIN_CLIPS = 8
 SAVE_EVERY = 16  # clips between checkpoints of the statistics (an interrupted run resumes there)
+STATS_VERSION = 2  # histograms also for the residual convolution outputs (the CPU engine's grids)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def cache_key(graph: onnx.ModelProto, cfg: CalibrateConfig, meta: dict[str, Any]
     facts = {"clips": _file_digest(cfg.clips), "num_clips": cfg.num_clips, "seed": cfg.seed,
              "holdout": _file_digest(cfg.holdout) if cfg.holdout else None, "num_holdout": cfg.num_holdout,
              "root": str(cfg.root) if cfg.root else None,
-             "sampling": {"segments": meta.get("segments"), "mode": "tsn"},
+             "sampling": {"segments": meta.get("segments"), "mode": "tsn"}, "statistics": STATS_VERSION,
              "preprocess": {k: meta.get(k) for k in ("input_size", "scale_size", "mean", "std", "channel_order",
                                                      "pixel_range")}}
     h.update(json.dumps(facts, sort_keys=True).encode())
@@ -265,7 +266,7 @@ def collect_stats(model: onnx.ModelProto, clips: np.ndarray, cache: Path, progre
     residual identities) and ranges of every other float tensor, over ``clips``; saved to
     ``cache/stats.npz``, with a partial file every ``SAVE_EVERY`` clips that a rerun resumes from."""
     candidates = [n.name for n in qdq.candidate_nodes(model)]
-    hist_names = qdq.activation_tensors(model, candidates)
+    hist_names = qdq.activation_tensors(model, candidates) + qdq.residual_conv_outputs(model, candidates)
     all_names = float_tensors(model)
     runner = OrtRunner(model, extra_outputs=all_names)
     partial = cache / "stats.partial.npz"
@@ -383,8 +384,9 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
             stats_source = f"{stats.clips} clips of {cfg.clips} (statistics from the cache {cache})"
             log.info("calibration statistics from the cache %s (%d clips)", cache, stats.clips)
         num_calib = stats.clips
-        hist_names = qdq.activation_tensors(model, [n.name for n in qdq.candidate_nodes(model)])
-        amax = thresholds(stats, cfg.method, hist_names, cfg.percentile)
+        candidates = [n.name for n in qdq.candidate_nodes(model)]
+        hist_names = qdq.activation_tensors(model, candidates) + qdq.residual_conv_outputs(model, candidates)
+        amax = qdq.tie_data_movement(model, thresholds(stats, cfg.method, hist_names, cfg.percentile))
         ranges = {name: h.amax for name, h in stats.histograms.items()}
         for name in stats.histograms:  # TensorRT's implicit cache wants every tensor: min/max where no histogram
             amax.setdefault(name, max(stats.histograms[name].amax, 1e-8))
@@ -436,7 +438,11 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         "statistics": stats_source, "excluded_patterns": list(cfg.excludes), "excluded_layers": excluded,
         "budget_layers": budget_layers, "max_drop": cfg.max_drop, "min_agreement": cfg.min_agreement,
     }
-    out = set_metadata(candidate, {"precision": cfg.precision, "calibration": calibration,
+    facts: dict[str, Any] = {}
+    if cfg.precision == "int8":  # grids for what the CPU engine quantizes beyond TensorRT's placement
+        facts["cpu_int8_ranges"] = {t: float(amax[t]) for t in qdq.residual_conv_outputs(
+            model, qdq.quantized_node_names(candidate)) if t in amax}
+    out = set_metadata(candidate, {"precision": cfg.precision, "calibration": calibration, **facts,
                                    "fp32_source_sha256": hashlib.sha256(model.SerializeToString()).hexdigest()})
     report = {
         "model": str(cfg.model), "output": str(cfg.output), **calibration,

@@ -81,6 +81,45 @@ def residual_adds(model: onnx.ModelProto, quantized: Iterable[str]) -> list[tupl
     return out
 
 
+# ops that only move or select elements: a Q after them can use the grid of their input
+DATA_MOVEMENT = ("Reshape", "Slice", "Concat", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
+def tie_data_movement(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict[str, float]:
+    """``amax`` with every tensor that is its source moved or selected (the temporal shift's Reshape /
+    Slice / Concat with zero padding) on its source's threshold: the same grid before and after, so
+    TensorRT and the CPU engine move the integers instead of requantizing them."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consts = initializer_names(model)
+
+    def source(tensor: str) -> str | None:
+        node = producer.get(tensor)
+        if node is None or node.op_type not in DATA_MOVEMENT:
+            return tensor
+        data = [i for i in (node.input if node.op_type == "Concat" else node.input[:1]) if i and i not in consts]
+        roots = {source(i) for i in data}
+        return roots.pop() if len(roots) == 1 else None
+
+    out = dict(amax)
+    for tensor in amax:
+        root = source(tensor)
+        if root is not None and root != tensor and root in amax:
+            out[tensor] = amax[root]
+    return out
+
+
+def residual_conv_outputs(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:
+    """Outputs of ``nodes`` (quantized convolutions) read by an Add: TensorRT fuses the Add into the
+    convolution; ONNX Runtime needs a grid for them to run the Add in integers (the CPU engine)."""
+    chosen = set(nodes)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return [n.output[0] for n in model.graph.node if n.name in chosen and n.op_type == "Conv"
+            and any(c.op_type == "Add" for c in consumers.get(n.output[0], []))]
+
+
 def activation_tensors(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:
     """The activation inputs of ``nodes`` plus the identity inputs of residual Adds: every tensor
     that needs a calibrated scale."""
@@ -126,8 +165,18 @@ def quantize_int8(model: onnx.ModelProto, amax: Mapping[str, float], nodes: Sequ
     return finalize(out)
 
 
+def symmetric_scale(amax: float) -> np.float32:
+    """The int8 scale of a symmetric range, computed as ONNX Runtime's quantizer computes it (float32
+    arithmetic), so a tensor tied to another's range gets bit-for-bit the same scale."""
+    from onnxruntime.quantization.quant_utils import QuantType, compute_scale_zp, get_qmin_qmax_for_qType
+
+    qmin, qmax = get_qmin_qmax_for_qType(QuantType.QInt8.tensor_type, symmetric=True)
+    a = np.float32(amax)
+    return np.float32(compute_scale_zp(-a, a, qmin, qmax, symmetric=True)[1])
+
+
 def _qdq_pair(tensor: str, amax: float, suffix: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
-    scale = numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), f"{tensor}{suffix}_scale")
+    scale = numpy_helper.from_array(np.array(symmetric_scale(amax), dtype=np.float32), f"{tensor}{suffix}_scale")
     zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{tensor}{suffix}_zero_point")
     q_out, dq_out = f"{tensor}{suffix}_q", f"{tensor}{suffix}_dq"
     nodes = [helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [q_out], name=f"{tensor}{suffix}_Q"),

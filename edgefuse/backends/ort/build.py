@@ -35,19 +35,34 @@ def optimize_offline(model: onnx.ModelProto, dest: Path, threads: int) -> None:
         raise EdgefuseError(f"{dest}: ONNX Runtime did not write the optimized graph; check the disk and retry")
 
 
+CPU_INT8_MODES = ("auto", "exact", "qdq")
+
+
 def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: str | None = None) -> dict[str, Any]:
     """Write the engine to ``output`` (atomically); return the settings for the sidecar. ``int8``
-    (INT8 graphs): "auto" re-expresses the activations for the u8 x s8 kernels
-    (:mod:`edgefuse.backends.ort.int8`), "qdq" keeps the graph's int8 Q/DQ as it is."""
+    (INT8 graphs, :mod:`edgefuse.backends.ort.int8`): "auto" runs the calibrated grid on the
+    u8 x s8 kernels with every exact move, and quantizes the residual convolutions on the grids the
+    calibration recorded for them; "exact" adds no rounding the Q/DQ graph lacks; "qdq" keeps the
+    graph's int8 Q/DQ as it is."""
     threads = threads or physical_cores()
     rewrite = None
-    if int8 not in (None, "auto", "qdq"):
-        raise EdgefuseError(f"--cpu-int8 {int8}: use auto (u8 x s8 kernels) or qdq (the Q/DQ graph as it is)")
-    if int8 == "auto":
+    if int8 not in (None,) + CPU_INT8_MODES:
+        raise EdgefuseError(f"--cpu-int8 {int8}: use auto (u8 x s8 kernels, residual convolutions quantized), "
+                            "exact (no rounding beyond the Q/DQ graph's) or qdq (the Q/DQ graph as it is)")
+    if int8 in ("auto", "exact"):
         from edgefuse.backends.ort.int8 import cpu_int8_graph
+        from edgefuse.export.metadata import read_metadata
 
-        model = cpu_int8_graph(model)
-        rewrite = "activations uint8 (zero point 128), weights int8: the same grid on ONNX Runtime's u8 x s8 kernels"
+        ranges = read_metadata(model).get("cpu_int8_ranges") if int8 == "auto" else None
+        if int8 == "auto" and not ranges:
+            log.warning("the INT8 graph carries no calibrated grids for its residual convolutions (calibrated by "
+                        "another tool or an older edgefuse): they stay FP32 on the CPU; run edgefuse calibrate "
+                        "again for the faster engine")
+        model = cpu_int8_graph(model, ranges)
+        rewrite = ("activations uint8 (zero point 128), weights int8: the calibrated grid on ONNX Runtime's u8 x s8 "
+                   "kernels; quantization moved after each convolution where exact"
+                   + (f"; {len(ranges)} residual convolution outputs quantized on their calibrated grids"
+                      if ranges else "; no rounding beyond the Q/DQ graph's"))
     with atomic_path(output) as tmp:
         optimize_offline(model, tmp, threads)
     return {"int8_rewrite": rewrite, "intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "sequential",

@@ -1,38 +1,121 @@
-"""INT8 for ONNX Runtime's CPU kernels without changing the calibrated grid.
+"""INT8 for ONNX Runtime's CPU kernels, from the TensorRT-ready Q/DQ graph.
 
 The Q/DQ graph from ``edgefuse calibrate`` is what TensorRT needs: int8 activations with zero
-point 0. ONNX Runtime's fast x86 kernels (VNNI) multiply uint8 activations by int8 weights; int8 x
-int8 runs an order of magnitude slower. An int8 value q with zero point 0 is the uint8 value
-q + 128 with zero point 128: the same real numbers (scale * q) on the same grid. So each
-activation QuantizeLinear / DequantizeLinear pair gets a uint8 zero point of 128 and nothing else
-changes: outputs equal the Q/DQ graph's up to the one value the int8 grid has and the uint8 one
-lacks (-128, which symmetric calibration never produces inside its range).
+point 0, Q/DQ on the inputs of convolutions only. Run as it is on ONNX Runtime's CPU kernels it is
+slower than FP32, for two reasons this module removes:
+
+1. ONNX Runtime's fast x86 kernels (VNNI) multiply uint8 activations by int8 weights; int8 x int8
+   runs an order of magnitude slower. An int8 value q with zero point 0 is the uint8 value q + 128
+   with zero point 128: the same real numbers (scale * q) on the same grid
+   (:func:`activations_to_uint8`).
+2. ONNX Runtime runs a convolution in integers (QLinearConv) only when a QuantizeLinear follows
+   it; otherwise it dequantizes into an FP32 convolution. Exact moves put the existing
+   QuantizeLinear right after the convolutions (:func:`hoist_quantize`): rounding commutes with
+   ``max(., 0)`` on one grid (``Q(relu(y)) = max(Q(y), z)``, a uint8 Clip), with max pooling, and
+   with data movement (the temporal shift's Reshape / Slice / Concat, zero padding included, as 0
+   is on every grid). A DequantizeLinear straight into a QuantizeLinear of the same grid is the
+   identity (:func:`cancel_requantize`).
+
+One step is not exact: a convolution whose output goes into a residual Add has no
+QuantizeLinear anywhere after it on its own (TensorRT fuses the Add into the convolution's
+epilogue, which ONNX Runtime does not). :func:`quantize_residual_inputs` quantizes it on a grid
+calibrated for that tensor (``cpu_int8_ranges`` in the graph's metadata, written by
+``edgefuse calibrate``), so the Add runs as an integer QLinearAdd. Graphs calibrated without
+these ranges keep those convolutions in FP32 (exact, slower).
 
 Weights (Q/DQ pairs on FP32 initializers) are quantized here once, to int8 initializers feeding
 their DequantizeLinear, so loading the engine does no weight quantization.
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
+from edgefuse.backends.ort.layout import drop_unit_batch
 from edgefuse.export.passes import finalize
+from edgefuse.quantize.qdq import DATA_MOVEMENT, symmetric_scale
+
+log = logging.getLogger(__name__)
+
+# DATA_MOVEMENT ops move or select elements without changing them: Q(op(x)) == op(Q(x)) exactly
+MONOTONE = ("MaxPool",)  # order-preserving selection: commutes with a monotone rounding
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {i.name: i for i in model.graph.initializer}
 
 
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+class _Constants(Mapping[str, np.ndarray]):
+    """Initializers and Constant node outputs by name, converted to arrays when read."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self._protos = {i.name: i for i in model.graph.initializer}
+        for n in model.graph.node:
+            value = next((a for a in n.attribute if a.name == "value"), None) if n.op_type == "Constant" else None
+            if value is not None:
+                self._protos[n.output[0]] = value.t
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = numpy_helper.to_array(self._protos[name])
+        return self._arrays[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._protos
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._protos)
+
+    def __len__(self) -> int:
+        return len(self._protos)
+
+    def add(self, tensor: onnx.TensorProto) -> None:
+        self._protos[tensor.name] = tensor
+
+
+def _constants(model: onnx.ModelProto) -> _Constants:
+    return _Constants(model)
+
+
+def _activation_grid(q: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> tuple[float, int, np.dtype] | None:
+    """(scale, zero point, dtype) of a per-tensor activation QuantizeLinear / DequantizeLinear, else None."""
+    if q.input[0] in consts or len(q.input) < 3 or q.input[1] not in consts or q.input[2] not in consts:
+        return None
+    scale, zero = consts[q.input[1]], consts[q.input[2]]
+    if scale.size != 1 or zero.size != 1:
+        return None
+    return float(scale.reshape(())), int(zero.reshape(())), zero.dtype
+
+
+def _quantize_array(x: np.ndarray, scale: float, zero: int, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x.astype(np.float32) / np.float32(scale)) + zero, info.min, info.max).astype(dtype)
+
+
 def activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     """Re-express every activation Q/DQ with int8 zero point 0 as uint8 with zero point 128."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = _copy(model)
     inits = _initializers(out)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in out.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _consumers(out)
     for q in [n for n in out.graph.node if n.op_type == "QuantizeLinear"]:
         if q.input[0] in inits or len(q.input) < 3 or q.input[2] not in inits:
             continue  # weights stay int8
@@ -51,8 +134,7 @@ def activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
 def fold_weight_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
     """QuantizeLinear on a constant FP32 weight -> its int8 result as an initializer (same values
     ONNX Runtime would compute at load time; the DequantizeLinear after it stays)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = _copy(model)
     inits = _initializers(out)
     keep = []
     for n in out.graph.node:
@@ -78,40 +160,154 @@ def fold_weight_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
     return finalize(out)
 
 
-def requantize_before_relu(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Conv -> Relu -> QuantizeLinear(s, z) becomes Conv -> Q(s, z) -> DQ -> Relu -> Q(s, z): exactly the
-    same values (rounding commutes with max(., 0) on one grid: Q(relu(y)) = max(Q(y), z)), and ONNX Runtime
-    can then run the Conv as one integer QLinearConv instead of dequantizing into an FP32 convolution."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in out.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    inits = _initializers(out)
-    added = []
-    for conv in [n for n in out.graph.node if n.op_type == "Conv"]:
-        relus = consumers.get(conv.output[0], [])
-        if len(relus) != 1 or relus[0].op_type != "Relu":
-            continue
-        qs = consumers.get(relus[0].output[0], [])
-        if not qs or any(q.op_type != "QuantizeLinear" or len(q.input) < 3 for q in qs):
-            continue
-        grids = {(numpy_helper.to_array(inits[q.input[1]]).tobytes(), numpy_helper.to_array(inits[q.input[2]]).tobytes())
-                 for q in qs if q.input[1] in inits and q.input[2] in inits}
-        if len(grids) != 1 or len(qs) != len([q for q in qs if q.input[1] in inits]):
-            continue
-        scale, zero = qs[0].input[1], qs[0].input[2]
-        q_out, dq_out = f"{conv.output[0]}_requant_q", f"{conv.output[0]}_requant_dq"
-        added.append(onnx.helper.make_node("QuantizeLinear", [conv.output[0], scale, zero], [q_out],
-                                           name=f"{conv.name}_requant_Q"))
-        added.append(onnx.helper.make_node("DequantizeLinear", [q_out, scale, zero], [dq_out],
-                                           name=f"{conv.name}_requant_DQ"))
-        relus[0].input[0] = dq_out
+def quantize_residual_inputs(model: onnx.ModelProto, ranges: Mapping[str, float]) -> onnx.ModelProto:
+    """A quantized convolution (DequantizeLinear input) whose output feeds an Add and no
+    QuantizeLinear gets one on uint8, zero point 128, scale ``ranges[tensor] / 127``: ONNX
+    Runtime can then run it as QLinearConv and the Add as QLinearAdd. Not exact (a new rounding,
+    on a calibrated grid); tensors without a range are left as they are."""
+    out = _copy(model)
+    consts = _constants(out)
+    producer = {o: n for n in out.graph.node for o in n.output}
+    consumers = _consumers(out)
+    added: list[onnx.NodeProto] = []
+    for add in [n for n in out.graph.node if n.op_type == "Add"]:
+        for i, tensor in enumerate(add.input):
+            conv = producer.get(tensor)
+            if conv is None or conv.op_type != "Conv" or tensor not in ranges or ranges[tensor] <= 0:
+                continue
+            source = producer.get(conv.input[0])
+            if source is None or source.op_type != "DequantizeLinear":
+                continue  # an FP32 convolution stays FP32
+            if any(c.op_type == "QuantizeLinear" for c in consumers.get(tensor, [])):
+                continue
+            scale = numpy_helper.from_array(np.array(symmetric_scale(ranges[tensor]), dtype=np.float32),
+                                            f"{tensor}_cpu_scale")
+            zero = numpy_helper.from_array(np.array(128, dtype=np.uint8), f"{tensor}_cpu_zero_point")
+            if scale.name not in consts:
+                out.graph.initializer.extend([scale, zero])
+                consts.add(scale)
+                added += [helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [f"{tensor}_cpu_q"],
+                                           name=f"{conv.name}_cpu_Q"),
+                          helper.make_node("DequantizeLinear", [f"{tensor}_cpu_q", scale.name, zero.name],
+                                           [f"{tensor}_cpu_dq"], name=f"{conv.name}_cpu_DQ")]
+            add.input[i] = f"{tensor}_cpu_dq"
     out.graph.node.extend(added)
     return finalize(out)
 
 
-def cpu_int8_graph(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The CPU engine's INT8 graph: the calibrated grid, on ONNX Runtime's u8 x s8 kernels."""
-    return fold_weight_quantization(requantize_before_relu(activations_to_uint8(model)))
+def _merge_duplicate_quantize(model: onnx.ModelProto) -> bool:
+    """QuantizeLinear nodes reading the same tensor with the same scale and zero point: keep one."""
+    consts = _constants(model)
+    seen: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for n in model.graph.node:
+        grid = _activation_grid(n, consts) if n.op_type == "QuantizeLinear" else None
+        if grid is not None:
+            key = (n.input[0], grid)
+            if key in seen:
+                rename[n.output[0]] = seen[key]
+                continue
+            seen[key] = n.output[0]
+        keep.append(n)
+    if not rename:
+        return False
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    for n in model.graph.node:
+        for i, name in enumerate(n.input):
+            n.input[i] = rename.get(name, name)
+    for o in model.graph.output:
+        o.name = rename.get(o.name, o.name)
+    return True
+
+
+def _hoist_one(model: onnx.ModelProto) -> bool:
+    """Move the activation QuantizeLinear nodes reading one op's output above that op, if exact: the
+    op is repeated on each grid when its readers quantize on different grids."""
+    consts = _constants(model)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers = _consumers(model)
+    outputs = {o.name for o in model.graph.output}
+    for op in model.graph.node:
+        if op.op_type not in ("Relu",) + DATA_MOVEMENT + MONOTONE or len([o for o in op.output if o]) != 1 \
+                or op.output[0] in outputs:
+            continue
+        readers = consumers.get(op.output[0], [])
+        grids = [_activation_grid(q, consts) if q.op_type == "QuantizeLinear" else None for q in readers]
+        if not readers or any(g is None for g in grids):
+            continue  # someone reads the float tensor
+        new: list[onnx.NodeProto] = []
+        for q, grid in zip(readers, grids):
+            assert grid is not None
+            scale, zero, dtype = grid
+
+            def quantized(tensor: str, tag: str) -> str:
+                if tensor in consts:  # a constant operand (the shift's zero padding): quantize it here
+                    name = f"{tensor}_{q.name}_q"
+                    model.graph.initializer.append(numpy_helper.from_array(
+                        _quantize_array(consts[tensor], scale, zero, dtype), name))
+                    return name
+                name = f"{tensor}_{q.name}_{tag}"
+                new.append(helper.make_node("QuantizeLinear", [tensor, q.input[1], q.input[2]], [name],
+                                            name=f"{q.name}_{tag}"))
+                return name
+
+            if op.op_type == "Relu":  # Q(relu(y)) = max(Q(y), z)
+                low = f"{q.name}_relu_floor"
+                model.graph.initializer.append(numpy_helper.from_array(np.array(zero, dtype=dtype), low))
+                new.append(helper.make_node("Clip", [quantized(op.input[0], "pre_relu"), low], [q.output[0]],
+                                            name=f"{op.name}_on_grid_{q.name}"))
+            else:
+                data = range(len(op.input)) if op.op_type == "Concat" else [0]
+                moved = helper.make_node(op.op_type, list(op.input), [q.output[0]], name=f"{op.name}_on_grid_{q.name}")
+                moved.attribute.extend(op.attribute)
+                for i in data:
+                    moved.input[i] = quantized(op.input[i], f"in{i}")
+                new.append(moved)
+        gone = {op.name} | {q.name for q in readers}
+        keep = [n for n in model.graph.node if n.name not in gone]
+        del model.graph.node[:]
+        model.graph.node.extend(keep + new)
+        return True
+    return False
+
+
+def cancel_requantize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """DequantizeLinear -> QuantizeLinear on the same grid is the identity: read the integers directly."""
+    out = _copy(model)
+    consts = _constants(out)
+    producer = {o: n for n in out.graph.node for o in n.output}
+    rename = {}
+    for q in out.graph.node:
+        dq = producer.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        a, b = _activation_grid(dq, consts), _activation_grid(q, consts)
+        if a is not None and a == b:
+            rename[q.output[0]] = dq.input[0]
+    for n in out.graph.node:
+        for i, name in enumerate(n.input):
+            n.input[i] = rename.get(name, name)
+    return finalize(out)
+
+
+def hoist_quantize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Move every activation QuantizeLinear up through Relu (as a uint8 Clip), max pooling and data
+    movement, as far as it is exact, so each convolution ends in a QuantizeLinear."""
+    out = _copy(model)
+    _merge_duplicate_quantize(out)
+    while _hoist_one(out):
+        _merge_duplicate_quantize(out)
+    return cancel_requantize(finalize(out))
+
+
+def cpu_int8_graph(model: onnx.ModelProto, ranges: Mapping[str, float] | None = None) -> onnx.ModelProto:
+    """The CPU engine's INT8 graph: the temporal shifts in the convolutions' layout
+    (:func:`~edgefuse.backends.ort.layout.drop_unit_batch`), the calibrated grid on ONNX Runtime's
+    u8 x s8 kernels, every exact move that lets a convolution run in integers, and (with
+    ``ranges``) the residual convolutions quantized on their calibrated grids."""
+    out = activations_to_uint8(drop_unit_batch(model))
+    if ranges:
+        out = quantize_residual_inputs(out, ranges)
+    return fold_weight_quantization(hoist_quantize(out))

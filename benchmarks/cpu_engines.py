@@ -1,0 +1,276 @@
+"""CPU engines side by side, in one process: PyTorch eager FP32, ONNX Runtime FP32 of the plain
+export, edgefuse's FP32 engine, edgefuse INT8 as the Q/DQ graph runs as it is, edgefuse's INT8 CPU
+engine, and OpenVINO (FP32 and the same Q/DQ graph), for the ResNet-50 8x224 models (TSN, TSM, GSF,
+AdaFuse-TSM; random weights: no trained ResNet-50 checkpoint ships) and the shipped zoo.
+
+    python benchmarks/cpu_engines.py [--models zoo,r50] [--work /tmp/edgefuse-bench-cpu]
+
+Per row: latency p50 / p99 / CoV of one clip, GFLOP/s achieved (2 x the graph's MACs / p50), the
+fraction of this machine's measured MatMul peak (FP32 for float rows, u8 x s8 for INT8 rows; both
+measured by this script with edgefuse.estimate.measure_cpu_peak), and top-1 agreement with the FP32
+graph on the synthetic benchmark's val clips (top-1 against the labels too, meaningful for the
+trained zoo only). Timing: every engine runs ``--block`` consecutive clips in turn, ``--rounds``
+times, the first clip of each block dropped (another engine's idle threads may still hold the
+cores); so every engine sees the same machine state. Writes docs/cpu_engines.md,
+benchmarks/results/cpu_engines.json and docs/cpu_engines.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+R50 = ("tsn_resnet50", "tsm_resnet50", "gsf_resnet50", "adafuse_tsm_resnet50")
+log = logging.getLogger("cpu_engines")
+
+
+def plain_export(module: Any, x: np.ndarray, path: Path) -> Path:
+    """torch.onnx.export as a user would call it (TorchScript exporter, opset 17), nothing else."""
+    import torch
+
+    if not path.is_file():
+        torch.onnx.export(module, (torch.from_numpy(x),), str(path), opset_version=17, dynamo=False,
+                          input_names=["clips"], output_names=["logits"])
+    return path
+
+
+def ort_default_session(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # ONNX Runtime's defaults
+    name = s.get_inputs()[0].name
+    return lambda x: s.run(None, {name: x})[0]
+
+
+def eager(module: Any, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    torch.set_num_threads(threads)
+    module.eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+    return run
+
+
+def time_rows(rows: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray, rounds: int, block: int,
+              desc: str) -> dict[str, list[float]]:
+    from edgefuse.progress import Progress
+
+    times: dict[str, list[float]] = {k: [] for k in rows}
+    for fn in rows.values():
+        fn(x)  # warm-up
+    bar = Progress(rounds * len(rows), desc)
+    for _ in range(rounds):
+        for name, fn in rows.items():
+            for i in range(block + 1):
+                t = time.perf_counter()
+                fn(x)
+                if i:
+                    times[name].append(1000 * (time.perf_counter() - t))
+            bar.update()
+    bar.close()
+    return times
+
+
+def logits_of(fn: Callable[[np.ndarray], np.ndarray], clips: np.ndarray) -> np.ndarray:
+    return np.concatenate([fn(np.ascontiguousarray(clips[i:i + 1])) for i in range(len(clips))])
+
+
+def run_model(name: str, args: argparse.Namespace, peaks: dict[str, Any]) -> dict[str, Any]:
+    from edgefuse.backends import BuildConfig, build_engine, load
+    from edgefuse.backends.ort.cpu import physical_cores
+    from edgefuse.clips import Preprocess, Sampling
+    from edgefuse.clips import open as open_clips
+    from edgefuse.export.api import build_model, export
+    from edgefuse.export.config import make_config
+    from edgefuse.export.inspect import load_onnx, node_macs
+    from edgefuse.export.metadata import read_metadata
+    from edgefuse.quantize import CalibrateConfig, calibrate
+
+    r50 = name in R50
+    work: Path = args.work
+    fp32 = work / f"{name}.onnx"
+    cfg = make_config(None, fp32, model=name)
+    if not fp32.is_file():
+        export(cfg)
+    meta = read_metadata(load_onnx(fp32))
+    num_calib, num_val = (args.r50_calib, args.r50_val) if r50 else (args.calib, args.val)
+    int8 = work / f"{name}.int8.onnx"
+    if not int8.is_file():
+        calibrate(CalibrateConfig(model=fp32, clips=args.synth / "calib.txt", output=int8, num_clips=num_calib,
+                                  holdout=args.synth / "val.txt", num_holdout=min(num_val, 64),
+                                  cache_dir=work / "cache"))
+    if args.prepare_only:
+        return {}
+    pre = Preprocess.from_metadata(meta)
+    val = open_clips(args.synth / "val.txt", pre, Sampling(num_segments=int(meta["segments"])), num_clips=num_val,
+                     progress=True)
+    stacked, label_tensor, _ = val.stack()
+    clips = stacked.numpy()
+    labels = label_tensor.numpy() if label_tensor is not None else None
+    module, _ = build_model(cfg)
+    x = np.ascontiguousarray(clips[:1], dtype=np.float32)
+    plain = plain_export(module, x, work / f"{name}.plain.onnx")
+    threads = physical_cores()
+    engines = {
+        "edgefuse FP32 engine": build_engine(BuildConfig(fp32, work / f"{name}.fp32.engine", device="cpu")).path,
+        "edgefuse INT8, Q/DQ graph as is": build_engine(BuildConfig(int8, work / f"{name}.qdq.engine", device="cpu",
+                                                                    cpu_int8="qdq")).path,
+        "edgefuse INT8 CPU engine": build_engine(BuildConfig(int8, work / f"{name}.int8.engine", device="cpu")).path,
+    }
+    if not args.no_openvino:
+        engines["OpenVINO FP32"] = build_engine(BuildConfig(fp32, work / f"{name}.ov.engine", device="cpu",
+                                                            backend="openvino")).path
+        engines["OpenVINO INT8 (Q/DQ graph)"] = build_engine(BuildConfig(
+            int8, work / f"{name}.ov8.engine", device="cpu", backend="openvino")).path
+        engines["OpenVINO BF16 (its default here)"] = build_engine(BuildConfig(
+            fp32, work / f"{name}.ovbf.engine", device="cpu", backend="openvino", precision="bf16")).path
+    rows: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "PyTorch eager FP32": eager(module, threads),
+        "ONNX Runtime FP32, plain export": ort_default_session(plain),
+    }
+    for label, path in engines.items():
+        rows[label] = load(path).run
+    rounds, block = (args.r50_rounds, args.r50_block) if r50 else (args.rounds, args.block)
+    times = time_rows(rows, x, rounds, block, f"{name}: timing")
+    macs = sum(node_macs(load_onnx(fp32), meta).values())
+    reference = logits_of(rows["ONNX Runtime FP32, plain export"], clips)
+    out_rows = []
+    for label, fn in rows.items():
+        t = np.asarray(times[label])
+        logits = reference if label == "ONNX Runtime FP32, plain export" else logits_of(fn, clips)
+        int8_row = "INT8" in label
+        gflops = 2 * macs / 1e9 / (float(np.median(t)) / 1000)
+        peak = peaks["int8_u8s8_gops"] if int8_row else peaks["fp32_gflops"]
+        out_rows.append({
+            "name": label, "p50_ms": float(np.median(t)), "p99_ms": float(np.percentile(t, 99)),
+            "cov": float(t.std() / t.mean()), "gflops": gflops, "peak_kind": "u8s8" if int8_row else "fp32",
+            "fraction_of_peak": gflops / peak,
+            "agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
+            "top1": float((logits.argmax(1) == labels).mean()) if labels is not None else None,
+            "raw_ms": [round(v, 3) for v in t.tolist()],
+        })
+        log.info("%s | %s: p50 %.1f ms", name, label, out_rows[-1]["p50_ms"])
+    base = out_rows[1]["p50_ms"]
+    for r in out_rows:
+        r["speedup_vs_plain_ort"] = base / r["p50_ms"]
+    return {"model": name, "input": [1, int(meta["segments"]), 3, int(meta["input_size"]), int(meta["input_size"])],
+            "gmacs": macs / 1e9, "val_clips": int(len(clips)), "calib_clips": num_calib, "rows": out_rows,
+            "timing": {"rounds": rounds, "block": block}}
+
+
+def write_docs(results: list[dict[str, Any]], peaks: dict[str, Any], args: argparse.Namespace, command: str) -> None:
+    from edgefuse.backends.ort.cpu import cpu_identity
+
+    cpu = cpu_identity()
+    lines = ["# CPU engines side by side", "",
+             f"Command: `{command}`, {time.strftime('%Y-%m-%d')}, one process.",
+             f"Machine: {cpu['name']}, {cpu['cores']} cores ({', '.join(cpu['isa'])}), {platform.platform()}; "
+             f"ONNX Runtime {peaks['onnxruntime']}"
+             + (f", OpenVINO {peaks.get('openvino')}" if peaks.get("openvino") else "") + ".",
+             f"Measured MatMul peak of this machine (same run, {peaks['size']}^3, best of {peaks['repeats']}): "
+             f"FP32 {peaks['fp32_gflops']:.0f} GFLOP/s, u8 x s8 {peaks['int8_u8s8_gops']:.0f} GOP/s, "
+             f"s8 x s8 {peaks['int8_s8s8_gops']:.0f} GOP/s; memory bandwidth {peaks['bandwidth_gbs']:.1f} GB/s.", "",
+             "Timing: one clip per run, every engine runs a block of consecutive clips in turn (first of each block "
+             "dropped), repeated; p50/p99 over the kept runs. GFLOP/s = 2 x the FP32 graph's MACs / p50 (AdaFuse: "
+             "the dense graph, every channel computed). Peak: FP32 rows against the FP32 MatMul peak, INT8 rows "
+             "against the u8 x s8 one. Agreement: top-1 agreement with the plain export's FP32 logits on the val "
+             "clips; top-1 against the labels is meaningful for the trained zoo only (ResNet-50 weights are random).",
+             ""]
+    for res in results:
+        lines += [f"## {res['model']} ({'x'.join(str(d) for d in res['input'])}, {res['gmacs']:.2f} GMACs/clip)", "",
+                  f"{res['val_clips']} val clips; INT8 calibrated on {res['calib_clips']} calib clips "
+                  f"({res['timing']['rounds']} rounds x {res['timing']['block']} runs per engine).", "",
+                  "| runs as | p50 ms | p99 ms | CoV | vs ORT FP32 plain | GFLOP/s | of peak | agreement | top-1 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in res["rows"]:
+            top1 = f"{100 * r['top1']:.1f}%" if r["top1"] is not None else "-"
+            lines.append(f"| {r['name']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {100 * r['cov']:.1f}% | "
+                         f"{r['speedup_vs_plain_ort']:.2f}x | {r['gflops']:.0f} | {100 * r['fraction_of_peak']:.0f}% "
+                         f"{r['peak_kind']} | {100 * r['agreement']:.1f}% | {top1} |")
+        lines.append("")
+    lines += ["![p50 latency per engine](cpu_engines.png)", ""]
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "cpu_engines.md").write_text("\n".join(lines) + "\n")
+    plot(results, ROOT / "docs" / "cpu_engines.png")
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(9, 2.2 * len(results)), squeeze=False)
+    for ax, res in zip(axes[:, 0], results):
+        names = [r["name"] for r in res["rows"]]
+        ax.barh(names, [r["speedup_vs_plain_ort"] for r in res["rows"]], color="tab:blue")
+        ax.axvline(1.0, color="gray", lw=0.8)
+        ax.set_title(f"{res['model']}: speed-up over ONNX Runtime FP32 (plain export), p50", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="zoo,r50", help="comma list: zoo, r50, or model / zoo names")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgefuse-bench-cpu"))
+    ap.add_argument("--synth", type=Path, default=Path("/tmp/edgefuse-bench-synth"))
+    ap.add_argument("--calib", type=int, default=256)
+    ap.add_argument("--val", type=int, default=250)
+    ap.add_argument("--r50-calib", type=int, default=32)
+    ap.add_argument("--r50-val", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--r50-rounds", type=int, default=5)
+    ap.add_argument("--r50-block", type=int, default=3)
+    ap.add_argument("--no-openvino", action="store_true")
+    ap.add_argument("--prepare-only", action="store_true", help="export and calibrate, time nothing")
+    ap.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu_engines.json")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from edgefuse.estimate import measure_cpu_peak
+    from edgefuse.zoo import list_zoo
+
+    if not (args.synth / "val.txt").is_file():
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "edgefuse", "synth", "-o", str(args.synth), "--train", "0",
+                        "--formats", "frames"], check=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    for m in args.models.split(","):
+        names += [e["name"] for e in list_zoo()] if m == "zoo" else list(R50) if m == "r50" else [m]
+    peaks = dict(measure_cpu_peak()) if not args.prepare_only else {}
+    if not args.no_openvino:
+        from edgefuse.backends.openvino import openvino_version
+
+        peaks["openvino"] = openvino_version()
+    results = []
+    for name in names:
+        res = run_model(name, args, peaks)
+        if not res:
+            continue
+        results.append(res)
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps({"peaks": peaks, "results": results}, indent=1, default=str))
+        write_docs(results, peaks, args, "python benchmarks/cpu_engines.py " + " ".join(sys.argv[1:]))
+    log.info("wrote docs/cpu_engines.md and %s", args.json_out)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    main()
