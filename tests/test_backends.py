@@ -433,3 +433,52 @@ def test_tensorrt_engine_builds_and_matches_onnx_runtime(zoo_onnx, tmp_path) -> 
     engine = build_engine(BuildConfig(graph, tmp_path / "m.plan", device="auto")).path
     x = _clips(1)
     assert np.abs(load(engine).run(x) - load(graph).run(x)).max() < 0.1
+
+
+# --- OpenVINO, the optional second CPU backend (installed with the test extra) --------------------
+
+def test_openvino_engines_build_load_and_match_onnx_runtime(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'edgefuse[openvino]'")
+    graphs = zoo_onnx["synth_tsm_r18w025"]
+    x = _clips(2)
+    reference = load(graphs["fp32"]).run(x)
+    fp32 = build_engine(BuildConfig(graphs["fp32"], tmp_path / "ov.engine", device="cpu", backend="openvino"))
+    side = read_sidecar(fp32.path)
+    assert side.backend == "openvino" and side.precision == "fp32"
+    assert side.settings["INFERENCE_PRECISION_HINT"] == "f32"  # pinned: OpenVINO would pick bf16 on such CPUs
+    runner = load(fp32.path)
+    assert runner.backend == "openvino"
+    np.testing.assert_allclose(runner.run(x), reference, rtol=1e-3, atol=1e-3)
+    int8 = build_engine(BuildConfig(graphs["int8"], tmp_path / "ov8.engine", device="cpu", backend="openvino"))
+    assert read_sidecar(int8.path).precision == "int8"
+    got = load(int8.path).run(x)
+    assert (got.argmax(1) == reference.argmax(1)).all()
+    bf16 = build_engine(BuildConfig(graphs["fp32"], tmp_path / "bf.engine", device="cpu", backend="openvino",
+                                    precision="bf16"))
+    assert read_sidecar(bf16.path).settings["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert np.abs(load(bf16.path).run(x) - reference).max() < 0.1 * np.abs(reference).max()
+    with pytest.raises(EdgefuseError, match="bf16.*FP32 graph"):
+        build_engine(BuildConfig(graphs["int8"], tmp_path / "x.engine", device="cpu", backend="openvino",
+                                 precision="bf16"))
+
+
+def test_openvino_backend_errors_are_one_line(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgefuse.cli import cli
+
+    graph = zoo_onnx["synth_tsm_r18w025"]["fp32"]
+    res = CliRunner().invoke(cli, ["build-engine", str(graph), "--device", "jetson_agx_orin", "--backend", "openvino",
+                                   "-o", str(tmp_path / "m.engine")])
+    assert res.exit_code == 1 and "--backend openvino builds for the CPU" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    if not _has_openvino():
+        res = CliRunner().invoke(cli, ["build-engine", str(graph), "--device", "cpu", "--backend", "openvino",
+                                       "-o", str(tmp_path / "m.engine")])
+        assert res.exit_code == 1 and "pip install 'edgefuse[openvino]'" in res.output
+
+
+def _has_openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True

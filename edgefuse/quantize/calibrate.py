@@ -42,7 +42,7 @@ PRECISIONS = ("int8", "fp16")
 DEFAULT_EXCLUDES = ("*/adafuse/*", "*/gsf/*", "/fc/*")
 MIN_CLIPS = 8
 SAVE_EVERY = 16  # clips between checkpoints of the statistics (an interrupted run resumes there)
-STATS_VERSION = 2  # histograms also for the residual convolution outputs (the CPU engine's grids)
+STATS_VERSION = 3  # histograms also for the convolution outputs (the CPU engine's grids)
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ def collect_stats(model: onnx.ModelProto, clips: np.ndarray, cache: Path, progre
     residual identities) and ranges of every other float tensor, over ``clips``; saved to
     ``cache/stats.npz``, with a partial file every ``SAVE_EVERY`` clips that a rerun resumes from."""
     candidates = [n.name for n in qdq.candidate_nodes(model)]
-    hist_names = qdq.activation_tensors(model, candidates) + qdq.residual_conv_outputs(model, candidates)
+    hist_names = qdq.activation_tensors(model, candidates) + qdq.conv_outputs(model, candidates)
     all_names = float_tensors(model)
     runner = OrtRunner(model, extra_outputs=all_names)
     partial = cache / "stats.partial.npz"
@@ -385,7 +385,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
             log.info("calibration statistics from the cache %s (%d clips)", cache, stats.clips)
         num_calib = stats.clips
         candidates = [n.name for n in qdq.candidate_nodes(model)]
-        hist_names = qdq.activation_tensors(model, candidates) + qdq.residual_conv_outputs(model, candidates)
+        hist_names = qdq.activation_tensors(model, candidates) + qdq.conv_outputs(model, candidates)
         amax = qdq.tie_data_movement(model, thresholds(stats, cfg.method, hist_names, cfg.percentile))
         ranges = {name: h.amax for name, h in stats.histograms.items()}
         for name in stats.histograms:  # TensorRT's implicit cache wants every tensor: min/max where no histogram
@@ -440,7 +440,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     }
     facts: dict[str, Any] = {}
     if cfg.precision == "int8":  # grids for what the CPU engine quantizes beyond TensorRT's placement
-        facts["cpu_int8_ranges"] = {t: float(amax[t]) for t in qdq.residual_conv_outputs(
+        facts["cpu_int8_ranges"] = {t: float(amax[t]) for t in qdq.conv_outputs(
             model, qdq.quantized_node_names(candidate)) if t in amax}
     out = set_metadata(candidate, {"precision": cfg.precision, "calibration": calibration, **facts,
                                    "fp32_source_sha256": hashlib.sha256(model.SerializeToString()).hexdigest()})

@@ -108,16 +108,13 @@ def tie_data_movement(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict
     return out
 
 
-def residual_conv_outputs(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:
-    """Outputs of ``nodes`` (quantized convolutions) read by an Add: TensorRT fuses the Add into the
-    convolution; ONNX Runtime needs a grid for them to run the Add in integers (the CPU engine)."""
+def conv_outputs(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:
+    """Outputs of ``nodes`` that are convolutions. TensorRT needs no grid for them (it fuses what
+    follows into the convolution); ONNX Runtime runs a convolution in integers only when its output
+    is quantized, so the CPU engine quantizes those no QuantizeLinear follows (residual Adds, GSF's
+    gating, AdaFuse's fusion) on grids calibrated for them."""
     chosen = set(nodes)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    return [n.output[0] for n in model.graph.node if n.name in chosen and n.op_type == "Conv"
-            and any(c.op_type == "Add" for c in consumers.get(n.output[0], []))]
+    return [n.output[0] for n in model.graph.node if n.name in chosen and n.op_type == "Conv"]
 
 
 def activation_tensors(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:

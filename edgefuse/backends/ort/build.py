@@ -41,13 +41,13 @@ CPU_INT8_MODES = ("auto", "exact", "qdq")
 def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: str | None = None) -> dict[str, Any]:
     """Write the engine to ``output`` (atomically); return the settings for the sidecar. ``int8``
     (INT8 graphs, :mod:`edgefuse.backends.ort.int8`): "auto" runs the calibrated grid on the
-    u8 x s8 kernels with every exact move, and quantizes the residual convolutions on the grids the
-    calibration recorded for them; "exact" adds no rounding the Q/DQ graph lacks; "qdq" keeps the
+    u8 x s8 kernels with every exact move, and quantizes the convolutions no QuantizeLinear follows
+    on the grids the calibration recorded for them; "exact" adds no rounding the Q/DQ graph lacks; "qdq" keeps the
     graph's int8 Q/DQ as it is."""
     threads = threads or physical_cores()
     rewrite = None
     if int8 not in (None,) + CPU_INT8_MODES:
-        raise EdgefuseError(f"--cpu-int8 {int8}: use auto (u8 x s8 kernels, residual convolutions quantized), "
+        raise EdgefuseError(f"--cpu-int8 {int8}: use auto (u8 x s8 kernels, every convolution quantized), "
                             "exact (no rounding beyond the Q/DQ graph's) or qdq (the Q/DQ graph as it is)")
     if int8 in ("auto", "exact"):
         from edgefuse.backends.ort.int8 import cpu_int8_graph
@@ -55,13 +55,14 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
 
         ranges = read_metadata(model).get("cpu_int8_ranges") if int8 == "auto" else None
         if int8 == "auto" and not ranges:
-            log.warning("the INT8 graph carries no calibrated grids for its residual convolutions (calibrated by "
-                        "another tool or an older edgefuse): they stay FP32 on the CPU; run edgefuse calibrate "
+            log.warning("the INT8 graph carries no calibrated grids for its convolution outputs (calibrated by "
+                        "another tool or an older edgefuse): convolutions no QuantizeLinear follows stay FP32 on the CPU; run edgefuse calibrate "
                         "again for the faster engine")
         model = cpu_int8_graph(model, ranges)
+        added = sum(n.name.endswith("_cpu_Q") for n in model.graph.node)
         rewrite = ("activations uint8 (zero point 128), weights int8: the calibrated grid on ONNX Runtime's u8 x s8 "
                    "kernels; quantization moved after each convolution where exact"
-                   + (f"; {len(ranges)} residual convolution outputs quantized on their calibrated grids"
+                   + (f"; {added} convolution outputs quantized on their calibrated grids (not in the Q/DQ graph)"
                       if ranges else "; no rounding beyond the Q/DQ graph's"))
     with atomic_path(output) as tmp:
         optimize_offline(model, tmp, threads)

@@ -16,9 +16,9 @@ slower than FP32, for two reasons this module removes:
    is on every grid). A DequantizeLinear straight into a QuantizeLinear of the same grid is the
    identity (:func:`cancel_requantize`).
 
-One step is not exact: a convolution whose output goes into a residual Add has no
-QuantizeLinear anywhere after it on its own (TensorRT fuses the Add into the convolution's
-epilogue, which ONNX Runtime does not). :func:`quantize_residual_inputs` quantizes it on a grid
+One step is not exact: a convolution whose output goes into a residual Add (or GSF's gating,
+AdaFuse's fusion) has no QuantizeLinear anywhere after it (TensorRT fuses what follows into the
+convolution's epilogue, which ONNX Runtime does not). :func:`quantize_conv_outputs` quantizes it on a grid
 calibrated for that tensor (``cpu_int8_ranges`` in the graph's metadata, written by
 ``edgefuse calibrate``), so the Add runs as an integer QLinearAdd. Graphs calibrated without
 these ranges keep those convolutions in FP32 (exact, slower).
@@ -160,37 +160,35 @@ def fold_weight_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
     return finalize(out)
 
 
-def quantize_residual_inputs(model: onnx.ModelProto, ranges: Mapping[str, float]) -> onnx.ModelProto:
-    """A quantized convolution (DequantizeLinear input) whose output feeds an Add and no
-    QuantizeLinear gets one on uint8, zero point 128, scale ``ranges[tensor] / 127``: ONNX
-    Runtime can then run it as QLinearConv and the Add as QLinearAdd. Not exact (a new rounding,
-    on a calibrated grid); tensors without a range are left as they are."""
+def quantize_conv_outputs(model: onnx.ModelProto, ranges: Mapping[str, float]) -> onnx.ModelProto:
+    """A quantized convolution (DequantizeLinear input) that no QuantizeLinear follows (it feeds a
+    residual Add, GSF's gating, AdaFuse's fusion) gets one on uint8, zero point 128, scale
+    ``ranges[tensor] / 127``: ONNX Runtime can then run it as QLinearConv, and an Add of two
+    quantized inputs as QLinearAdd. Not exact (a new rounding, on a calibrated grid); tensors
+    without a range are left as they are."""
     out = _copy(model)
-    consts = _constants(out)
     producer = {o: n for n in out.graph.node for o in n.output}
     consumers = _consumers(out)
     added: list[onnx.NodeProto] = []
-    for add in [n for n in out.graph.node if n.op_type == "Add"]:
-        for i, tensor in enumerate(add.input):
-            conv = producer.get(tensor)
-            if conv is None or conv.op_type != "Conv" or tensor not in ranges or ranges[tensor] <= 0:
-                continue
-            source = producer.get(conv.input[0])
-            if source is None or source.op_type != "DequantizeLinear":
-                continue  # an FP32 convolution stays FP32
-            if any(c.op_type == "QuantizeLinear" for c in consumers.get(tensor, [])):
-                continue
-            scale = numpy_helper.from_array(np.array(symmetric_scale(ranges[tensor]), dtype=np.float32),
-                                            f"{tensor}_cpu_scale")
-            zero = numpy_helper.from_array(np.array(128, dtype=np.uint8), f"{tensor}_cpu_zero_point")
-            if scale.name not in consts:
-                out.graph.initializer.extend([scale, zero])
-                consts.add(scale)
-                added += [helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [f"{tensor}_cpu_q"],
-                                           name=f"{conv.name}_cpu_Q"),
-                          helper.make_node("DequantizeLinear", [f"{tensor}_cpu_q", scale.name, zero.name],
-                                           [f"{tensor}_cpu_dq"], name=f"{conv.name}_cpu_DQ")]
-            add.input[i] = f"{tensor}_cpu_dq"
+    for conv in [n for n in out.graph.node if n.op_type == "Conv"]:
+        tensor = conv.output[0]
+        source = producer.get(conv.input[0])
+        readers = consumers.get(tensor, [])
+        if source is None or source.op_type != "DequantizeLinear" or not readers \
+                or any(r.op_type == "QuantizeLinear" for r in readers) or ranges.get(tensor, 0.0) <= 0.0:
+            continue  # FP32 convolutions stay FP32; quantized outputs are already fine
+        scale = numpy_helper.from_array(np.array(symmetric_scale(ranges[tensor]), dtype=np.float32),
+                                        f"{tensor}_cpu_scale")
+        zero = numpy_helper.from_array(np.array(128, dtype=np.uint8), f"{tensor}_cpu_zero_point")
+        out.graph.initializer.extend([scale, zero])
+        added += [helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [f"{tensor}_cpu_q"],
+                                   name=f"{conv.name}_cpu_Q"),
+                  helper.make_node("DequantizeLinear", [f"{tensor}_cpu_q", scale.name, zero.name],
+                                   [f"{tensor}_cpu_dq"], name=f"{conv.name}_cpu_DQ")]
+        for r in readers:
+            for i, name in enumerate(r.input):
+                if name == tensor:
+                    r.input[i] = f"{tensor}_cpu_dq"
     out.graph.node.extend(added)
     return finalize(out)
 
@@ -306,8 +304,8 @@ def cpu_int8_graph(model: onnx.ModelProto, ranges: Mapping[str, float] | None = 
     """The CPU engine's INT8 graph: the temporal shifts in the convolutions' layout
     (:func:`~edgefuse.backends.ort.layout.drop_unit_batch`), the calibrated grid on ONNX Runtime's
     u8 x s8 kernels, every exact move that lets a convolution run in integers, and (with
-    ``ranges``) the residual convolutions quantized on their calibrated grids."""
-    out = activations_to_uint8(drop_unit_batch(model))
+    ``ranges``) the convolutions no QuantizeLinear follows quantized on their calibrated grids."""
+    out = hoist_quantize(activations_to_uint8(drop_unit_batch(model)))
     if ranges:
-        out = quantize_residual_inputs(out, ranges)
-    return fold_weight_quantization(hoist_quantize(out))
+        out = hoist_quantize(quantize_conv_outputs(out, ranges))
+    return fold_weight_quantization(out)
