@@ -11,7 +11,6 @@ OpenVINO is not faster in FP32 nor in INT8.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +85,12 @@ class OpenVinoRunner:
         shape = self.compiled.inputs[0].get_partial_shape()
         self.batch = shape[0].get_length() if shape[0].is_static else None
 
-    def run(self, clips: np.ndarray, outputs: Sequence[int] = (0,)) -> np.ndarray:
-        step = self.batch or len(clips)
+    def run(self, clips: np.ndarray) -> np.ndarray:
+        from edgefuse.backends.ort.runner import batch_chunks
+
         logits = []
-        for i in range(0, len(clips), step):
-            chunk = clips[i:i + step]
-            n = len(chunk)
-            if self.batch and n < self.batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])  # (batch, T, 3, H, W)
-            result = self.request.infer({0: np.ascontiguousarray(chunk, dtype=np.float32)})
+        for chunk, n in batch_chunks(clips, self.batch, default=max(1, len(clips))):
+            result = self.request.infer({0: chunk})
             logits.append(np.asarray(result[self.compiled.outputs[0]])[:n])
         return np.concatenate(logits)
 

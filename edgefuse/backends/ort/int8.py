@@ -92,8 +92,6 @@ class _Constants(Mapping[str, np.ndarray]):
         self._protos[tensor.name] = tensor
 
 
-def _constants(model: onnx.ModelProto) -> _Constants:
-    return _Constants(model)
 
 
 def _activation_grid(q: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> tuple[float, int, np.dtype] | None:
@@ -195,7 +193,7 @@ def quantize_conv_outputs(model: onnx.ModelProto, ranges: Mapping[str, float]) -
 
 def _merge_duplicate_quantize(model: onnx.ModelProto) -> bool:
     """QuantizeLinear nodes reading the same tensor with the same scale and zero point: keep one."""
-    consts = _constants(model)
+    consts = _Constants(model)
     seen: dict[tuple, str] = {}
     rename: dict[str, str] = {}
     keep = []
@@ -223,7 +221,7 @@ def _merge_duplicate_quantize(model: onnx.ModelProto) -> bool:
 def _hoist_one(model: onnx.ModelProto) -> bool:
     """Move the activation QuantizeLinear nodes reading one op's output above that op, if exact: the
     op is repeated on each grid when its readers quantize on different grids."""
-    consts = _constants(model)
+    consts = _Constants(model)
     producer = {o: n for n in model.graph.node for o in n.output}
     consumers = _consumers(model)
     outputs = {o.name for o in model.graph.output}
@@ -274,7 +272,7 @@ def _hoist_one(model: onnx.ModelProto) -> bool:
 def cancel_requantize(model: onnx.ModelProto) -> onnx.ModelProto:
     """DequantizeLinear -> QuantizeLinear on the same grid is the identity: read the integers directly."""
     out = _copy(model)
-    consts = _constants(out)
+    consts = _Constants(out)
     producer = {o: n for n in out.graph.node for o in n.output}
     rename = {}
     for q in out.graph.node:

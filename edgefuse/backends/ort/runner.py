@@ -27,6 +27,20 @@ class Outputs:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, ...) stacked per clip
 
 
+def batch_chunks(clips: np.ndarray, batch: int | None, default: int = 1) -> list[tuple[np.ndarray, int]]:
+    """(chunk, real clips in it): ``clips`` cut to a graph's static ``batch`` (the last chunk padded
+    by repeating its last clip), or to ``default`` clips per run when the batch is dynamic."""
+    step = batch or default
+    out = []
+    for i in range(0, len(clips), step):
+        chunk = clips[i:i + step]
+        n = len(chunk)
+        if batch and n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])  # (batch, T, 3, H, W)
+        out.append((np.ascontiguousarray(chunk, dtype=np.float32), n))
+    return out
+
+
 def session_options(threads: int | None = None, optimize: bool = True, profile: bool = False):  # type: ignore[no-untyped-def]
     """ONNX Runtime CPU session options: ``threads`` intra-op threads (default: physical cores),
     all graph optimizations or none (an engine was optimized when it was built)."""
@@ -89,15 +103,7 @@ class OrtRunner:
         return bool(self.states)
 
     def _chunks(self, clips: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        step = self.batch or 1
-        out = []
-        for i in range(0, len(clips), step):
-            chunk = clips[i:i + step]
-            n = len(chunk)
-            if self.batch and n < self.batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])  # (batch, T, 3, H, W)
-            out.append((np.ascontiguousarray(chunk, dtype=np.float32), n))
-        return out
+        return batch_chunks(clips, self.batch)
 
     def run_all(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         """Every output for the first chunk of ``clips`` (statistics collection)."""
