@@ -124,10 +124,12 @@ def run_model(name: str, args: argparse.Namespace, peaks: dict[str, Any]) -> dic
     plain = plain_export(module, x, work / f"{name}.plain.onnx")
     threads = physical_cores()
     engines = {
-        "edgefuse FP32 engine": build_engine(BuildConfig(fp32, work / f"{name}.fp32.engine", device="cpu")).path,
+        "edgefuse FP32 engine": build_engine(BuildConfig(fp32, work / f"{name}.fp32.engine", device="cpu",
+                                                         backend="onnxruntime")).path,
         "edgefuse INT8, Q/DQ graph as is": build_engine(BuildConfig(int8, work / f"{name}.qdq.engine", device="cpu",
-                                                                    cpu_int8="qdq")).path,
-        "edgefuse INT8 CPU engine": build_engine(BuildConfig(int8, work / f"{name}.int8.engine", device="cpu")).path,
+                                                                    cpu_int8="qdq", backend="onnxruntime")).path,
+        "edgefuse INT8 CPU engine": build_engine(BuildConfig(int8, work / f"{name}.int8.engine", device="cpu",
+                                                             backend="onnxruntime")).path,
     }
     if not args.no_openvino:
         engines["OpenVINO FP32"] = build_engine(BuildConfig(fp32, work / f"{name}.ov.engine", device="cpu",
@@ -188,8 +190,9 @@ def write_docs(results: list[dict[str, Any]], peaks: dict[str, Any], args: argpa
              "Timing: one clip per run, every engine runs a block of consecutive clips in turn (first of each block "
              "dropped), repeated; p50/p99 over the kept runs. GFLOP/s = 2 x the FP32 graph's MACs / p50 (AdaFuse: "
              "the dense graph, every channel computed). Peak: FP32 rows against the FP32 MatMul peak, INT8 rows "
-             "against the u8 x s8 one. Agreement: top-1 agreement on the val clips with the FP32 graph of the same weights (edgefuse FP32 engine; eager and the plain export against the plain export) "
-             "clips; top-1 against the labels is meaningful for the trained zoo only (ResNet-50 weights are random).",
+             "against the u8 x s8 one. Agreement: top-1 agreement on the val clips with the FP32 graph of the same "
+             "weights (the edgefuse FP32 engine; eager and the plain export against the plain export); top-1 "
+             "against the labels is meaningful for the trained zoo only (ResNet-50 weights are random).",
              ""]
     for res in results:
         lines += [f"## {res['model']} ({'x'.join(str(d) for d in res['input'])}, {res['gmacs']:.2f} GMACs/clip)", "",
@@ -202,11 +205,28 @@ def write_docs(results: list[dict[str, Any]], peaks: dict[str, Any], args: argpa
             lines.append(f"| {r['name']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {100 * r['cov']:.1f}% | "
                          f"{r['speedup_vs_plain_ort']:.2f}x | {r['gflops']:.0f} | {100 * r['fraction_of_peak']:.0f}% "
                          f"{r['peak_kind']} | {100 * r['agreement']:.1f}% | {top1} |")
-        lines.append("")
+        lines += ["", auto_choice_line(res), ""]
     lines += ["![p50 latency per engine](cpu_engines.png)", ""]
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "cpu_engines.md").write_text("\n".join(lines) + "\n")
     plot(results, ROOT / "docs" / "cpu_engines.png")
+
+
+def auto_choice_line(res: dict[str, Any]) -> str:
+    """What ``build-engine --backend auto`` keeps, by its rule (edgefuse.backends.choose) applied to
+    this table's medians."""
+    from edgefuse.backends.choose import MARGIN
+
+    by = {r["name"]: r["p50_ms"] for r in res["rows"]}
+    parts = []
+    for kind, ort_row, ov_row in (("FP32", "edgefuse FP32 engine", "OpenVINO FP32"),
+                                  ("INT8", "edgefuse INT8 CPU engine", "OpenVINO INT8 (Q/DQ graph)")):
+        if ov_row in by and ort_row in by:
+            ov_wins = by[ov_row] <= (1 - MARGIN) * by[ort_row]
+            parts.append(f"{kind} -> {'OpenVINO' if ov_wins else 'ONNX Runtime'} "
+                         f"({by[ort_row]:.1f} vs {by[ov_row]:.1f} ms)")
+    return ("`build-engine --backend auto` on these medians (OpenVINO only if >= 10% faster): " + "; ".join(parts)
+            if parts else "")
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -242,9 +262,15 @@ def main() -> None:
     ap.add_argument("--r50-block", type=int, default=3)
     ap.add_argument("--no-openvino", action="store_true")
     ap.add_argument("--prepare-only", action="store_true", help="export and calibrate, time nothing")
+    ap.add_argument("--docs-only", action="store_true", help="rewrite docs/cpu_engines.md from --json-out")
+    ap.add_argument("--command", help="with --docs-only: the command line that produced the results")
     ap.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu_engines.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.docs_only:
+        saved = json.loads(args.json_out.read_text())
+        write_docs(saved["results"], saved["peaks"], args, args.command or saved.get("command", "?"))
+        return
     from edgefuse.estimate import measure_cpu_peak
     from edgefuse.zoo import list_zoo
 
@@ -269,8 +295,10 @@ def main() -> None:
             continue
         results.append(res)
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps({"peaks": peaks, "results": results}, indent=1, default=str))
-        write_docs(results, peaks, args, "python benchmarks/cpu_engines.py " + " ".join(sys.argv[1:]))
+        command = "python benchmarks/cpu_engines.py " + " ".join(sys.argv[1:])
+        args.json_out.write_text(json.dumps({"command": command, "peaks": peaks, "results": results}, indent=1,
+                                            default=str))
+        write_docs(results, peaks, args, command)
     log.info("wrote docs/cpu_engines.md and %s", args.json_out)
 
 

@@ -21,6 +21,7 @@ MODELS = (("TSM", "synth_tsm_r18w025", "dynamic"), ("AdaFuse-TSM", "synth_adafus
 # folding threshold: a fixed tau skips the search over 20 candidates (minutes on 2 cores); 1.0 is the
 # value the search picks for the shipped AdaFuse (no lower tau keeps 99 % agreement)
 FOLD_TAU = 1.0
+BACKEND_TITLES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}  # engine rows name the backend build-engine chose
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
                      "p99_ms": by["PyTorch eager FP32"]["p99_ms"], "speedup": 1.0})
         for precision in ("fp32", "int8"):
             res = checks[precision]["result"]
-            rows.append({"model": label, "precision": f"ONNX Runtime {precision.upper()}", "top1": res.get("top1_engine"),
+            engine_name = BACKEND_TITLES.get(by[precision]["backend"], by[precision]["backend"])
+            rows.append({"model": label, "precision": f"{engine_name} {precision.upper()}", "top1": res.get("top1_engine"),
                          "agreement": res["top1_agreement"], "gmacs": macs_text, "p50_ms": by[precision]["median_ms"],
                          "p99_ms": by[precision]["p99_ms"], "speedup": eager_ms / by[precision]["median_ms"]})
     return {"rows": rows, "seconds": time.monotonic() - start, "work": str(work), "val_clips": cfg.num_val,

@@ -149,7 +149,8 @@ def test_cpu_engines_for_every_zoo_model_run_like_their_graphs(zoo_onnx, tmp_pat
     x = _clips()
     for name, graphs in zoo_onnx.items():
         for precision, graph in graphs.items():
-            result = build_engine(BuildConfig(graph, tmp_path / f"{name}.{precision}.engine", device="cpu"))
+            result = build_engine(BuildConfig(graph, tmp_path / f"{name}.{precision}.engine", device="cpu",
+                                                  backend="onnxruntime"))
             side = read_sidecar(result.path)
             assert side.backend == "onnxruntime" and side.precision == precision and side.device == "cpu"
             assert side.metadata["model"] and side.profiles["clips"][1] == [1, 8, 3, 112, 112]
@@ -220,7 +221,8 @@ def test_cpu_int8_engine_runs_every_convolution_in_integers(zoo_onnx, tmp_path) 
     convs = sum(n.op_type == "Conv" for n in onnx.load(str(graph)).graph.node)
     ops = {}
     for mode in ("auto", "exact"):
-        engine = build_engine(BuildConfig(graph, tmp_path / f"{mode}.engine", device="cpu", cpu_int8=mode)).path
+        engine = build_engine(BuildConfig(graph, tmp_path / f"{mode}.engine", device="cpu", cpu_int8=mode,
+                                              backend="onnxruntime")).path
         kinds = [n.op_type for n in onnx.load(str(engine)).graph.node]
         ops[mode] = {k: kinds.count(k) for k in set(kinds)}
     auto, exact = ops["auto"], ops["exact"]
@@ -242,7 +244,7 @@ def test_cpu_int8_engine_agrees_with_fp32_on_val_clips(zoo_onnx, synth_default, 
     meta = read_metadata(graphs["fp32"])
     clips = open_clips(synth_default / "val.txt", Preprocess.from_metadata(meta), Sampling(num_segments=8),
                        num_clips=64, progress=False).stack()[0].numpy()
-    engine = build_engine(BuildConfig(graphs["int8"], tmp_path / "m.engine", device="cpu")).path
+    engine = build_engine(BuildConfig(graphs["int8"], tmp_path / "m.engine", device="cpu", backend="onnxruntime")).path
     ref, got = load(graphs["fp32"]).run(clips), load(engine).run(clips)
     assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.98
 
@@ -291,7 +293,7 @@ def test_bad_engines_devices_and_precisions_fail_with_one_line(zoo_onnx, tmp_pat
     from edgefuse.cli import cli
 
     graphs = zoo_onnx["synth_tsm_r18w025"]
-    engine = build_engine(BuildConfig(graphs["fp32"], tmp_path / "m.engine", device="cpu")).path
+    engine = build_engine(BuildConfig(graphs["fp32"], tmp_path / "m.engine", device="cpu", backend="onnxruntime")).path
     runner = CliRunner()
 
     def fails(args: list[str], match: str) -> None:
@@ -482,3 +484,60 @@ def _has_openvino() -> bool:
     except ImportError:
         return False
     return True
+
+
+# --- --backend auto: the CPU backend chosen by timing both on this machine ------------------------
+
+def test_decide_keeps_onnx_runtime_unless_openvino_is_clearly_faster() -> None:
+    from edgefuse.backends.choose import MARGIN, decide, timing_input
+
+    ort_ms = [10.0, 10.2, 9.8]
+    assert decide({"onnxruntime": ort_ms, "openvino": [9.5] * 3}).backend == "onnxruntime"  # within the margin
+    won = decide({"onnxruntime": ort_ms, "openvino": [10 * (1 - MARGIN) - 0.01] * 3})
+    assert won.backend == "openvino" and won.median_ms == {"onnxruntime": 10.0, "openvino": 8.99}
+    assert decide({"onnxruntime": ort_ms, "openvino": [30.0]}).backend == "onnxruntime"
+    shape = [[1, 8, 3, 112, 112]] * 3
+    assert timing_input({"clips": shape}, {}).shape == (1, 8, 3, 112, 112)
+    assert timing_input({"clips": shape}, {"stream_states": [{"name": "s"}]}) is None  # OpenVINO's runner: no states
+    assert timing_input({"clips": shape, "state": [[1, 4]] * 3}, {}) is None
+
+
+def test_backend_auto_times_both_and_keeps_the_faster(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The default on the CPU: both engines built, timed on this machine, the faster kept (OpenVINO
+    only 10 % faster or more); the sidecar records the timings, no loser or temporary file stays."""
+    pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'edgefuse[openvino]'")
+    from edgefuse.cli import cli
+
+    graphs = zoo_onnx["synth_tsm_r18w025"]
+    x = _clips(2)
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"auto.{precision}.engine"
+        res = CliRunner().invoke(cli, ["build-engine", str(graphs[precision]), "--device", "cpu", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        side = read_sidecar(out)
+        choice = side.settings["backend_choice"]
+        med = choice["median_ms"]
+        assert set(med) == {"onnxruntime", "openvino"} and min(med.values()) > 0 and min(choice["runs"].values()) >= 9
+        expected = "openvino" if med["openvino"] <= 0.9 * med["onnxruntime"] else "onnxruntime"
+        assert choice["chosen"] == side.backend == expected and f"backend: {choice['reason']}" in res.output
+        runner = load(out)
+        assert runner.backend == expected
+        assert (runner.run(x).argmax(1) == load(graphs["fp32"]).run(x).argmax(1)).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.fp32.engine", "auto.fp32.engine.json",
+                                                          "auto.int8.engine", "auto.int8.engine.json"]
+    bf16 = build_engine(BuildConfig(graphs["fp32"], tmp_path / "bf.engine", device="cpu", precision="bf16"))
+    assert bf16.sidecar["backend"] == "openvino" and bf16.sidecar["precision"] == "bf16"  # only OpenVINO has bf16
+    with pytest.raises(EdgefuseError, match="bf16 is OpenVINO's"):
+        build_engine(BuildConfig(graphs["fp32"], tmp_path / "x.engine", device="cpu", precision="bf16",
+                                 backend="onnxruntime"))
+
+
+def test_backend_auto_without_openvino_builds_onnx_runtime_and_says_why(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """OpenVINO absent (hidden from the import system in a subprocess: the package is installed here)."""
+    code = ("import sys; sys.modules['openvino'] = None\n"
+            "from pathlib import Path\nfrom edgefuse.backends import BuildConfig, build_engine\n"
+            f"r = build_engine(BuildConfig(Path({str(zoo_onnx['synth_tsm_r18w025']['fp32'])!r}), "
+            f"Path({str(tmp_path / 'm.engine')!r}), device='cpu'))\n"
+            "c = r.sidecar['settings']['backend_choice']\n"
+            "assert r.sidecar['backend'] == 'onnxruntime' and 'not installed' in c['reason'] and not c['median_ms'], c\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

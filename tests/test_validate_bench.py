@@ -28,7 +28,7 @@ def tsm(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
 
     tmp = tmp_path_factory.mktemp("validate")
     fp32 = export(make_config(None, tmp / "tsm.onnx", model="synth_tsm_r18w025")).path
-    engine = build_engine(BuildConfig(fp32, tmp / "tsm.engine", device="cpu")).path
+    engine = build_engine(BuildConfig(fp32, tmp / "tsm.engine", device="cpu", backend="onnxruntime")).path
     # a deliberately damaged copy: one convolution's weights perturbed
     model = onnx.load(str(fp32))
     node = next(n for n in model.graph.node if n.name == VICTIM)
@@ -38,7 +38,7 @@ def tsm(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     init.CopyFrom(numpy_helper.from_array(w + noise, init.name))
     damaged_onnx = tmp / "damaged.onnx"
     onnx.save(model, str(damaged_onnx))
-    damaged = build_engine(BuildConfig(damaged_onnx, tmp / "damaged.engine", device="cpu")).path
+    damaged = build_engine(BuildConfig(damaged_onnx, tmp / "damaged.engine", device="cpu", backend="onnxruntime")).path
     return {"fp32": fp32, "engine": engine, "damaged": damaged, "tmp": tmp}
 
 
@@ -135,7 +135,7 @@ def test_validate_reports_adafuse_flips_and_realized_macs(synth_default, tmp_pat
 
     name = "synth_adafuse_tsm_r18w025"
     fp32 = export(make_config(None, tmp_path / "ada.onnx", model=name)).path
-    engine = build_engine(BuildConfig(fp32, tmp_path / "ada.engine", device="cpu")).path
+    engine = build_engine(BuildConfig(fp32, tmp_path / "ada.engine", device="cpu", backend="onnxruntime")).path
     rep = validate(ValidateConfig(engine=engine, reference=fp32, clips=synth_default / "val.txt", num_clips=30,
                                   progress=False))
     assert len(rep["policy"]) == 8 and all(p["flip_rate"] < 0.01 for p in rep["policy"])

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,25 +88,20 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         raise EdgefuseError(f"--backend {cfg.backend}: use auto, onnxruntime or openvino")
     if cfg.backend == "openvino" and profile.kind != "cpu":
         raise EdgefuseError(f"--backend openvino builds for the CPU, not for {profile.name}: use --device cpu")
-    bf16 = cfg.backend == "openvino" and cfg.precision == "bf16"
+    bf16 = cfg.precision == "bf16" and profile.kind == "cpu" and cfg.backend in ("auto", "openvino")
+    if cfg.precision == "bf16" and not bf16:
+        raise EdgefuseError(f"--precision bf16 is OpenVINO's on the CPU (--device cpu --backend openvino), not "
+                            f"{'ONNX Runtime' if profile.kind == 'cpu' else profile.name}'s: use fp32 or int8")
     if bf16 and graph != "fp32":
         raise EdgefuseError("--precision bf16 (OpenVINO) computes an FP32 graph in bf16: build from the FP32 graph")
     # the device's verdict, before any backend is imported
     plan = plan_precision("auto" if bf16 else cfg.precision, graph, profile)
-    if profile.kind == "cpu" and cfg.backend == "openvino":
-        from edgefuse.backends.openvino import build_openvino, openvino_version
+    if profile.kind == "cpu":
         from edgefuse.backends.ort.cpu import cpu_identity
 
-        precision = "bf16" if bf16 else plan.precision
-        settings = build_openvino(Path(cfg.model), cfg.output, precision, cfg.threads)
+        backend, version, settings, precision = _build_cpu(cfg, model, graph, plan.precision, bf16, profiles, meta)
         plan = dataclasses.replace(plan, precision=precision)
-        backend, version, hardware = "openvino", openvino_version(), cpu_identity()
-    elif profile.kind == "cpu":
-        from edgefuse.backends.ort.build import build_ort, ort_version
-        from edgefuse.backends.ort.cpu import cpu_identity
-
-        settings = build_ort(model, cfg.output, cfg.threads, int8=cfg.cpu_int8 if graph == "int8" else None)
-        backend, version, hardware = "onnxruntime", ort_version(), cpu_identity()
+        hardware = cpu_identity()
     else:
         from edgefuse.backends.trt import adapter
 
@@ -127,6 +123,69 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     )
     side = write_sidecar(cfg.output, sidecar)
     return BuildResult(cfg.output, side, sidecar.to_dict())
+
+
+def _build_cpu(cfg: BuildConfig, model: Any, graph: str, precision: str, bf16: bool,
+               profiles: dict[str, list[list[int]]], meta: dict[str, Any]) -> tuple[str, str, dict[str, Any], str]:
+    """(backend, its version, settings, precision) of the CPU engine written to ``cfg.output``:
+    the backend asked for, or with ``auto`` the faster on this machine (:mod:`.choose`)."""
+    from edgefuse.backends.choose import Choice, decide, openvino_available, time_interleaved, timing_input
+    from edgefuse.backends.ort.build import build_ort, ort_version
+
+    int8 = cfg.cpu_int8 if graph == "int8" else None
+
+    def with_openvino(output: Path) -> tuple[str, str, dict[str, Any], str]:
+        from edgefuse.backends.openvino import build_openvino, openvino_version
+
+        p = "bf16" if bf16 else precision
+        return "openvino", openvino_version(), build_openvino(Path(cfg.model), output, p, cfg.threads), p
+
+    def with_ort(output: Path, choice: Choice | None = None) -> tuple[str, str, dict[str, Any], str]:
+        settings = build_ort(model, output, cfg.threads, int8=int8)
+        if choice is not None:
+            settings["backend_choice"] = choice.to_dict()
+        return "onnxruntime", ort_version(), settings, precision
+
+    if cfg.backend == "openvino" or bf16:
+        return with_openvino(cfg.output)
+    if cfg.backend == "onnxruntime":
+        return with_ort(cfg.output)
+    x = timing_input(profiles, meta)
+    if not openvino_available():
+        return with_ort(cfg.output, Choice("onnxruntime", "OpenVINO is not installed (pip install "
+                                           "'edgefuse[openvino]' lets --backend auto time it too)"))
+    if x is None:
+        return with_ort(cfg.output, Choice("onnxruntime", "a stream or multi-input graph: OpenVINO's runner takes "
+                                           "one clip input"))
+    out = Path(cfg.output)
+    tmp = {name: out.with_name(f".{out.name}.{name}") for name in ("onnxruntime", "openvino")}
+    try:
+        built = {"onnxruntime": with_ort(tmp["onnxruntime"])}
+        try:
+            built["openvino"] = with_openvino(tmp["openvino"])
+        except EdgefuseError as e:
+            log.info("%s: OpenVINO left out of the choice: %s", out, e)
+            os.replace(tmp["onnxruntime"], out)
+            backend, version, settings, p = built["onnxruntime"]
+            settings["backend_choice"] = Choice("onnxruntime", f"OpenVINO could not build it ({e})").to_dict()
+            return backend, version, settings, p
+        from edgefuse.backends.openvino import OpenVinoRunner
+        from edgefuse.backends.ort.runner import OrtRunner
+
+        runners = {"onnxruntime": OrtRunner(tmp["onnxruntime"], threads=cfg.threads, optimize=False).run,
+                   "openvino": OpenVinoRunner(tmp["openvino"], {"settings": built["openvino"][2]}, cfg.threads).run}
+        log.info("%s: timing ONNX Runtime and OpenVINO on a %s input (--backend auto)", out,
+                 "x".join(str(d) for d in x.shape))
+        choice = decide(time_interleaved(runners, x))
+        del runners
+        log.info("%s: %s chosen: %s", out, choice.backend, choice.reason)
+        os.replace(tmp[choice.backend], out)
+        backend, version, settings, p = built[choice.backend]
+        settings["backend_choice"] = choice.to_dict()
+        return backend, version, settings, p
+    finally:
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
 
 
 def load(path: str | Path, threads: int | None = None, extra_outputs: Sequence[str] = ()) -> Runner:

@@ -5,8 +5,9 @@ imported again at load: the analogue of a TensorRT plan. Precision: OpenVINO's C
 in bf16 by default on CPUs that have it (AVX-512 BF16, AMX); edgefuse pins f32 unless ``bf16`` is
 asked for, so an FP32 engine computes in FP32. INT8 comes from the Q/DQ graph (OpenVINO reads
 its QuantizeLinear / DequantizeLinear pairs as FakeQuantize and runs those layers in integers).
-ONNX Runtime stays the default CPU backend: on this project's measurements (docs/cpu_engines.md)
-OpenVINO is not faster in FP32 nor in INT8.
+``build-engine --backend auto`` (the default) times this backend against ONNX Runtime on the
+machine that builds and keeps OpenVINO only where it is clearly faster (:mod:`edgefuse.backends.choose`):
+on this project's machine that is the small zoo graphs, not the ResNet-50 ones (docs/cpu_engines.md).
 """
 from __future__ import annotations
 
