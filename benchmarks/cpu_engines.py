@@ -65,20 +65,13 @@ def eager(module: Any, threads: int) -> Callable[[np.ndarray], np.ndarray]:
 
 def time_rows(rows: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray, rounds: int, block: int,
               desc: str) -> dict[str, list[float]]:
+    """``rounds`` rounds of ``block`` kept runs per engine, interleaved as build-engine --backend auto times."""
+    from edgefuse.backends.choose import time_interleaved
     from edgefuse.progress import Progress
 
-    times: dict[str, list[float]] = {k: [] for k in rows}
-    for fn in rows.values():
-        fn(x)  # warm-up
     bar = Progress(rounds * len(rows), desc)
-    for _ in range(rounds):
-        for name, fn in rows.items():
-            for i in range(block + 1):
-                t = time.perf_counter()
-                fn(x)
-                if i:
-                    times[name].append(1000 * (time.perf_counter() - t))
-            bar.update()
+    times = time_interleaved(rows, x, budget_s=0.0, block=block, min_rounds=rounds, max_rounds=rounds,
+                             after_block=bar.update)
     bar.close()
     return times
 

@@ -44,7 +44,8 @@ def openvino_available() -> bool:
 
 
 def time_interleaved(runners: Mapping[str, Callable[[np.ndarray], Any]], x: np.ndarray, budget_s: float = 2.0,
-                     block: int = 3, min_rounds: int = 3, max_rounds: int = 30) -> dict[str, list[float]]:
+                     block: int = 3, min_rounds: int = 3, max_rounds: int = 30,
+                     after_block: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Milliseconds per run of each runner on ``x``: every runner runs ``block + 1`` consecutive
     runs in turn (the first of each block dropped: the previous runner's idle threads may still hold
     the cores), for at least ``min_rounds`` rounds and until ``budget_s`` seconds have passed."""
@@ -61,6 +62,8 @@ def time_interleaved(runners: Mapping[str, Callable[[np.ndarray], Any]], x: np.n
                 fn(x)
                 if j:
                     times[name].append(1000 * (time.perf_counter() - t))
+            if after_block is not None:
+                after_block()  # progress
     return times
 
 
