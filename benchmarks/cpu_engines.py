@@ -51,6 +51,59 @@ def ort_default_session(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: s.run(None, {name: x})[0]
 
 
+def r50_checkpoint(name: str, synth: Path, work: Path, num_clips: int) -> Path:
+    """Weights for a ResNet-50 row whose top-1 depends on the clip. No trained ResNet-50 checkpoint ships and
+    a randomly initialised one answers the same class for every clip (its logits move by ~1% of their spread
+    between clips), which would make top-1 agreement pass whatever the engine does. So: seeded random
+    weights, BatchNorm statistics measured on ``num_clips`` synthetic calib clips (what BN would hold after
+    training), then the classifier fitted by ridge regression on those clips' pooled features (a linear probe,
+    so its decisions turn on features that differ between clips). Saved as an edgefuse checkpoint: every row
+    (eager, plain export, edgefuse graphs) carries the same weights."""
+    import torch
+
+    from edgefuse.clips import Preprocess, Sampling
+    from edgefuse.clips import open as open_clips
+    from edgefuse.models import create_model
+    from edgefuse.models.checkpoint import save_checkpoint
+
+    path = work / f"{name}.probe.pth"
+    if path.is_file():
+        return path
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, num_segments=8, input_size=224).eval()
+    clips = open_clips(synth / "calib.txt", Preprocess.from_model_config(model.config), Sampling(num_segments=8),
+                       num_clips=num_clips, progress=True)
+    stacked, labels, _ = clips.stack()  # (N, T, 3, 224, 224), (N,)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:  # only BN in train mode: AdaFuse's policy keeps its argmax
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over every batch
+        bn.train()
+    feats: list[torch.Tensor] = []
+    hook = model.fc.register_forward_hook(lambda _m, inp, _out: feats.append(inp[0].detach()))
+    with torch.no_grad():
+        for i in range(0, len(stacked), 4):
+            model(stacked[i:i + 4])
+        for bn in bns:
+            bn.eval()
+        feats.clear()
+        for i in range(0, len(stacked), 4):
+            model(stacked[i:i + 4])
+    hook.remove()
+    f = torch.cat(feats).double()  # (N*T, C) pooled features per frame
+    f = f.view(len(stacked), 8, -1).mean(1)  # (N, C): fc is linear, so the clip's logits are fc of the frame mean
+    mu, sd = f.mean(0), f.std(0) + 1e-6
+    z = (f - mu) / sd  # (N, C) standardised
+    target = torch.nn.functional.one_hot(labels.long(), 10).double() - 0.1  # (N, 10), centred
+    w = torch.linalg.solve(z.T @ z + 10.0 * torch.eye(z.shape[1], dtype=z.dtype), z.T @ target)  # (C, 10)
+    with torch.no_grad():
+        model.fc.weight.copy_((w / sd[:, None]).T.float())  # (10, C): the standardisation folded in
+        model.fc.bias.copy_((-(mu / sd) @ w).float())
+    save_checkpoint(model, path, note="benchmark weights: random init, BN statistics and a linear probe on "
+                                      "synthetic calib clips")
+    return path
+
+
 def eager(module: Any, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
@@ -94,7 +147,11 @@ def run_model(name: str, args: argparse.Namespace, peaks: dict[str, Any]) -> dic
     r50 = name in R50
     work: Path = args.work
     fp32 = work / f"{name}.onnx"
-    cfg = make_config(None, fp32, model=name)
+    if r50:
+        ckpt = r50_checkpoint(name, args.synth, work, args.r50_probe)
+        cfg = make_config(None, fp32, model=name, checkpoint=ckpt, num_classes=10)
+    else:
+        cfg = make_config(None, fp32, model=name)
     if not fp32.is_file():
         export(cfg)
     meta = read_metadata(load_onnx(fp32))
@@ -249,6 +306,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=250)
     ap.add_argument("--r50-calib", type=int, default=32)
     ap.add_argument("--r50-val", type=int, default=100)
+    ap.add_argument("--r50-probe", type=int, default=64, help="calib clips for the ResNet-50 BN statistics and probe")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--r50-rounds", type=int, default=5)

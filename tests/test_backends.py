@@ -165,6 +165,21 @@ def test_cpu_engines_for_every_zoo_model_run_like_their_graphs(zoo_onnx, tmp_pat
                 assert (got.argmax(1) == reference.argmax(1)).all(), name
 
 
+def test_cpu_engine_threads_default_to_onnx_runtime_pinned_pool_explicit_count_kept(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No --threads: the session leaves the count to ONNX Runtime (0: one per physical core, pinned; an
+    explicit 2 ran the zoo TSN 1.7-2.5x slower, docs/cpu_settings.md); --threads N is kept in the sidecar
+    and used when the engine loads."""
+    graph = zoo_onnx["synth_tsn_r18w025"]["fp32"]
+    default = build_engine(BuildConfig(graph, tmp_path / "default.engine", device="cpu", backend="onnxruntime")).path
+    one = build_engine(BuildConfig(graph, tmp_path / "one.engine", device="cpu", backend="onnxruntime",
+                                   threads=1)).path
+    assert "pinned" in str(read_sidecar(default).settings["intra_op_num_threads"])
+    assert read_sidecar(one).settings["intra_op_num_threads"] == 1
+    assert load(default).session.get_session_options().intra_op_num_threads == 0  # type: ignore[attr-defined]
+    assert load(one).session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+    assert load(default, threads=1).session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+
+
 def _activation_dqs(graph: onnx.ModelProto) -> list[tuple[str, float]]:
     """(output, scale) of every activation DequantizeLinear (per-tensor scale, non-constant input)."""
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}

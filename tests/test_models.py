@@ -87,3 +87,30 @@ def test_adafuse_options_change_structure() -> None:
     assert fuses["layer4.0"].fc0.out_features == 196608 // 512
     staged = create_model("adafuse_tsn_resnet18", enabled_stages=[2, 3], shared=False, hidden_quota=0, hidden=32)
     assert [n for n, _ in staged.adafuse_modules()] == ["layer3.0", "layer3.1", "layer4.0", "layer4.1"]
+
+
+@pytest.mark.parametrize("name,ratio", [("gsf_resnet18", 100.0), ("gsf_resnet18", 25.0), ("gsf_mobilenetv2", 100.0)])
+def test_gsf_frame_major_evaluation_equals_the_reference_form(name: str, ratio: float) -> None:
+    """GSF evaluates frame-major with its 3x3x3 gate factored (taps, one-hot spatial sum, time sum);
+    training and MAC counting use the published form. Same weights, same outputs."""
+    from edgefuse.models.layers import GSF
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, num_segments=4, ratio=ratio, width=0.5).eval()
+    with torch.no_grad():  # non-trivial gates, biases and BN statistics everywhere
+        for m in model.modules():
+            if isinstance(m, GSF):
+                for p in m.parameters():
+                    p.normal_(0, 0.5)
+                m.bn.running_mean.normal_()
+                m.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 4, 3, 64, 64)
+    gsfs = [m for m in model.modules() if isinstance(m, GSF)]
+    assert gsfs
+    with torch.no_grad():
+        fast = model(x)
+        for m in gsfs:
+            m.frame_major = False
+        reference = model(x)
+    assert (fast - reference).abs().max() <= 1e-4 * reference.abs().max() + 1e-5
+    assert not torch.equal(reference, torch.zeros_like(reference))

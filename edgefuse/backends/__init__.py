@@ -52,7 +52,7 @@ class BuildConfig:
     dla: int | None = None
     gpu_fallback: bool = False
     timing_cache: Path | None = None
-    threads: int | None = None  # ONNX Runtime intra-op threads (default: physical cores)
+    threads: int | None = None  # ONNX Runtime intra-op threads (default: ONNX Runtime's, one per physical core, pinned)
     cpu_int8: str = "auto"  # ONNX Runtime INT8: auto | exact | qdq (edgefuse.backends.ort.build.build_ort)
     backend: str = "auto"  # cpu: onnxruntime (auto) or openvino (optional, edgefuse.backends.openvino)
 

@@ -44,7 +44,7 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--gpu-fallback", is_flag=True, help="TensorRT with --dla: layers DLA cannot run go to the GPU (listed).")
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False),
               help="TensorRT timing cache to reuse and update (faster rebuilds).")
-@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads (default: physical cores).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: one per physical core, pinned to it; an explicit count runs unpinned).")
 @click.option("--cpu-int8", type=click.Choice(["auto", "exact", "qdq"]), default="auto", show_default=True,
               help="ONNX Runtime INT8: auto = the calibrated grid on the fast u8 x s8 kernels, residual convolutions "
                    "quantized on their calibrated grids; exact = no rounding beyond the Q/DQ graph's; qdq = the "

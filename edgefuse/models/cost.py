@@ -113,6 +113,8 @@ def _to_meta(model: nn.Module) -> nn.Module:
     for m in clone.modules():  # AdaFuse argmax works on meta tensors; recording does not matter here
         if hasattr(m, "record"):
             m.record = False
+        if hasattr(m, "frame_major"):  # GSF: count the published architecture, not its faster evaluation form
+            m.frame_major = False
     return clone
 
 

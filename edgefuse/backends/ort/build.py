@@ -9,7 +9,7 @@ from typing import Any
 
 import onnx
 
-from edgefuse.backends.ort.cpu import cpu_identity, physical_cores
+from edgefuse.backends.ort.cpu import cpu_identity
 from edgefuse.backends.ort.runner import OrtRunner, session_options
 from edgefuse.backends.sidecar import Sidecar, check_compatible, check_engine_bytes, read_sidecar
 from edgefuse.errors import EdgefuseError
@@ -36,6 +36,7 @@ def optimize_offline(model: onnx.ModelProto, dest: Path, threads: int) -> None:
 
 
 CPU_INT8_MODES = ("auto", "exact", "qdq")
+THREADS_DEFAULT = "ONNX Runtime's default: one per physical core, pinned"
 
 
 def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: str | None = None) -> dict[str, Any]:
@@ -44,7 +45,6 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
     u8 x s8 kernels with every exact move, and quantizes the convolutions no QuantizeLinear follows
     on the grids the calibration recorded for them; "exact" adds no rounding the Q/DQ graph lacks; "qdq" keeps the
     graph's int8 Q/DQ as it is."""
-    threads = threads or physical_cores()
     rewrite = None
     if int8 not in (None,) + CPU_INT8_MODES:
         raise EdgefuseError(f"--cpu-int8 {int8}: use auto (u8 x s8 kernels, every convolution quantized), "
@@ -66,7 +66,7 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
                       if ranges else "; no rounding beyond the Q/DQ graph's"))
     with atomic_path(output) as tmp:
         optimize_offline(model, tmp, threads)
-    return {"int8_rewrite": rewrite, "intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
+    return {"int8_rewrite": rewrite, "intra_op_num_threads": threads or THREADS_DEFAULT, "inter_op_num_threads": 1, "execution_mode": "sequential",
             "graph_optimization_level": "all, applied offline (the engine loads with optimizations off)",
             "providers": ["CPUExecutionProvider"]}
 
@@ -82,5 +82,6 @@ def load_ort_engine(path: Path, threads: int | None = None, extra_outputs: Seque
         model = onnx.load(str(path))
     except Exception as e:  # protobuf errors
         raise EdgefuseError(f"{path}: not a readable ONNX Runtime engine ({type(e).__name__}); rebuild it") from None
-    threads = threads or int(sidecar.settings.get("intra_op_num_threads") or physical_cores())
+    saved = sidecar.settings.get("intra_op_num_threads")
+    threads = threads or (int(saved) if isinstance(saved, int) or str(saved).isdigit() else None)
     return OrtRunner(model, extra_outputs=extra_outputs, threads=threads, optimize=False, info=sidecar.to_dict())

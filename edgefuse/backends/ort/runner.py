@@ -42,14 +42,17 @@ def batch_chunks(clips: np.ndarray, batch: int | None, default: int = 1) -> list
 
 
 def session_options(threads: int | None = None, optimize: bool = True, profile: bool = False):  # type: ignore[no-untyped-def]
-    """ONNX Runtime CPU session options: ``threads`` intra-op threads (default: physical cores),
-    all graph optimizations or none (an engine was optimized when it was built)."""
+    """ONNX Runtime CPU session options: ``threads`` intra-op threads, all graph optimizations or none
+    (an engine was optimized when it was built).
+
+    ``threads=None`` (or 0) leaves the count to ONNX Runtime: one thread per physical core, each pinned
+    to its core. An explicit count, even the same one, runs unpinned: on this project's 2-core machine
+    that made the small zoo models 1.7-2.5x slower (2.7 ms against 4.6-6.7 ms for the TSN zoo model;
+    benchmarks/cpu_settings.py, docs/cpu_settings.md)."""
     import onnxruntime as ort
 
-    from edgefuse.backends.ort.cpu import physical_cores
-
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or physical_cores()
+    opts.intra_op_num_threads = int(threads or 0)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
