@@ -21,6 +21,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+PARTS = (("/gsf/", "GSF module"), ("adafuse", "AdaFuse module (policy, fusion)"), ("shift", "temporal shift"))
+
+
+def part_of(node: str) -> str:
+    """Which part of the model a node belongs to, by the module path the exporter put in its name."""
+    low = node.lower()
+    return next((label for key, label in PARTS if key in low), "backbone and head")
+
+
 def profile_engine(path: Path, runs: int) -> dict[str, Any]:
     """Per operator type: total kernel milliseconds per run and node count; plus the wall p50."""
     import onnx
@@ -29,8 +38,8 @@ def profile_engine(path: Path, runs: int) -> dict[str, Any]:
     from edgefuse.backends.ort.runner import session_options
     from edgefuse.backends.sidecar import read_sidecar
 
-    threads = int(read_sidecar(path).settings.get("intra_op_num_threads") or 2)
-    opts = session_options(threads, optimize=False, profile=True)
+    saved = read_sidecar(path).settings.get("intra_op_num_threads")
+    opts = session_options(saved if isinstance(saved, int) else None, optimize=False, profile=True)
     opts.profile_file_prefix = str(Path("/tmp") / f"ort_profile_{path.stem}")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
@@ -47,13 +56,16 @@ def profile_engine(path: Path, runs: int) -> dict[str, Any]:
     events = json.loads(trace.read_text())
     trace.unlink(missing_ok=True)
     per_op: dict[str, float] = defaultdict(float)
+    per_part: dict[str, float] = defaultdict(float)
     for e in events:
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
             per_op[e["args"]["op_name"]] += e["dur"] / 1000  # microseconds -> ms
+            per_part[part_of(e["name"])] += e["dur"] / 1000
     total_runs = runs + 2
     kinds = [n.op_type for n in onnx.load(str(path)).graph.node]
     ops = {op: {"ms_per_run": ms / total_runs, "nodes": kinds.count(op)} for op, ms in per_op.items()}
-    return {"engine": path.name, "wall_p50_ms": float(np.median(wall)), "ops": ops,
+    parts = {k: v / total_runs for k, v in per_part.items()}
+    return {"engine": path.name, "wall_p50_ms": float(np.median(wall)), "ops": ops, "parts_ms_per_run": parts,
             "kernel_ms_per_run": sum(v["ms_per_run"] for v in ops.values())}
 
 
@@ -87,6 +99,9 @@ def main() -> None:
             rest = sum(v["ms_per_run"] for _, v in ranked[args.top:])
             if rest:
                 lines.append(f"| (others) | | {rest:.2f} | {100 * rest / total:.1f}% |")
+            lines += ["", "| part of the model | ms per run | share |", "|---|---|---|"]
+            for part, ms in sorted(res["parts_ms_per_run"].items(), key=lambda kv: -kv[1]):
+                lines.append(f"| {part} | {ms:.2f} | {100 * ms / total:.1f}% |")
             lines.append("")
             print(name, kind, f"{res['wall_p50_ms']:.1f} ms", flush=True)
     (ROOT / "docs" / "cpu_op_profile.md").write_text("\n".join(lines) + "\n")

@@ -166,9 +166,8 @@ def test_cpu_engines_for_every_zoo_model_run_like_their_graphs(zoo_onnx, tmp_pat
 
 
 def test_cpu_engine_threads_default_to_onnx_runtime_pinned_pool_explicit_count_kept(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """No --threads: the session leaves the count to ONNX Runtime (0: one per physical core, pinned; an
-    explicit 2 ran the zoo TSN 1.7-2.5x slower, docs/cpu_settings.md); --threads N is kept in the sidecar
-    and used when the engine loads."""
+    """No --threads: the session leaves the count to ONNX Runtime (0: one per physical core, pinned);
+    --threads N is kept in the sidecar and used when the engine loads."""
     graph = zoo_onnx["synth_tsn_r18w025"]["fp32"]
     default = build_engine(BuildConfig(graph, tmp_path / "default.engine", device="cpu", backend="onnxruntime")).path
     one = build_engine(BuildConfig(graph, tmp_path / "one.engine", device="cpu", backend="onnxruntime",
@@ -178,6 +177,32 @@ def test_cpu_engine_threads_default_to_onnx_runtime_pinned_pool_explicit_count_k
     assert load(default).session.get_session_options().intra_op_num_threads == 0  # type: ignore[attr-defined]
     assert load(one).session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
     assert load(default, threads=1).session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+
+
+def test_shared_thread_pool_runs_every_session_on_one_pool_with_equal_outputs(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """share_thread_pool (bench, benchmarks) is process-wide, so it runs in a child process: sessions
+    opened after it use ONNX Runtime's global pool and compute what a session with its own pool does."""
+    import subprocess
+    import sys
+
+    graph = zoo_onnx["synth_tsm_r18w025"]["int8"]
+    engine = build_engine(BuildConfig(graph, tmp_path / "tsm.int8.engine", device="cpu", backend="onnxruntime")).path
+    x = _clips(2)
+    np.save(tmp_path / "x.npy", x)
+    own = load(engine).run(x)
+    script = f"""
+import numpy as np
+from edgefuse.backends import load
+from edgefuse.backends.ort.runner import share_thread_pool
+share_thread_pool()
+a, b = load({str(engine)!r}), load({str(engine)!r})
+assert not a.session.get_session_options().use_per_session_threads
+x = np.load({str(tmp_path / "x.npy")!r})
+np.save({str(tmp_path / "a.npy")!r}, a.run(x)); np.save({str(tmp_path / "b.npy")!r}, b.run(x))
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), own, rtol=1e-5, atol=1e-5)
 
 
 def _activation_dqs(graph: onnx.ModelProto) -> list[tuple[str, float]]:
