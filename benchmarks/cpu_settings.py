@@ -1,8 +1,13 @@
 """ONNX Runtime session settings against latency and its steadiness: the FP32 engine of the zoo TSN and
-the INT8 CPU engines of the zoo TSM and TSM-R50 8x224, one session at a time (no other session's threads
-around), under the thread count left to ONNX Runtime (one per physical core, pinned) or given explicitly
-(unpinned), thread spinning on / off and the memory arena / memory pattern on / off. Reports p50, p99 and
-CoV per setting; writes docs/cpu_settings.md and benchmarks/results/cpu_settings.json.
+the INT8 CPU engines of the zoo TSM and TSM-R50 8x224.
+
+Phase 1, one session at a time (each deleted before the next): the thread count left to ONNX Runtime
+(one per physical core, pinned; edgefuse's default) or given explicitly (unpinned), one thread, thread
+spinning on / off, the memory arena / memory pattern on / off; then two sessions of the same engine in
+one process run in turn, each with its own pool. Phase 2 (process-wide, so last): the same two sessions
+on one shared pool (edgefuse.backends.ort.runner.share_thread_pool, what ``edgefuse bench`` and
+benchmarks/cpu_engines.py use). Reports p50, p99 and CoV per setting; writes docs/cpu_settings.md and
+benchmarks/results/cpu_settings.json.
 
     python benchmarks/cpu_settings.py [--work /tmp/edgefuse-bench-cpu] [--runs 200] [--r50-runs 30]
 
@@ -14,6 +19,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,10 +32,13 @@ SETTINGS = {  # name -> (intra-op threads (None: ONNX Runtime's count, pinned), 
     "no arena, no pattern": (None, "1", False, False),
     "no spinning, no arena": (None, "0", False, True),
 }
+TWO_OWN = "two sessions in the process, run in turn, each with its own pool"
+TWO_SHARED = "two sessions in the process, run in turn, on one shared pool"
 ENGINES = (("synth_tsn_r18w025", "fp32", 112), ("synth_tsm_r18w025", "int8", 112), ("tsm_resnet50", "int8", 224))
 
 
-def session(path: Path, threads: int | None, spin: str, arena: bool, pattern: bool):  # type: ignore[no-untyped-def]
+def session(path: Path, threads: int | None = None, spin: str = "1", arena: bool = True, pattern: bool = True
+            ) -> Callable[[np.ndarray], Any]:
     import onnxruntime as ort
 
     from edgefuse.backends.ort.runner import session_options
@@ -38,7 +47,24 @@ def session(path: Path, threads: int | None, spin: str, arena: bool, pattern: bo
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.enable_cpu_mem_arena = arena
     opts.enable_mem_pattern = pattern
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return lambda x: s.run(None, {name: x})
+
+
+def measure(fns: list[Callable[[np.ndarray], Any]], x: np.ndarray, runs: int) -> np.ndarray:
+    """``runs`` timed runs of the first session; with two, the second runs between any two of them."""
+    for _ in range(3):
+        for f in fns:
+            f(x)
+    t = []
+    for _ in range(runs):
+        a = time.perf_counter()
+        fns[0](x)
+        t.append(1000 * (time.perf_counter() - a))
+        for f in fns[1:]:
+            f(x)
+    return np.asarray(t)
 
 
 def main() -> None:
@@ -47,40 +73,41 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--r50-runs", type=int, default=30)
     args = ap.parse_args()
-    results: list[dict[str, object]] = []
-    lines = ["# ONNX Runtime session settings and latency steadiness", "",
-             f"Command: `python benchmarks/cpu_settings.py --runs {args.runs} --r50-runs {args.r50_runs}`, "
-             f"{time.strftime('%Y-%m-%d')}; one engine at a time, {args.runs} (zoo) / {args.r50_runs} (ResNet-50) "
-             "consecutive runs of one clip after 3 warm-up runs.", ""]
-    for name, kind, size in ENGINES:
+    engines = [(args.work / f"{n}.{k}.engine", s) for n, k, s in ENGINES if (args.work / f"{n}.{k}.engine").is_file()]
+    table: dict[str, list[dict[str, Any]]] = {e.name: [] for e, _ in engines}
+
+    def record(engine: Path, label: str, t: np.ndarray) -> None:
+        table[engine.name].append({"setting": label, "p50_ms": float(np.median(t)),
+                                   "p99_ms": float(np.percentile(t, 99)), "cov": float(t.std() / t.mean()),
+                                   "raw_ms": [round(float(v), 3) for v in t]})
+        print(engine.name, label, f"{np.median(t):.2f}", flush=True)
+
+    def clip(size: int) -> np.ndarray:
+        return np.random.default_rng(0).standard_normal((1, 8, 3, size, size)).astype(np.float32)  # (1, T, 3, H, W)
+
+    for engine, size in engines:  # phase 1: every session with its own pool
         runs = args.r50_runs if size == 224 else args.runs
-        engine = args.work / f"{name}.{kind}.engine"
-        if not engine.is_file():
-            continue
-        x = np.random.default_rng(0).standard_normal((1, 8, 3, size, size)).astype(np.float32)  # (1, T, 3, H, W)
-        lines += [f"## {name} {kind.upper()} engine", "", "| setting | p50 ms | p99 ms | CoV |", "|---|---|---|---|"]
         for label, (threads, spin, arena, pattern) in SETTINGS.items():
-            s = session(engine, threads, spin, arena, pattern)
-            feed = {s.get_inputs()[0].name: x}
-            for _ in range(3):
-                s.run(None, feed)
-            t = []
-            for _ in range(runs):
-                a = time.perf_counter()
-                s.run(None, feed)
-                t.append(1000 * (time.perf_counter() - a))
-            arr = np.asarray(t)
-            lines.append(f"| {label} | {np.median(arr):.2f} | {np.percentile(arr, 99):.2f} | "
-                         f"{100 * arr.std() / arr.mean():.1f}% |")
-            print(name, label, f"{np.median(arr):.2f}", flush=True)
-            results.append({"engine": engine.name, "setting": label, "p50_ms": float(np.median(arr)),
-                            "p99_ms": float(np.percentile(arr, 99)), "cov": float(arr.std() / arr.mean()),
-                            "raw_ms": [round(v, 3) for v in t]})
-            del s
+            record(engine, label, measure([session(engine, threads, spin, arena, pattern)], clip(size), runs))
+        record(engine, TWO_OWN, measure([session(engine), session(engine)], clip(size), runs))
+    from edgefuse.backends.ort.runner import share_thread_pool
+
+    share_thread_pool()  # phase 2: from here on every session of this process is on the shared pool
+    for engine, size in engines:
+        runs = args.r50_runs if size == 224 else args.runs
+        record(engine, TWO_SHARED, measure([session(engine), session(engine)], clip(size), runs))
+    command = f"python benchmarks/cpu_settings.py --runs {args.runs} --r50-runs {args.r50_runs}"
+    lines = ["# ONNX Runtime session settings and latency steadiness", "",
+             f"Command: `{command}`, {time.strftime('%Y-%m-%d')}; {args.runs} (zoo) / {args.r50_runs} (ResNet-50) "
+             "runs of one clip after 3 warm-up runs, one setting at a time. With two sessions, the other one "
+             "runs between any two timed runs (as when engines are timed side by side).", ""]
+    for name, rows in table.items():
+        lines += [f"## {name}", "", "| setting | p50 ms | p99 ms | CoV |", "|---|---|---|---|"]
+        lines += [f"| {r['setting']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {100 * r['cov']:.1f}% |" for r in rows]
         lines.append("")
     (ROOT / "docs" / "cpu_settings.md").write_text("\n".join(lines) + "\n")
     out = ROOT / "benchmarks" / "results" / "cpu_settings.json"
-    out.write_text(json.dumps({"command": lines[2], "results": results}, indent=1))
+    out.write_text(json.dumps({"command": command, "results": table}, indent=1))
 
 
 if __name__ == "__main__":

@@ -406,10 +406,9 @@ def layer_costs(model: onnx.ModelProto, meta: dict[str, Any] | None = None, fuse
 def _session(model: onnx.ModelProto, threads: int | None):  # type: ignore[no-untyped-def]
     import onnxruntime as ort  # type: ignore[import-untyped]
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or 0)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    from edgefuse.backends.ort.runner import session_options
+
+    opts = session_options(threads)  # the process's shared pool if share_thread_pool was called
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 

@@ -37,10 +37,9 @@ class Parity:
 def ort_session(model: onnx.ModelProto | str, threads: int = 0):  # type: ignore[no-untyped-def]
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    from edgefuse.backends.ort.runner import session_options
+
+    opts = session_options(threads or None)
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     return ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
 

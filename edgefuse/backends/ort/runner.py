@@ -74,7 +74,7 @@ def session_options(threads: int | None = None, optimize: bool = True, profile: 
         opts.use_per_session_threads = False
     else:
         opts.intra_op_num_threads = int(threads or 0)
-    opts.inter_op_num_threads = 1
+        opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
