@@ -46,8 +46,8 @@ def plain_export(module: Any, x: np.ndarray, path: Path) -> Path:
 def ort_default_session(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()  # ONNX Runtime's defaults, on the process's shared pool like every row here
-    opts.use_per_session_threads = False
+    opts = ort.SessionOptions()  # ONNX Runtime's defaults, but like every row here its threads stop spinning
+    opts.add_session_config_entry("session.force_spinning_stop", "1")  # after a run (else they slow the next row)
     s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
     return lambda x: s.run(None, {name: x})[0]
@@ -368,9 +368,6 @@ def main() -> None:
     names: list[str] = []
     for m in args.models.split(","):
         names += [e["name"] for e in list_zoo()] if m == "zoo" else list(R50) if m == "r50" else [m]
-    from edgefuse.backends.ort.runner import share_thread_pool
-
-    share_thread_pool()  # every ONNX Runtime row on one pool: per-session pools spinning in turn slow each other
     peaks = dict(measure_cpu_peak()) if not args.prepare_only else {}
     if not args.no_openvino:
         from edgefuse.backends.openvino import openvino_version

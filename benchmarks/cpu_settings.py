@@ -1,13 +1,12 @@
 """ONNX Runtime session settings against latency and its steadiness: the FP32 engine of the zoo TSN and
 the INT8 CPU engines of the zoo TSM and TSM-R50 8x224.
 
-Phase 1, one session at a time (each deleted before the next): the thread count left to ONNX Runtime
+One session at a time (each deleted before the next): the thread count left to ONNX Runtime
 (one per physical core, pinned; edgefuse's default) or given explicitly (unpinned), one thread, thread
-spinning on / off, the memory arena / memory pattern on / off; then two sessions of the same engine in
-one process run in turn, each with its own pool. Phase 2 (process-wide, so last): the same two sessions
-on one shared pool (edgefuse.backends.ort.runner.share_thread_pool, what ``edgefuse bench`` and
-benchmarks/cpu_engines.py use). Reports p50, p99 and CoV per setting; writes docs/cpu_settings.md and
-benchmarks/results/cpu_settings.json.
+spinning on / off, spinning kept after each run (ONNX Runtime's default) or stopped at its end
+(edgefuse's), the memory arena / memory pattern on / off; then two sessions of the same engine in one
+process run in turn, with spinning kept after runs or stopped. Reports p50, p99 and CoV per setting;
+writes docs/cpu_settings.md and benchmarks/results/cpu_settings.json.
 
     python benchmarks/cpu_settings.py [--work /tmp/edgefuse-bench-cpu] [--runs 200] [--r50-runs 30]
 
@@ -24,26 +23,28 @@ from typing import Any, Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {  # name -> (intra-op threads (None: ONNX Runtime's count, pinned), allow_spinning, arena, pattern)
-    "edgefuse default: ORT's thread count (pinned), spinning, arena, pattern": (None, "1", True, True),
-    "2 threads given explicitly (unpinned)": (2, "1", True, True),
-    "1 thread": (1, "1", True, True),
-    "no spinning": (None, "0", True, True),
-    "no arena, no pattern": (None, "1", False, False),
-    "no spinning, no arena": (None, "0", False, True),
+SETTINGS = {  # name -> (intra-op threads (None: ONNX Runtime's count, pinned), allow_spinning, stop spinning
+    # after each run, arena, pattern)
+    "edgefuse default: ORT's thread count (pinned), spinning stopped after each run, arena, pattern":
+        (None, "1", True, True, True),
+    "spinning kept after each run (ONNX Runtime's default)": (None, "1", False, True, True),
+    "2 threads given explicitly (unpinned)": (2, "1", True, True, True),
+    "1 thread": (1, "1", True, True, True),
+    "no spinning": (None, "0", True, True, True),
+    "no arena, no pattern": (None, "1", True, False, False),
 }
-TWO_OWN = "two sessions in the process, run in turn, each with its own pool"
-TWO_SHARED = "two sessions in the process, run in turn, on one shared pool"
+TWO = {"two sessions in the process, run in turn, spinning kept after each run (ONNX Runtime's default)": False,
+       "two sessions in the process, run in turn, spinning stopped after each run (edgefuse)": True}
 ENGINES = (("synth_tsn_r18w025", "fp32", 112), ("synth_tsm_r18w025", "int8", 112), ("tsm_resnet50", "int8", 224))
 
 
-def session(path: Path, threads: int | None = None, spin: str = "1", arena: bool = True, pattern: bool = True
-            ) -> Callable[[np.ndarray], Any]:
+def session(path: Path, threads: int | None = None, spin: str = "1", stop: bool = True, arena: bool = True,
+            pattern: bool = True) -> Callable[[np.ndarray], Any]:
     import onnxruntime as ort
 
     from edgefuse.backends.ort.runner import session_options
 
-    opts = session_options(threads, optimize=False)
+    opts = session_options(threads, optimize=False, stop_spinning=stop)
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.enable_cpu_mem_arena = arena
     opts.enable_mem_pattern = pattern
@@ -85,17 +86,12 @@ def main() -> None:
     def clip(size: int) -> np.ndarray:
         return np.random.default_rng(0).standard_normal((1, 8, 3, size, size)).astype(np.float32)  # (1, T, 3, H, W)
 
-    for engine, size in engines:  # phase 1: every session with its own pool
-        runs = args.r50_runs if size == 224 else args.runs
-        for label, (threads, spin, arena, pattern) in SETTINGS.items():
-            record(engine, label, measure([session(engine, threads, spin, arena, pattern)], clip(size), runs))
-        record(engine, TWO_OWN, measure([session(engine), session(engine)], clip(size), runs))
-    from edgefuse.backends.ort.runner import share_thread_pool
-
-    share_thread_pool()  # phase 2: from here on every session of this process is on the shared pool
     for engine, size in engines:
         runs = args.r50_runs if size == 224 else args.runs
-        record(engine, TWO_SHARED, measure([session(engine), session(engine)], clip(size), runs))
+        for label, (threads, spin, stop, arena, pattern) in SETTINGS.items():
+            record(engine, label, measure([session(engine, threads, spin, stop, arena, pattern)], clip(size), runs))
+        for label, stop in TWO.items():
+            record(engine, label, measure([session(engine, stop=stop), session(engine, stop=stop)], clip(size), runs))
     command = f"python benchmarks/cpu_settings.py --runs {args.runs} --r50-runs {args.r50_runs}"
     lines = ["# ONNX Runtime session settings and latency steadiness", "",
              f"Command: `{command}`, {time.strftime('%Y-%m-%d')}; {args.runs} (zoo) / {args.r50_runs} (ResNet-50) "

@@ -109,10 +109,6 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     profile, here = check_device(cfg.device, estimate_only_ok=cfg.estimate)
     if not here:
         return estimate_report(cfg, profile)
-    if profile.kind == "cpu":  # sessions timed in turn share one pool instead of fighting with their own
-        from edgefuse.backends.ort.runner import share_thread_pool
-
-        share_thread_pool(cfg.threads)
     runners: list[tuple[str, Any]] = []
     paths: dict[str, Path] = {}  # row name -> engine file (the eager baseline has none)
     for i, path in enumerate(cfg.engines):

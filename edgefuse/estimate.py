@@ -408,7 +408,7 @@ def _session(model: onnx.ModelProto, threads: int | None):  # type: ignore[no-un
 
     from edgefuse.backends.ort.runner import session_options
 
-    opts = session_options(threads)  # the process's shared pool if share_thread_pool was called
+    opts = session_options(threads)
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 

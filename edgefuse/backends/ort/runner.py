@@ -41,40 +41,25 @@ def batch_chunks(clips: np.ndarray, batch: int | None, default: int = 1) -> list
     return out
 
 
-_SHARED_POOL: list[int] = []  # set once by share_thread_pool: the process-wide pool's intra-op size (0: default)
-
-
-def share_thread_pool(threads: int | None = None) -> None:
-    """Run every ONNX Runtime session edgefuse opens from now on in this process on one process-wide
-    thread pool (``threads`` intra-op threads; None: one per physical core).
-
-    For timing several engines side by side in one process (``edgefuse bench``, ``build-engine --backend
-    auto``, benchmarks/): each session otherwise owns a pool whose threads spin after every run, and the
-    pools fight over the cores. Measured on this project's 2-core machine, the zoo TSN FP32 graph: 2.7 ms
-    alone, 6.8 ms with a second session in the process run in turn, 2.7 ms with the shared pool
-    (docs/cpu_settings.md). A deployed application with one session is not affected. The first call
-    fixes the pool's size; later calls keep it."""
-    if _SHARED_POOL:
-        return
-    from onnxruntime.capi import _pybind_state
-
-    _pybind_state.set_global_thread_pool_sizes(int(threads or 0), 1)
-    _SHARED_POOL.append(int(threads or 0))
-
-
-def session_options(threads: int | None = None, optimize: bool = True, profile: bool = False):  # type: ignore[no-untyped-def]
+def session_options(threads: int | None = None, optimize: bool = True, profile: bool = False,  # type: ignore[no-untyped-def]
+                    stop_spinning: bool = True):
     """ONNX Runtime CPU session options: ``threads`` intra-op threads, all graph optimizations or none
     (an engine was optimized when it was built). ``threads=None`` (or 0) leaves the count to ONNX
-    Runtime: one thread per physical core, pinned to it. After :func:`share_thread_pool`, sessions run
-    on the shared pool and ``threads`` is that pool's."""
+    Runtime: one thread per physical core, pinned to it.
+
+    The pool's threads spin while a run is in progress and stop when it ends
+    (``session.force_spinning_stop``). ONNX Runtime's default keeps them spinning after the run, which
+    costs nothing measurable alone but slows any other session of the process run in turn: the zoo TSN
+    FP32 engine took 2.7 ms alone, 4.0-6.6 ms beside a second session with the default, 2.6-2.8 ms with
+    spinning stopped at the end of each run (alone too: 2.6 ms; TSM-R50 INT8 113 vs 111 ms; docs/cpu_settings.md).
+    That is what ``edgefuse bench``, ``build-engine --backend auto``, validate and the demo do.
+    ``stop_spinning=False`` keeps ONNX Runtime's default (benchmarks/cpu_settings.py compares them)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    if _SHARED_POOL:
-        opts.use_per_session_threads = False
-    else:
-        opts.intra_op_num_threads = int(threads or 0)
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = int(threads or 0)
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.force_spinning_stop", "1" if stop_spinning else "0")
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
