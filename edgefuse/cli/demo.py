@@ -16,7 +16,7 @@ from edgefuse.table import format_table
 @click.option("--num-val", default=100, show_default=True, type=click.IntRange(min=10), help="Val clips to validate on.")
 @click.option("--num-calib", default=64, show_default=True, type=click.IntRange(min=8), help="Calibration clips.")
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1), help="Bench runs per engine.")
-@click.option("--threads", type=click.IntRange(min=1), help="Threads (default: physical cores).")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads (default: one per physical core).")
 @json_option
 def demo_cmd(work: Path, num_val: int, num_calib: int, iterations: int, threads: int | None, as_json: bool) -> None:
     """The whole pipeline, offline, on the shipped zoo and the synthetic benchmark: export (dynamic and

@@ -48,6 +48,7 @@ def _pool_hw(x: torch.Tensor) -> torch.Tensor:
 
 class GSF(nn.Module):
     frame_major = True  # evaluate in the frame-major, factored form; False: the reference form (MAC counts)
+    tap_sum: torch.Tensor
 
     def __init__(self, channels: int, ratio: float = 100.0) -> None:
         super().__init__()
