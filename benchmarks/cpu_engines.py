@@ -46,9 +46,11 @@ def plain_export(module: Any, x: np.ndarray, path: Path) -> Path:
 def ort_default_session(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()  # ONNX Runtime's defaults, but like every row here its threads stop spinning
-    opts.add_session_config_entry("session.force_spinning_stop", "1")  # after a run (else they slow the next row)
-    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    from edgefuse.backends.ort.runner import session_options
+
+    # ONNX Runtime's defaults (all optimizations at load, its thread count), and like every row here the
+    # threads stop spinning after a run (else they slow the next row)
+    s = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
     return lambda x: s.run(None, {name: x})[0]
 
@@ -203,12 +205,11 @@ def run_model(name: str, args: argparse.Namespace, peaks: dict[str, Any]) -> dic
     graph_ref = logits_of(rows["edgefuse FP32 engine"], clips)  # FP32 reference: every row carries these weights
     qdq_label = "edgefuse INT8, Q/DQ graph as is"
     qdq_ref = logits_of(rows[qdq_label], clips)  # the calibrated INT8 graph as TensorRT would get it
+    known = {"ONNX Runtime FP32, plain export": plain_ref, "edgefuse FP32 engine": graph_ref, qdq_label: qdq_ref}
     out_rows = []
     for label, fn in rows.items():
         t = np.asarray(times[label])
-        known = {"ONNX Runtime FP32, plain export": plain_ref, "edgefuse FP32 engine": graph_ref, qdq_label: qdq_ref}
         logits = known[label] if label in known else logits_of(fn, clips)
-        reference = graph_ref
         int8_row = "INT8" in label
         gflops = 2 * macs / 1e9 / (float(np.median(t)) / 1000)
         peak = peaks["int8_u8s8_gops"] if int8_row else peaks["fp32_gflops"]
@@ -216,7 +217,7 @@ def run_model(name: str, args: argparse.Namespace, peaks: dict[str, Any]) -> dic
             "name": label, "p50_ms": float(np.median(t)), "p99_ms": float(np.percentile(t, 99)),
             "cov": float(t.std() / t.mean()), "gflops": gflops, "peak_kind": "u8s8" if int8_row else "fp32",
             "fraction_of_peak": gflops / peak,
-            "agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
+            "agreement": float((logits.argmax(1) == graph_ref.argmax(1)).mean()),
             "agreement_qdq": float((logits.argmax(1) == qdq_ref.argmax(1)).mean()) if int8_row else None,
             "top1": float((logits.argmax(1) == labels).mean()) if labels is not None else None,
             "raw_ms": [round(v, 3) for v in t.tolist()],

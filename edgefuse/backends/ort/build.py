@@ -82,6 +82,6 @@ def load_ort_engine(path: Path, threads: int | None = None, extra_outputs: Seque
         model = onnx.load(str(path))
     except Exception as e:  # protobuf errors
         raise EdgefuseError(f"{path}: not a readable ONNX Runtime engine ({type(e).__name__}); rebuild it") from None
-    saved = sidecar.settings.get("intra_op_num_threads")
-    threads = threads or (int(saved) if isinstance(saved, int) or str(saved).isdigit() else None)
+    saved = sidecar.settings.get("intra_op_num_threads")  # a count, or THREADS_DEFAULT's text
+    threads = threads or (saved if isinstance(saved, int) else None)
     return OrtRunner(model, extra_outputs=extra_outputs, threads=threads, optimize=False, info=sidecar.to_dict())

@@ -32,14 +32,14 @@ def gsf_channels(channels: int, ratio: float) -> int:
     return f + 1 if f % 2 else f
 
 
-def _shift_back(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, T, H, W): t+1 -> t, zero at the last step."""
-    return torch.cat([x[:, :, 1:], torch.zeros_like(x[:, :, :1])], dim=2)
+def _shift_back(x: torch.Tensor, dim: int = 2) -> torch.Tensor:
+    """Along the time axis ``dim`` ((N, C, T, H, W): 2; (N, T, ...): 1): t+1 -> t, zero at the last step."""
+    return torch.cat([x.narrow(dim, 1, x.shape[dim] - 1), torch.zeros_like(x.narrow(dim, 0, 1))], dim=dim)
 
 
-def _shift_forward(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, T, H, W): t-1 -> t, zero at the first step."""
-    return torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, :-1]], dim=2)
+def _shift_forward(x: torch.Tensor, dim: int = 2) -> torch.Tensor:
+    """Along the time axis ``dim``: t-1 -> t, zero at the first step."""
+    return torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.narrow(dim, 0, x.shape[dim] - 1)], dim=dim)
 
 
 def _pool_hw(x: torch.Tensor) -> torch.Tensor:
@@ -110,17 +110,16 @@ class GSF(nn.Module):
         z = F.conv2d(a, taps, groups=2)  # (N*T, 54, H, W): one map per (group, dt, dh, dw)
         z = F.conv2d(z, self.tap_sum, padding=1, groups=6)  # (N*T, 6, H, W): per (group, dt), spatial taps summed
         z = z.reshape(n, t, 2, 3, h, w)  # (N, T, group, dt, H, W)
-        zero = torch.zeros_like(z[:, :1, :, 0])  # (N, 1, 2, H, W)
-        pre = (torch.cat([zero, z[:, :-1, :, 0]], dim=1)  # dt=-1 reads frame t-1: moved forward in time
+        pre = (_shift_forward(z[:, :, :, 0], dim=1)  # dt=-1 reads frame t-1: moved forward in time
                + z[:, :, :, 1]
-               + torch.cat([z[:, 1:, :, 2], zero], dim=1))  # dt=+1 reads frame t+1: moved backward; (N, T, 2, H, W)
+               + _shift_back(z[:, :, :, 2], dim=1))  # dt=+1 reads frame t+1: moved backward; (N, T, 2, H, W)
         bias = self.conv3d.bias if self.conv3d.bias is not None else torch.zeros(2, dtype=a.dtype)
         return torch.tanh(pre + bias.reshape(1, 1, 2, 1, 1)).reshape(nt, 2, h, w)  # (N*T, 2, H, W)
 
     @staticmethod
     def _fuse_frames(y: torch.Tensor, r: torch.Tensor, conv: nn.Conv2d, n: int, t: int) -> torch.Tensor:
         nt, c, _, _ = y.shape
-        planes = torch.stack([y.mean(dim=(2, 3)), r.mean(dim=(2, 3))], dim=1)  # (N*T, 2, C)
+        planes = torch.stack([_pool_hw(y), _pool_hw(r)], dim=1)  # (N*T, 2, C)
         planes = planes.reshape(n, t, 2, c).permute(0, 2, 3, 1)  # (N, 2, C, T)
         wgt = torch.sigmoid(conv(planes))  # (N, 1, C, T)
         wgt = wgt.permute(0, 3, 2, 1).reshape(nt, c, 1, 1)  # (N*T, C, 1, 1)
@@ -138,8 +137,8 @@ class GSF(nn.Module):
         r1, r2 = x1 - y1, x2 - y2
         y1 = y1.reshape(n, t, f // 2, h, w)  # (N, T, f/2, H, W)
         y2 = y2.reshape(n, t, f // 2, h, w)  # (N, T, f/2, H, W)
-        y1 = torch.cat([y1[:, 1:], torch.zeros_like(y1[:, :1])], dim=1).reshape(nt, f // 2, h, w)  # t+1 -> t
-        y2 = torch.cat([torch.zeros_like(y2[:, :1]), y2[:, :-1]], dim=1).reshape(nt, f // 2, h, w)  # t-1 -> t
+        y1 = _shift_back(y1, dim=1).reshape(nt, f // 2, h, w)  # (N*T, f/2, H, W): t+1 -> t
+        y2 = _shift_forward(y2, dim=1).reshape(nt, f // 2, h, w)  # (N*T, f/2, H, W): t-1 -> t
         out1 = self._fuse_frames(y1, r1, self.channel_conv1, n, t)  # (N*T, f/2, H, W)
         out2 = self._fuse_frames(y2, r2, self.channel_conv2, n, t)  # (N*T, f/2, H, W)
         both = torch.stack([out1.reshape(nt, 2, f // 4, h, w), out2.reshape(nt, 2, f // 4, h, w)], dim=1)  # (N*T, 2, 2, f/4, H, W)
