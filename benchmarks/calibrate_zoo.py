@@ -25,8 +25,8 @@ import numpy as np
 
 from edgefuse.export.api import export
 from edgefuse.export.config import make_config
+from edgefuse.lab.zoo import list_zoo
 from edgefuse.quantize import CalibrateConfig, calibrate
-from edgefuse.zoo import list_zoo
 
 log = logging.getLogger("calibrate_zoo")
 R50 = ("tsm_resnet50", "gsf_resnet50", "adafuse_tsm_resnet50")
@@ -84,7 +84,7 @@ def run_model(name: str, model: str, synth: Path, work: Path, runs: int, num_cli
                  r["top1_reference"], r["top1_candidate"], time.monotonic() - t)
     import onnx
 
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.metadata import read_metadata
 
     meta = read_metadata(onnx.load(str(fp32), load_external_data=False))
     size, t_ = int(meta["input_size"]), int(meta["segments"])

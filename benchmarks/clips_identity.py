@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from edgefuse import clips
-from edgefuse.zoo import load_zoo_model
+from edgefuse.lab.zoo import load_zoo_model
 
 
 def main() -> None:

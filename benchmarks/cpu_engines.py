@@ -46,7 +46,7 @@ def plain_export(module: Any, x: np.ndarray, path: Path) -> Path:
 def ort_default_session(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
-    from edgefuse.backends.ort.runner import session_options
+    from edgefuse.graph.ort import session_options
 
     # ONNX Runtime's defaults (all optimizations at load, its thread count), and like every row here the
     # threads stop spinning after a run (else they slow the next row)
@@ -144,8 +144,9 @@ def run_model(name: str, args: argparse.Namespace, peaks: dict[str, Any]) -> dic
     from edgefuse.clips import open as open_clips
     from edgefuse.export.api import build_model, export
     from edgefuse.export.config import make_config
-    from edgefuse.export.inspect import load_onnx, node_macs
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.io import load_onnx
+    from edgefuse.graph.metadata import read_metadata
+    from edgefuse.graph.query import node_macs
     from edgefuse.quantize import CalibrateConfig, calibrate
 
     r50 = name in R50
@@ -358,7 +359,7 @@ def main() -> None:
         write_docs(saved["results"], saved["peaks"], args, args.command or saved.get("command", "?"))
         return
     from edgefuse.estimate import measure_cpu_peak
-    from edgefuse.zoo import list_zoo
+    from edgefuse.lab.zoo import list_zoo
 
     if not (args.synth / "val.txt").is_file():
         import subprocess

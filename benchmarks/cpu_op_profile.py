@@ -35,8 +35,8 @@ def profile_engine(path: Path, runs: int) -> dict[str, Any]:
     import onnx
     import onnxruntime as ort
 
-    from edgefuse.backends.ort.runner import session_options
     from edgefuse.backends.sidecar import read_sidecar
+    from edgefuse.graph.ort import session_options
 
     saved = read_sidecar(path).settings.get("intra_op_num_threads")
     opts = session_options(saved if isinstance(saved, int) else None, optimize=False, profile=True)

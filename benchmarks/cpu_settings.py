@@ -42,7 +42,7 @@ def session(path: Path, threads: int | None = None, spin: str = "1", stop: bool 
             pattern: bool = True) -> Callable[[np.ndarray], Any]:
     import onnxruntime as ort
 
-    from edgefuse.backends.ort.runner import session_options
+    from edgefuse.graph.ort import session_options
 
     opts = session_options(threads, optimize=False, stop_spinning=stop)
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)

@@ -21,7 +21,7 @@ from edgefuse.backends.ort.cpu import cpu_identity
 from edgefuse.bench import BenchConfig, bench
 from edgefuse.export.api import export
 from edgefuse.export.config import make_config
-from edgefuse.zoo import ZOO_DIR, list_zoo
+from edgefuse.lab.zoo import ZOO_DIR, list_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +54,8 @@ def main() -> None:
                 if not policy_npz.is_file():  # the calibration clips, preprocessed as the model was trained
                     from edgefuse.clips import Preprocess, Sampling
                     from edgefuse.clips import open as open_clips
+                    from edgefuse.lab.zoo import get_zoo_entry
                     from edgefuse.models.registry import resolve_config
-                    from edgefuse.zoo import get_zoo_entry
 
                     e = get_zoo_entry(name)
                     pre = Preprocess.from_model_config(resolve_config(e["model"], input_size=e["size"], **e["options"]))

@@ -29,11 +29,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from edgefuse.export import ExportConfig, export  # noqa: E402
-from edgefuse.export.inspect import graph_macs  # noqa: E402
-from edgefuse.export.parity import ort_session  # noqa: E402
-from edgefuse.models import create_model, save_checkpoint  # noqa: E402
 from official.synth import synth_state_dict  # noqa: E402
+
+from edgefuse.export import ExportConfig, export  # noqa: E402
+from edgefuse.graph.ort import ort_session  # noqa: E402
+from edgefuse.graph.query import graph_macs  # noqa: E402
+from edgefuse.models import create_model, save_checkpoint  # noqa: E402
 
 
 def latency(path: Path, shape: tuple[int, ...], iterations: int, threads: int) -> dict[str, float]:

@@ -223,8 +223,7 @@ def _graph_of(path: Path, runner: Any) -> Any:
 
 def _estimate(path: Path, runner: Any, profile: Any) -> dict[str, Any]:
     from edgefuse.estimate import estimate
-
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.metadata import read_metadata
 
     graph = _graph_of(path, runner)
     est = estimate(graph, read_metadata(graph), profile)
@@ -236,7 +235,7 @@ def estimate_report(cfg: BenchConfig, profile: Any) -> dict[str, Any]:
     import onnx
 
     from edgefuse.estimate import estimate
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.metadata import read_metadata
 
     rows = []
     for i, path in enumerate(cfg.engines):
@@ -264,7 +263,13 @@ def jetson_power(report_rows: list[dict[str, Any]], runners: list[tuple[str, Any
                  cfg: BenchConfig) -> None:
     """On a Jetson: the power mode and whether clocks are pinned (a warning when not), then each engine
     runs alone for ``energy_seconds`` under tegrastats: mean power and energy per clip."""
-    from edgefuse.jetson import TegrastatsSampler, clocks_pinned, energy_per_clip_mj, mean_power_mw, power_mode
+    from edgefuse.devices.jetson import (
+        TegrastatsSampler,
+        clocks_pinned,
+        energy_per_clip_mj,
+        mean_power_mw,
+        power_mode,
+    )
 
     mode, pinned = power_mode(), clocks_pinned()
     if pinned is False:

@@ -47,12 +47,12 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
     from edgefuse.clips import open as open_clips
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
-    from edgefuse.export.inspect import graph_macs
+    from edgefuse.graph.query import graph_macs
+    from edgefuse.lab.synth import SynthConfig, generate
+    from edgefuse.lab.zoo import get_zoo_entry, zoo_dir
     from edgefuse.models.registry import resolve_config
     from edgefuse.quantize import CalibrateConfig, calibrate
-    from edgefuse.synth import SynthConfig, generate
     from edgefuse.validate import ValidateConfig, validate
-    from edgefuse.zoo import get_zoo_entry, zoo_dir
 
     start = time.monotonic()
     work = cfg.work

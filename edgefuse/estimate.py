@@ -34,7 +34,7 @@ import onnx
 from edgefuse.backends.ort.cpu import cpu_identity
 from edgefuse.devices import DeviceProfile
 from edgefuse.errors import EdgefuseError
-from edgefuse.export.inspect import macs_of_node
+from edgefuse.graph.query import macs_of_node
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class Estimate:
 
     def table(self, top: int | None = None) -> str:
         """The kernels, slowest first (``top`` of them), as a plain-text table."""
-        from edgefuse.table import format_table
+        from edgefuse.cli.render import format_table
 
         rows = sorted(self.kernels, key=lambda lay: -lay.time_ms)[:top]
         return format_table(
@@ -181,7 +181,7 @@ def _dtype(elem_type: int) -> np.dtype:
 
 def _probe(model: onnx.ModelProto, meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and element type of every tensor of the main graph, from one ONNX Runtime run with all exposed."""
-    from edgefuse.export.inspect import run_exposed
+    from edgefuse.graph.query import run_exposed
 
     inits = {i.name for i in model.graph.initializer}
     names = list(dict.fromkeys(o for n in model.graph.node for o in n.output if o and o not in inits))
@@ -231,7 +231,7 @@ def layer_costs(model: onnx.ModelProto, meta: dict[str, Any] | None = None, fuse
     """
     if runtime not in ("tensorrt", "onnxruntime"):
         raise EdgefuseError(f"runtime must be tensorrt or onnxruntime, not {runtime!r}")
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.metadata import read_metadata
 
     meta = meta if meta is not None else read_metadata(model)
     info = _probe(model, meta)
@@ -406,7 +406,7 @@ def layer_costs(model: onnx.ModelProto, meta: dict[str, Any] | None = None, fuse
 def _session(model: onnx.ModelProto, threads: int | None):  # type: ignore[no-untyped-def]
     import onnxruntime as ort  # type: ignore[import-untyped]
 
-    from edgefuse.backends.ort.runner import session_options
+    from edgefuse.graph.ort import session_options
 
     opts = session_options(threads)
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -545,7 +545,7 @@ def estimate(model: onnx.ModelProto, meta: dict[str, Any] | None, profile: Devic
     """
     if cpu_int8 not in ("auto", "qdq"):
         raise EdgefuseError(f"cpu_int8 must be auto or qdq, not {cpu_int8!r}")
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.metadata import read_metadata
 
     meta = meta if meta is not None else read_metadata(model)
     cpu = profile.kind == "cpu"

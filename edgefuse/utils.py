@@ -1,7 +1,8 @@
-"""Small shared helpers: atomic output, preprocessed clips from .npz."""
+"""Small shared helpers: atomic output, file digests, preprocessed clips from .npz."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +35,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_npz_clips(path: Path, what: str) -> torch.Tensor:

@@ -61,7 +61,7 @@ def _reference(cfg: ValidateConfig, metadata: dict[str, Any]):  # type: ignore[n
 
 
 def _decisions(runner: Any, clips: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    from edgefuse.backends.ort.runner import OrtRunner
+    from edgefuse.graph.runner import OrtRunner
 
     if not names or not isinstance(runner, OrtRunner):
         return {}
@@ -165,7 +165,7 @@ def _suspects(departed: str, good: list[str], model: onnx.ModelProto) -> list[st
 
 def ort_engine_tensors(engine: onnx.ModelProto, clips: np.ndarray) -> Any:
     """For :func:`first_departure`: an ONNX Runtime engine's tensors (those it still has) on ``clips``."""
-    from edgefuse.backends.ort.runner import OrtRunner
+    from edgefuse.graph.runner import OrtRunner
 
     present = {o for n in engine.graph.node for o in n.output}
 
@@ -202,8 +202,8 @@ def first_departure(reference: onnx.ModelProto, engine_tensors: Any, clips: np.n
     (``engine_tensors(names) -> {name: array}``: ONNX Runtime exposes them, TensorRT marks them as outputs);
     the first tensor (in the reference's order) whose relative error max|a - b| / max|a| exceeds
     ``tolerance``, with the node making it and the layers that may be at fault."""
-    from edgefuse.backends.ort.runner import OrtRunner
-    from edgefuse.quantize.calibrate import float_tensors
+    from edgefuse.graph.query import float_tensors
+    from edgefuse.graph.runner import OrtRunner
 
     ref_names = float_tensors(reference)
     b = engine_tensors(ref_names)
@@ -311,13 +311,12 @@ def write_html(report: dict[str, Any], path: Path) -> Path:
 
 def validate(cfg: ValidateConfig) -> dict[str, Any]:
     from edgefuse import backends
+    from edgefuse.backends.sidecar import sidecar_path
     from edgefuse.clips import Preprocess, Sampling
     from edgefuse.clips import open as open_clips
+    from edgefuse.graph.io import load_onnx
+    from edgefuse.graph.runner import OrtRunner
     from edgefuse.quantize.evaluate import block_of, decision_tensors, flip_rate
-
-    from edgefuse.backends.ort.runner import OrtRunner
-    from edgefuse.backends.sidecar import sidecar_path
-    from edgefuse.export.inspect import load_onnx
 
     # AdaFuse: the decisions of both come out of the same runs as the logits (ONNX Runtime graphs with a policy)
     is_graph = cfg.reference.suffix.lower() == ".onnx" and not sidecar_path(cfg.reference).is_file()

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import OFFICIAL
+
 from edgefuse.errors import EdgefuseError
 from edgefuse.models import create_model, load_imagenet_backbone
 from edgefuse.models.backbones import create_backbone

@@ -127,8 +127,8 @@ def zoo_onnx(tmp_path_factory, synth_default) -> dict[str, dict[str, Path]]:  # 
     """Every zoo model exported (FP32) and calibrated to INT8."""
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
+    from edgefuse.lab.zoo import list_zoo
     from edgefuse.quantize import CalibrateConfig, calibrate
-    from edgefuse.zoo import list_zoo
 
     tmp = tmp_path_factory.mktemp("engines")
     out: dict[str, dict[str, Path]] = {}
@@ -182,7 +182,7 @@ def test_cpu_engine_threads_default_to_onnx_runtime_pinned_pool_explicit_count_k
 def test_sessions_stop_spinning_after_each_run(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Every edgefuse session stops its threads spinning when a run ends (ONNX Runtime's default keeps
     them spinning, which slowed another session of the process 1.5-2.5x); outputs do not change."""
-    from edgefuse.backends.ort.runner import session_options
+    from edgefuse.graph.ort import session_options
 
     graph = zoo_onnx["synth_tsm_r18w025"]["int8"]
     engine = build_engine(BuildConfig(graph, tmp_path / "tsm.int8.engine", device="cpu", backend="onnxruntime")).path
@@ -211,8 +211,8 @@ def test_cpu_int8_rewrite_keeps_every_quantized_tensor_within_one_step(zoo_onnx)
     tensor whose inputs are still identical stays within one quantization step, and with the
     residual convolutions quantized too (auto) the top-1 class does not change."""
     from edgefuse.backends.ort.int8 import cpu_int8_graph
-    from edgefuse.backends.ort.runner import OrtRunner
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.metadata import read_metadata
+    from edgefuse.graph.runner import OrtRunner
 
     x = _clips(2)
     for name in ("synth_tsm_r18w025", "synth_gsf_r18w025"):
@@ -268,7 +268,7 @@ def test_cpu_int8_engine_agrees_with_fp32_on_val_clips(zoo_onnx, synth_default, 
     >= 98% of 64 val clips."""
     from edgefuse.clips import Preprocess, Sampling
     from edgefuse.clips import open as open_clips
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.metadata import read_metadata
 
     graphs = zoo_onnx["synth_tsm_r18w025"]
     meta = read_metadata(graphs["fp32"])
@@ -281,7 +281,7 @@ def test_cpu_int8_engine_agrees_with_fp32_on_val_clips(zoo_onnx, synth_default, 
 
 def test_unit_batch_dropped_around_the_shift_changes_no_value(zoo_onnx) -> None:  # type: ignore[no-untyped-def]
     from edgefuse.backends.ort.layout import drop_unit_batch
-    from edgefuse.backends.ort.runner import OrtRunner
+    from edgefuse.graph.runner import OrtRunner
 
     graph = onnx.load(str(zoo_onnx["synth_tsm_r18w025"]["fp32"]))
     dropped = drop_unit_batch(graph)
@@ -556,7 +556,7 @@ def test_backend_auto_times_both_and_keeps_the_faster(zoo_onnx, tmp_path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.fp32.engine", "auto.fp32.engine.json",
                                                           "auto.int8.engine", "auto.int8.engine.json"]
     bf16 = build_engine(BuildConfig(graphs["fp32"], tmp_path / "bf.engine", device="cpu", precision="bf16"))
-    assert bf16.sidecar["backend"] == "openvino" and bf16.sidecar["precision"] == "bf16"  # only OpenVINO has bf16
+    assert bf16.sidecar.backend == "openvino" and bf16.sidecar.precision == "bf16"  # only OpenVINO has bf16
     with pytest.raises(EdgefuseError, match="bf16 is OpenVINO's"):
         build_engine(BuildConfig(graphs["fp32"], tmp_path / "x.engine", device="cpu", precision="bf16",
                                  backend="onnxruntime"))
@@ -568,6 +568,6 @@ def test_backend_auto_without_openvino_builds_onnx_runtime_and_says_why(zoo_onnx
             "from pathlib import Path\nfrom edgefuse.backends import BuildConfig, build_engine\n"
             f"r = build_engine(BuildConfig(Path({str(zoo_onnx['synth_tsm_r18w025']['fp32'])!r}), "
             f"Path({str(tmp_path / 'm.engine')!r}), device='cpu'))\n"
-            "c = r.sidecar['settings']['backend_choice']\n"
-            "assert r.sidecar['backend'] == 'onnxruntime' and 'not installed' in c['reason'] and not c['median_ms'], c\n")
+            "c = r.sidecar.settings['backend_choice']\n"
+            "assert r.sidecar.backend == 'onnxruntime' and 'not installed' in c['reason'] and not c['median_ms'], c\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-
 from conftest import load_fixture
-from edgefuse.errors import EdgefuseError
-from edgefuse.models import create_model, read_checkpoint, save_checkpoint
 from official.synth import synth_input, synth_state_dict
 from test_official_equivalence import CONTAINERS
+
+from edgefuse.errors import EdgefuseError
+from edgefuse.models import create_model, read_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from edgefuse.devices import get_device
 from edgefuse.errors import EdgefuseError
 from edgefuse.estimate import LABEL, compare_with_measurement, estimate, layer_costs, measure_cpu_peak
-from edgefuse.export.inspect import node_macs
+from edgefuse.graph.query import node_macs
 
 US = 1e-3  # one microsecond in ms
 CONV_MACS = 8 * 8 * 4 * (3 * 3 * 3 + 1)  # 256 outputs x (27 weights + bias) = 7168

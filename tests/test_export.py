@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from edgefuse.errors import EdgefuseError
-from edgefuse.export import hygiene
 from edgefuse.export.api import export
 from edgefuse.export.config import ExportConfig, list_presets, load_preset, make_config
-from edgefuse.export.inspect import graph_macs, inspect_onnx
-from edgefuse.export.metadata import read_metadata
-from edgefuse.export.parity import ort_session
+from edgefuse.graph import hygiene
+from edgefuse.graph.inspect import inspect_onnx
+from edgefuse.graph.metadata import read_metadata
+from edgefuse.graph.ort import ort_session
+from edgefuse.graph.query import graph_macs
 from edgefuse.models import create_model, list_models, save_checkpoint
 
 # One model per architecture on the light backbones in the default suite; every zoo model with -m slow.

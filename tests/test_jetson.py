@@ -1,4 +1,4 @@
-"""edgefuse.jetson: tegrastats parsing on real lines from every Jetson generation, the sampler, energy, nvpmodel and
+"""edgefuse.devices.jetson: tegrastats parsing on real lines from every Jetson generation, the sampler, energy, nvpmodel and
 jetson_clocks parsing. Every line under tests/data/tegrastats and tests/data/jetson_tools is real output quoted in a
 public source named in the file's header; the expected values below were read off those lines by hand."""
 from __future__ import annotations
@@ -11,8 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
-from edgefuse.errors import EdgefuseError
-from edgefuse.jetson import (
+from edgefuse.devices.jetson import (
     CpuCore,
     TegraSample,
     TegrastatsSampler,
@@ -26,6 +25,7 @@ from edgefuse.jetson import (
     parse_tegrastats,
     power_mode,
 )
+from edgefuse.errors import EdgefuseError
 
 DATA = Path(__file__).parent / "data"
 TEGRASTATS = DATA / "tegrastats"
@@ -280,7 +280,7 @@ def test_energy_trapezoid_known_answers() -> None:
 def test_energy_constant_power_and_holding_edges(caplog: pytest.LogCaptureFixture) -> None:
     s = synthetic([(0.0, 5000), (0.25, 5000), (0.5, None), (1.0, 5000), (2.0, 5000)])  # None: no rails that line
     assert energy_mj(s, 0.0, 2.0) == pytest.approx(10000)
-    with caplog.at_level("WARNING", logger="edgefuse.jetson"):
+    with caplog.at_level("WARNING", logger="edgefuse.devices.jetson"):
         assert energy_mj(s, -1.0, 3.0) == pytest.approx(20000)  # held at 5 W outside the samples
     assert "cover" in caplog.text
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import load_fixture
-from edgefuse.models import create_model
 from official.synth import synth_input, synth_state_dict
+
+from edgefuse.models import create_model
 
 CASES = {
     # fixture: (edgefuse model, options)

@@ -16,16 +16,24 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from edgefuse.errors import EdgefuseError
-from edgefuse.export import hygiene
 from edgefuse.export.api import export
 from edgefuse.export.config import ExportConfig
+from edgefuse.graph import hygiene
+from edgefuse.graph.runner import OrtRunner
+from edgefuse.lab.synth import SynthConfig, generate
 from edgefuse.quantize import CalibrateConfig, calibrate, qdq
 from edgefuse.quantize.calibrate import collect_stats
-from edgefuse.backends.ort.runner import OrtRunner
 from edgefuse.quantize.evaluate import decision_tensors
-from edgefuse.quantize.stats import NUM_BINS, ActivationStats, Histogram, amax_entropy, amax_mse, amax_percentile, thresholds
+from edgefuse.quantize.stats import (
+    NUM_BINS,
+    ActivationStats,
+    Histogram,
+    amax_entropy,
+    amax_mse,
+    amax_percentile,
+    thresholds,
+)
 from edgefuse.quantize.trtcache import encode_version, read_cache, write_cache
-from edgefuse.synth import SynthConfig, generate
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +215,7 @@ def zoo_graphs(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-
     from edgefuse.export.config import make_config
 
     tmp = tmp_path_factory.mktemp("zoo_graphs")
-    from edgefuse.zoo import list_zoo
+    from edgefuse.lab.zoo import list_zoo
 
     shipped = {e["name"] for e in list_zoo()}
     names = {"tsm": "synth_tsm_r18w025", "adafuse": "synth_adafuse_tsm_r18w025"}

@@ -243,7 +243,7 @@ def _dims(value_info) -> list[int | str]:  # type: ignore[no-untyped-def]
 def test_onnx_graph_layout(exported) -> None:  # type: ignore[no-untyped-def]
     import onnx
 
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.metadata import read_metadata
 
     model, stream, spec, path = exported
     assert list(path.parent.iterdir()) == [path]  # written atomically, nothing left behind

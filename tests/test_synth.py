@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from edgefuse import synth
 from edgefuse.cli import EdgefuseGroup
 from edgefuse.cli.synth import synth_cmd
 from edgefuse.errors import EdgefuseError
-from edgefuse.synth import CLASSES, PAIRS, SynthConfig, clip_label, generate, read_list, render_clip
+from edgefuse.lab import synth
+from edgefuse.lab.synth import CLASSES, PAIRS, SynthConfig, clip_label, generate, read_list, render_clip
 
 SMALL = {"train": 20, "val": 10, "calib": 10, "frames": 8, "size": 64}
 SPLITS = {"train": 20, "val": 10, "calib": 10}

@@ -13,20 +13,12 @@ import torch
 from click.testing import CliRunner
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.lab.train import TrainConfig, build_model, evaluate, normalise, prepare_clips, segment_indices, train
+from edgefuse.lab.zoo import add_to_zoo, list_zoo, load_zoo_model, zoo_entry
 from edgefuse.models import create_model, read_checkpoint
 from edgefuse.models.cost import adafuse_cost, adafuse_macs, decision_savings, savings_tensor
 from edgefuse.models.layers import AdaFuse, argmax_onehot
 from edgefuse.models.layers.adafuse import KEEP
-from edgefuse.train import (
-    TrainConfig,
-    build_model,
-    evaluate,
-    normalise,
-    prepare_clips,
-    segment_indices,
-    train,
-)
-from edgefuse.zoo import add_to_zoo, list_zoo, load_zoo_model, zoo_entry
 
 FRAMES, SIDE, SIZE, SEGMENTS = 16, 32, 28, 8  # 28 * 256 // 224 == 32: frames are already at the scale size
 
@@ -268,8 +260,8 @@ def test_warm_start_from_tsm_and_keep_bias(tmp_path: Path) -> None:
 
 
 def test_zoo_round_trip_with_half_checkpoint(tmp_path: Path, toy, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from edgefuse.models.checkpoint import sha256_file
-    from edgefuse.train import save_trained
+    from edgefuse.lab.train import save_trained
+    from edgefuse.utils import sha256_file
 
     train_data, val_data = toy
     cfg = toy_cfg("tsm_resnet18", epochs=1, out=tmp_path / "zoo" / "toy_tsm.pth", half=True)

@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgefuse.export.api import _save
-from edgefuse.export.parity import ort_session
+from edgefuse.graph.io import save_onnx
+from edgefuse.graph.ort import ort_session
 from edgefuse.utils import atomic_path
 
 
@@ -40,7 +40,7 @@ def test_large_graphs_keep_weights_beside_the_graph(tmp_path) -> None:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "big.onnx"
-    _save(model, path, limit=1024)  # pretend 1 KB is the 2 GB protobuf limit
+    save_onnx(model, path, limit=1024)  # pretend 1 KB is the 2 GB protobuf limit
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
     assert path.stat().st_size < 4096 * 4
     x = np.ones((1, 64), np.float32)

@@ -70,7 +70,7 @@ def test_validate_catches_a_damaged_engine_and_names_the_layer(tsm, synth_defaul
 
 
 def test_validate_against_a_checkpoint_runs_pytorch_eager(tsm, synth_default) -> None:  # type: ignore[no-untyped-def]
-    from edgefuse.zoo import ZOO_DIR
+    from edgefuse.lab.zoo import ZOO_DIR
 
     rep = validate(ValidateConfig(engine=tsm["engine"], reference=ZOO_DIR / "synth_tsm_r18w025.pth",
                                   clips=synth_default / "val.txt", num_clips=16, progress=False))
@@ -78,7 +78,7 @@ def test_validate_against_a_checkpoint_runs_pytorch_eager(tsm, synth_default) ->
 
 
 def test_bench_figures_come_from_the_raw_timings(tsm, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from edgefuse.zoo import ZOO_DIR
+    from edgefuse.lab.zoo import ZOO_DIR
 
     rep = bench(BenchConfig(engines=(tsm["engine"], tsm["fp32"]), device="cpu", iterations=6, warmup=1,
                             eager=ZOO_DIR / "synth_tsm_r18w025.pth", json_out=tmp_path / "b.json",
@@ -131,7 +131,7 @@ def test_bench_estimates_beside_measurements_and_alone_for_other_devices(tsm) ->
 def test_validate_reports_adafuse_flips_and_realized_macs(synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
-    from edgefuse.zoo import get_zoo_entry
+    from edgefuse.lab.zoo import get_zoo_entry
 
     name = "synth_adafuse_tsm_r18w025"
     fp32 = export(make_config(None, tmp_path / "ada.onnx", model=name)).path

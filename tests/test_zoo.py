@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from edgefuse import clips
-from edgefuse.models.checkpoint import sha256_file
+from edgefuse.lab.zoo import ZOO_DIR, list_zoo, load_zoo_model
 from edgefuse.models.cost import adafuse_cost
-from edgefuse.zoo import ZOO_DIR, list_zoo, load_zoo_model
+from edgefuse.utils import sha256_file
 
 ENTRIES = list_zoo()
 BY_ARCH = {e["model"].split("_resnet")[0]: e for e in ENTRIES}

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgefuse.backends.sidecar import Sidecar
 from edgefuse.errors import EdgefuseError
 
 log = logging.getLogger(__name__)
@@ -57,22 +58,31 @@ class BuildConfig:
     backend: str = "auto"  # cpu: onnxruntime (auto) or openvino (optional, edgefuse.backends.openvino)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildResult:
+    """What ``build_engine`` wrote: the engine, its sidecar file and the sidecar's facts."""
+
     path: Path
     sidecar_path: Path
-    sidecar: dict[str, Any]
+    sidecar: Sidecar
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "sidecar_path": str(self.sidecar_path), "sidecar": self.sidecar.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BuildResult:
+        return cls(Path(d["path"]), Path(d["sidecar_path"]), Sidecar.from_dict(d["sidecar"]))
 
 
 def build_engine(cfg: BuildConfig) -> BuildResult:
     """Build ``cfg.model`` for ``cfg.device``: an ONNX Runtime engine for ``cpu``, a TensorRT
     engine for a GPU or Jetson profile (on that machine, with TensorRT installed)."""
     from edgefuse.backends.plan import graph_inputs, graph_precision, optimization_profiles, plan_precision
-    from edgefuse.backends.sidecar import Sidecar, write_sidecar
+    from edgefuse.backends.sidecar import write_sidecar
     from edgefuse.devices import detect_device, get_device
-    from edgefuse.export.inspect import load_onnx
-    from edgefuse.export.metadata import read_metadata
-    from edgefuse.models.checkpoint import sha256_file
+    from edgefuse.graph.io import load_onnx
+    from edgefuse.graph.metadata import read_metadata
+    from edgefuse.utils import sha256_file
 
     start = time.monotonic()
     profile = detect_device() if cfg.device == "auto" else get_device(cfg.device)
@@ -122,7 +132,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), notes=list(plan.notes),
     )
     side = write_sidecar(cfg.output, sidecar)
-    return BuildResult(cfg.output, side, sidecar.to_dict())
+    return BuildResult(cfg.output, side, sidecar)
 
 
 def _build_cpu(cfg: BuildConfig, model: Any, graph: str, precision: str, bf16: bool,
@@ -170,7 +180,7 @@ def _build_cpu(cfg: BuildConfig, model: Any, graph: str, precision: str, bf16: b
             settings["backend_choice"] = Choice("onnxruntime", f"OpenVINO could not build it ({e})").to_dict()
             return backend, version, settings, p
         from edgefuse.backends.openvino import OpenVinoRunner
-        from edgefuse.backends.ort.runner import OrtRunner
+        from edgefuse.graph.runner import OrtRunner
 
         runners = {"onnxruntime": OrtRunner(tmp["onnxruntime"], threads=cfg.threads, optimize=False).run,
                    "openvino": OpenVinoRunner(tmp["openvino"], {"settings": built["openvino"][2]}, cfg.threads).run}
@@ -197,8 +207,8 @@ def load(path: str | Path, threads: int | None = None, extra_outputs: Sequence[s
     if not p.is_file():
         raise EdgefuseError(f"{p}: no such engine or ONNX file; check the path")
     if p.suffix.lower() == ".onnx" and not sidecar_path(p).is_file():
-        from edgefuse.backends.ort.runner import OrtRunner
-        from edgefuse.export.inspect import load_onnx
+        from edgefuse.graph.io import load_onnx
+        from edgefuse.graph.runner import OrtRunner
 
         return OrtRunner(load_onnx(p), extra_outputs=extra_outputs, threads=threads)
     sidecar = read_sidecar(p)

@@ -87,7 +87,7 @@ class OpenVinoRunner:
         self.batch = shape[0].get_length() if shape[0].is_static else None
 
     def run(self, clips: np.ndarray) -> np.ndarray:
-        from edgefuse.backends.ort.runner import batch_chunks
+        from edgefuse.graph.runner import batch_chunks
 
         logits = []
         for chunk, n in batch_chunks(clips, self.batch, default=max(1, len(clips))):

@@ -37,6 +37,12 @@ class Sidecar:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sidecar:
+        """From :meth:`to_dict`'s form; fields this version does not know are ignored (a newer sidecar)."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 def sidecar_path(engine: str | Path) -> Path:
     p = Path(engine)
@@ -61,8 +67,7 @@ def read_sidecar(engine: str | Path) -> Sidecar:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, Mapping):
             raise ValueError("not a JSON object")
-        known = {f for f in Sidecar.__dataclass_fields__}
-        return Sidecar(**{k: v for k, v in data.items() if k in known})
+        return Sidecar.from_dict(data)
     except (ValueError, TypeError) as e:
         raise EdgefuseError(f"{path}: not a valid engine sidecar ({e}); rebuild the engine with "
                             "'edgefuse build-engine'") from None
@@ -95,7 +100,7 @@ def check_compatible(engine: str | Path, sidecar: Sidecar, backend_version: str,
 
 def check_engine_bytes(engine: str | Path, sidecar: Sidecar) -> None:
     """The engine file is the one the sidecar describes (a corrupt or replaced engine is refused)."""
-    from edgefuse.models.checkpoint import sha256_file
+    from edgefuse.utils import sha256_file
 
     if sha256_file(Path(engine)) != sidecar.engine_sha256:
         raise EdgefuseError(f"{engine}: its bytes do not match the sidecar's sha256: the engine is corrupt or was "

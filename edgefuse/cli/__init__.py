@@ -41,11 +41,11 @@ def _register() -> None:
     from edgefuse.cli import calibrate as _calibrate
     from edgefuse.cli import demo as _demo
     from edgefuse.cli import engine as _engine
-    from edgefuse.cli import validate as _validate
     from edgefuse.cli import export as _export
     from edgefuse.cli import models as _models
     from edgefuse.cli import synth as _synth
     from edgefuse.cli import train as _train
+    from edgefuse.cli import validate as _validate
 
     cli.add_command(_models.models_cmd)
     cli.add_command(_models.inspect_cmd)

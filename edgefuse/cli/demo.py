@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgefuse.cli.options import json_option
-from edgefuse.table import format_table
+from edgefuse.cli.render import format_table
 
 
 @click.command("demo")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgefuse.cli.options import json_option
-from edgefuse.table import format_table
+from edgefuse.cli.render import format_table
 
 
 @click.command("devices")
@@ -68,7 +68,7 @@ def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str
                       workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, timing_cache=timing_cache,
                       threads=threads, cpu_int8=cpu_int8, backend=backend)
     result = build_engine(cfg)
-    s = result.sidecar
+    s = result.sidecar.to_dict()
     if as_json:
         click.echo(json.dumps(s, indent=2, default=str))
         return

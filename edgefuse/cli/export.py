@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from edgefuse.cli.options import json_option
+from edgefuse.cli.render import format_table
 from edgefuse.errors import EdgefuseError
-from edgefuse.table import format_table
 
 
 def _parse_ranges(values: tuple[str, ...]) -> dict[str, tuple[int, int, int]]:
@@ -68,7 +68,8 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, Any]:
 def export_cmd(model: str | None, preset: str | None, list_presets: bool, output: Path | None, ranges: tuple[str, ...],
                model_options: tuple[str, ...], as_json: bool, **given: Any) -> None:
     """Trace MODEL (with its checkpoint) into a checked, TensorRT-ready ONNX graph."""
-    from edgefuse.export.config import list_presets as presets, make_config
+    from edgefuse.export.config import list_presets as presets
+    from edgefuse.export.config import make_config
 
     if list_presets:
         click.echo(format_table([{"name": n, "description": d} for n, d in presets()], ["name", "description"]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgefuse.cli.options import json_option, model_options
-from edgefuse.table import format_table
+from edgefuse.cli.render import format_table
 
 
 @click.command("models")
@@ -17,11 +17,9 @@ from edgefuse.table import format_table
 @json_option
 def models_cmd(pattern: str, frames: int, size: int, as_json: bool) -> None:
     """List the model zoo (glob PATTERN) with parameters and dense MACs."""
-    from edgefuse.models.report import zoo
-
-    from edgefuse.zoo import trained_rows
-
     from edgefuse.errors import EdgefuseError
+    from edgefuse.lab.zoo import trained_rows
+    from edgefuse.models.report import zoo
 
     trained = trained_rows(pattern)
     try:
@@ -87,7 +85,7 @@ def inspect_cmd(target: str, checkpoint: Path | None, num_classes: int | None, s
 
 
 def _inspect_onnx(path: str, as_json: bool) -> None:
-    from edgefuse.export.inspect import inspect_onnx
+    from edgefuse.graph.inspect import inspect_onnx
 
     r = inspect_onnx(path)
     if as_json:

@@ -41,8 +41,8 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
               init: Path | None, seed: int, threads: int | None, workers: int, zoo_name: str | None, half: bool) -> None:
     """Train MODEL (e.g. tsm_resnet18, adafuse_tsm_resnet18) from scratch on CPU on a benchmark
     folder and write a checkpoint; per-epoch figures go to the log (-v)."""
+    from edgefuse.lab.train import TrainConfig, train_from_dir
     from edgefuse.models import get_entry
-    from edgefuse.train import TrainConfig, train_from_dir
 
     get_entry(model)  # unknown names fail before any decoding
     cfg = TrainConfig(model, options={"width": width}, segments=segments, size=size, epochs=epochs,
@@ -58,7 +58,7 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
     click.echo(f"train: wrote {result.checkpoint} (sha256 {result.sha256}): val top1 {m['top1']:.3f}{pair}, "
                f"{cost}, {result.train_seconds:.0f} s")
     if zoo_name:
-        from edgefuse.zoo import add_checkpoint, zoo_dir
+        from edgefuse.lab.zoo import add_checkpoint, zoo_dir
 
         add_checkpoint(zoo_name, out)
         click.echo(f"train: added {zoo_name} to the zoo in {zoo_dir()}")

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from edgefuse.cli.options import clip_options, json_option
-from edgefuse.table import format_table
+from edgefuse.cli.render import format_table
 
 
 @click.command("validate")

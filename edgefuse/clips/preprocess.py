@@ -90,7 +90,7 @@ class Preprocess:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any], source: str = "ONNX metadata") -> Preprocess:
-        """From the dict :func:`edgefuse.export.metadata.read_metadata` returns; ``source`` names
+        """From the dict :func:`edgefuse.graph.metadata.read_metadata` returns; ``source`` names
         the file in errors."""
         missing = [k for k in METADATA_KEYS if k not in meta]
         if missing:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numbers
 import logging
+import numbers
 import re
 import string
 from collections.abc import Mapping

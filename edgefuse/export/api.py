@@ -13,20 +13,21 @@ import torch
 
 from edgefuse import __version__
 from edgefuse.errors import EdgefuseError
-from edgefuse.export import hygiene
 from edgefuse.export.config import ExportConfig
-from edgefuse.export.metadata import set_metadata
 from edgefuse.export.parity import Parity, clip_parity, enforce, stream_parity
-from edgefuse.export.passes import name_graph, run_passes, simplifier
+from edgefuse.export.passes import name_graph, simplifier
 from edgefuse.export.trace import to_onnx
+from edgefuse.graph import hygiene
+from edgefuse.graph.io import save_onnx
+from edgefuse.graph.metadata import set_metadata
+from edgefuse.graph.passes import run_passes
 from edgefuse.models import create_model, read_checkpoint
 from edgefuse.models.cost import model_cost
 from edgefuse.models.video import VideoClassifier
-from edgefuse.utils import atomic_path, load_npz_clips
+from edgefuse.utils import load_npz_clips
 
 log = logging.getLogger(__name__)
 
-TWO_GB = 2**31 - 1
 
 
 @dataclass
@@ -85,25 +86,6 @@ def _base_metadata(model: VideoClassifier, cfg: ExportConfig, opset: int) -> dic
     }
 
 
-def _save(model: onnx.ModelProto, path: Path, limit: int = TWO_GB) -> None:
-    """Atomic save; graphs over 2 GB (``limit``) keep their weights in '<name>.data' beside the graph."""
-    if model.ByteSize() < limit:
-        with atomic_path(path) as tmp:
-            onnx.save(model, str(tmp))
-        return
-    data_name = path.name + ".data"
-    with atomic_path(path.parent / data_name) as tmp_data, atomic_path(path) as tmp:
-        onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=tmp_data.name, size_threshold=1024)
-        # point the graph at the final data file name
-        reloaded = onnx.load(str(tmp), load_external_data=False)
-        for init in reloaded.graph.initializer:
-            for entry in init.external_data:
-                if entry.key == "location":
-                    entry.value = data_name
-        onnx.save(reloaded, str(tmp))
-
-
 def export(cfg: ExportConfig) -> ExportResult:
     """Trace, simplify, annotate, check hygiene and parity, then write ``cfg.output`` atomically."""
     seconds: dict[str, float] = {}
@@ -155,7 +137,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     if not report.ok:
         raise EdgefuseError(f"{cfg.output}: the exported graph fails hygiene: {'; '.join(report.problems[:3])}")
     cost = model_cost(model, frames=cfg.segments if cfg.policy != "stream" else 1, size=cfg.size)
-    _save(onnx_model, cfg.output)
+    save_onnx(onnx_model, cfg.output)
     seconds["total"] = time.monotonic() - t0
     log.info("wrote %s (%d nodes)", cfg.output, len(onnx_model.graph.node))
     return ExportResult(cfg.output, meta, report, parity, cost.macs_per_clip, cost.params, seconds, fold_report)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from edgefuse.data import data_dir
 from edgefuse.errors import EdgefuseError
@@ -131,8 +132,8 @@ def make_config(preset: str | None, output: Path, **given: Any) -> ExportConfig:
 def _from_zoo(base: dict[str, Any]) -> dict[str, Any]:
     """A trained zoo model's name (e.g. synth_tsm_r18w025) stands for its registry model, shipped
     checkpoint, options, segments, size and classes; options given explicitly still win."""
+    from edgefuse.lab.zoo import get_zoo_entry, list_zoo, zoo_dir
     from edgefuse.models.registry import list_models
-    from edgefuse.zoo import get_zoo_entry, list_zoo, zoo_dir
 
     name = base["model"]
     if name in list_models() or name not in {e["name"] for e in list_zoo()}:

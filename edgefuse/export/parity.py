@@ -10,6 +10,7 @@ import onnx
 import torch
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.graph.ort import ort_session
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,6 @@ class Parity:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def ort_session(model: onnx.ModelProto | str, threads: int = 0):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    from edgefuse.backends.ort.runner import session_options
-
-    opts = session_options(threads or None)
-    payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
 
 
 def compare(label: str, reference: np.ndarray, candidate: np.ndarray) -> Parity:

@@ -403,7 +403,7 @@ def export_stream(
     also stored as JSON in the metadata entry ``edgefuse.stream_states``."""
     import onnx
 
-    from edgefuse.export.metadata import set_metadata
+    from edgefuse.graph.metadata import set_metadata
 
     spec = state_spec(stream_model, batch, height, width)
     inputs, outputs = io_names(spec)

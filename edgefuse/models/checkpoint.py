@@ -15,7 +15,6 @@ edgefuse    ``backbone.``/``fc.`` keys                   the model it was saved 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import zipfile
@@ -29,6 +28,7 @@ from torch import nn
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.models import adafuse, gsf, tsm
+from edgefuse.utils import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,6 @@ class Checkpoint:
     num_classes: int | None
     model_name: str | None = None  # when the checkpoint says (edgefuse checkpoints)
     config_extra: dict[str, Any] = field(default_factory=dict)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unpickler_reason(err: BaseException) -> str:

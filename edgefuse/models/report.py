@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from edgefuse.errors import EdgefuseError
-from edgefuse.utils import load_npz_clips
 from edgefuse.models.cost import adafuse_cost, model_cost
 from edgefuse.models.registry import create_model, get_entry, list_models, resolve_config
+from edgefuse.utils import load_npz_clips
 
 
 def zoo(pattern: str = "*", frames: int = 8, size: int = 224) -> list[dict[str, Any]]:

@@ -25,9 +25,10 @@ import numpy as np
 import onnx
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.graph.query import float_tensors
+from edgefuse.graph.runner import OrtRunner
 from edgefuse.progress import Progress
 from edgefuse.quantize import qdq
-from edgefuse.backends.ort.runner import OrtRunner
 from edgefuse.quantize.evaluate import Comparison, compare, decision_tensors
 from edgefuse.quantize.fp16 import convert_fp16, fp16_blocked
 from edgefuse.quantize.stats import METHODS, ActivationStats, thresholds
@@ -101,8 +102,8 @@ class CalibrateResult:
 # Inputs
 
 def load_fp32_graph(path: Path) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    from edgefuse.export.inspect import load_onnx
-    from edgefuse.export.metadata import read_metadata
+    from edgefuse.graph.io import load_onnx
+    from edgefuse.graph.metadata import read_metadata
 
     model = load_onnx(path)
     if qdq.is_quantized(model):
@@ -247,20 +248,6 @@ def load_clips(cfg: CalibrateConfig, meta: dict[str, Any], cache: Path, need_cal
 # ---------------------------------------------------------------------------------------------
 # Statistics
 
-def float_tensors(model: onnx.ModelProto) -> list[str]:
-    """Every float tensor a node produces, plus the float graph inputs."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in
-             list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
-    consts = qdq.initializer_names(model)
-    names = [i.name for i in model.graph.input if i.name not in consts and types.get(i.name) == onnx.TensorProto.FLOAT]
-    for n in model.graph.node:
-        if n.op_type == "Constant":
-            continue
-        names += [o for o in n.output if o and types.get(o) == onnx.TensorProto.FLOAT]
-    return list(dict.fromkeys(names))
-
-
 def collect_stats(model: onnx.ModelProto, clips: np.ndarray, cache: Path, progress: bool = True) -> ActivationStats:
     """Histograms of every tensor INT8 could use (the activation inputs of all candidate layers and
     residual identities) and ranges of every other float tensor, over ``clips``; saved to
@@ -350,8 +337,8 @@ def _drop(c: Comparison) -> float:
 # The command
 
 def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
-    from edgefuse.export.inspect import node_macs
-    from edgefuse.export.metadata import set_metadata
+    from edgefuse.graph.metadata import set_metadata
+    from edgefuse.graph.query import node_macs
 
     start = time.monotonic()
     model, meta = load_fp32_graph(cfg.model)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgefuse.backends.ort.runner import Outputs
+from edgefuse.graph.runner import Outputs
 
 # AdaFuse's decision one-hots are the float Cast of its boolean argmax in each block's scope
 DECISION_PATTERN = "*/adafuse/Cast"

@@ -39,7 +39,7 @@ def convert_fp16(model: onnx.ModelProto, blocked: Sequence[str]) -> onnx.ModelPr
     """``model`` in FP16 except ``blocked`` nodes, with FP32 inputs and outputs."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from edgefuse.export.passes import finalize
+    from edgefuse.graph.passes import finalize
 
     src = onnx.ModelProto()
     src.CopyFrom(model)

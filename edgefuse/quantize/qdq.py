@@ -133,7 +133,7 @@ def quantize_int8(model: onnx.ModelProto, amax: Mapping[str, float], nodes: Sequ
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import QuantType
 
-    from edgefuse.export.passes import finalize
+    from edgefuse.graph.passes import finalize
 
     needed = activation_tensors(model, nodes)
     missing = [t for t in needed if t not in amax]

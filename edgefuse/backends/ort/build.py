@@ -10,9 +10,10 @@ from typing import Any
 import onnx
 
 from edgefuse.backends.ort.cpu import cpu_identity
-from edgefuse.backends.ort.runner import OrtRunner, session_options
 from edgefuse.backends.sidecar import Sidecar, check_compatible, check_engine_bytes, read_sidecar
 from edgefuse.errors import EdgefuseError
+from edgefuse.graph.ort import session_options
+from edgefuse.graph.runner import OrtRunner
 from edgefuse.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
                             "exact (no rounding beyond the Q/DQ graph's) or qdq (the Q/DQ graph as it is)")
     if int8 in ("auto", "exact"):
         from edgefuse.backends.ort.int8 import cpu_int8_graph
-        from edgefuse.export.metadata import read_metadata
+        from edgefuse.graph.metadata import read_metadata
 
         ranges = read_metadata(model).get("cpu_int8_ranges") if int8 == "auto" else None
         if int8 == "auto" and not ranges:

@@ -36,7 +36,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgefuse.backends.ort.layout import drop_unit_batch
-from edgefuse.export.passes import finalize
+from edgefuse.graph.passes import finalize
 from edgefuse.quantize.qdq import DATA_MOVEMENT, symmetric_scale
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgefuse.export.passes import finalize
+from edgefuse.graph.passes import finalize
 
 log = logging.getLogger(__name__)
 

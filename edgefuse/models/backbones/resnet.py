@@ -16,6 +16,7 @@ Blocks take ``(x, t)``: ``x`` is (N*T, C, H, W) and ``t`` the number of segments
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torch import nn
 

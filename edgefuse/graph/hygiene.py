@@ -48,7 +48,7 @@ TARGETS = ("8.6", "10.3", "10.x-latest", "11")
 
 @lru_cache(maxsize=1)
 def trt_tables() -> dict[str, Any]:
-    text = resources.files("edgefuse.export").joinpath("data/trt_onnx_ops.json").read_text()
+    text = resources.files("edgefuse.graph").joinpath("data/trt_onnx_ops.json").read_text()
     return json.loads(text)  # type: ignore[no-any-return]
 
 

@@ -1,7 +1,7 @@
 """Training on CPU: small TSN, TSM, GSF and AdaFuse models on a benchmark, reproducibly.
 
 ```python
-from edgefuse.train import TrainConfig, train, train_from_dir
+from edgefuse.lab.train import TrainConfig, train, train_from_dir
 
 cfg = TrainConfig("tsm_resnet18", options={"width": 0.25}, num_classes=10, segments=8, size=112, out=Path("m.pth"))
 result = train(cfg, (train_frames, train_labels), (val_frames, val_labels))   # tensors in memory
@@ -594,7 +594,7 @@ def train(cfg: TrainConfig, train_data: Data, val_data: Data, *, progress: bool 
     result = TrainResult(model, cfg, history, metrics, time.monotonic() - start)
     if cfg.out is not None:
         result.checkpoint = save_trained(result, cfg.out, half=cfg.half)
-        from edgefuse.models.checkpoint import sha256_file
+        from edgefuse.utils import sha256_file
 
         result.sha256 = sha256_file(result.checkpoint)
     return result

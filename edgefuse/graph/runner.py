@@ -1,4 +1,4 @@
-"""Running ONNX graphs and ONNX Runtime engines on clips: the runner validate, bench and calibrate use.
+"""The plain runner of ONNX graphs and ONNX Runtime engines on clips (validate, bench, calibrate).
 
 A clip graph takes (N, T, 3, H, W) and gives logits (N, K); a static batch dimension is honoured
 by running clips in chunks of that size (the last one padded). A stream graph (metadata
@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgefuse.graph.metadata import read_metadata
+from edgefuse.graph.ort import ort_session
+from edgefuse.graph.query import graph_inputs, with_outputs
 from edgefuse.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -41,33 +44,6 @@ def batch_chunks(clips: np.ndarray, batch: int | None, default: int = 1) -> list
     return out
 
 
-def session_options(threads: int | None = None, optimize: bool = True, profile: bool = False,  # type: ignore[no-untyped-def]
-                    stop_spinning: bool = True):
-    """ONNX Runtime CPU session options: ``threads`` intra-op threads, all graph optimizations or none
-    (an engine was optimized when it was built). ``threads=None`` (or 0) leaves the count to ONNX
-    Runtime: one thread per physical core, pinned to it.
-
-    The pool's threads spin while a run is in progress and stop when it ends
-    (``session.force_spinning_stop``). ONNX Runtime's default keeps them spinning after the run, which
-    costs nothing measurable alone but slows any other session of the process run in turn: the zoo TSN
-    FP32 engine took 2.7 ms alone, 4.0-6.6 ms beside a second session with the default, 2.6-2.8 ms with
-    spinning stopped at the end of each run (alone too: 2.6 ms; TSM-R50 INT8 113 vs 111 ms; docs/cpu_settings.md).
-    That is what ``edgefuse bench``, ``build-engine --backend auto``, validate and the demo do.
-    ``stop_spinning=False`` keeps ONNX Runtime's default (benchmarks/cpu_settings.py compares them)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or 0)
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.force_spinning_stop", "1" if stop_spinning else "0")
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3
-    opts.enable_profiling = profile
-    return opts
-
-
 class OrtRunner:
     """An ONNX Runtime CPU session over a graph (``onnx.ModelProto`` or a path) with
     ``extra_outputs`` exposed."""
@@ -76,35 +52,21 @@ class OrtRunner:
 
     def __init__(self, model: onnx.ModelProto | str | Path, extra_outputs: Sequence[str] = (),
                  threads: int | None = None, optimize: bool = True, info: dict[str, Any] | None = None) -> None:
-        import onnxruntime as ort
-
-        from edgefuse.export.metadata import read_metadata
-
         if not isinstance(model, onnx.ModelProto):
             model = onnx.load(str(model))
         self.info = info or {}
         self.metadata = read_metadata(model) or dict(self.info.get("metadata") or {})
         produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
         extra_outputs = [t for t in extra_outputs if t in produced]  # an optimized engine may have fused some away
-        probe = model
-        if extra_outputs:
-            probe = onnx.ModelProto()
-            probe.CopyFrom(model)
-            present = {o.name for o in probe.graph.output}
-            for name in extra_outputs:
-                if name not in present:
-                    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-                    present.add(name)
+        probe = with_outputs(model, extra_outputs)
         self.output = model.graph.output[0].name
-        consts = {i.name for i in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in consts]
+        inputs = graph_inputs(model)
         self.input = inputs[0].name
         self.states = [s for s in (self.metadata.get("stream_states") or [])]
         dims = inputs[0].type.tensor_type.shape.dim
         self.batch = int(dims[0].dim_value) if dims and dims[0].dim_value > 0 else None
         self.input_dims = [d.dim_param or int(d.dim_value) for d in dims]
-        self.session = ort.InferenceSession(probe.SerializeToString(), session_options(threads, optimize),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort_session(probe, threads, optimize)
         self.names = [o.name for o in self.session.get_outputs()]
 
     @property

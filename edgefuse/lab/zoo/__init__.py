@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from edgefuse.errors import EdgefuseError
 
 if TYPE_CHECKING:
+    from edgefuse.lab.train import TrainResult
     from edgefuse.models import VideoClassifier
-    from edgefuse.train import TrainResult
 
 __all__ = ["MANIFEST", "REQUIRED_KEYS", "ZOO_DIR", "add_to_zoo", "get_zoo_entry", "list_zoo", "load_zoo_model",
            "add_checkpoint", "trained_rows", "zoo_dir", "zoo_entry"]
@@ -94,7 +94,7 @@ def load_zoo_model(name: str, directory: str | Path | None = None) -> VideoClass
     """The zoo model ``name`` as a :class:`edgefuse.models.VideoClassifier` in eval mode, after
     checking its checkpoint's sha256 against the manifest."""
     from edgefuse.models import create_model
-    from edgefuse.models.checkpoint import sha256_file
+    from edgefuse.utils import sha256_file
 
     entry = get_zoo_entry(name, directory)
     path = zoo_dir(directory) / entry["checkpoint"]
@@ -132,7 +132,7 @@ def trained_rows(pattern: str = "*", directory: str | Path | None = None) -> lis
 
 
 def zoo_entry(name: str, result: TrainResult, trained_with: str) -> dict[str, Any]:
-    """A manifest entry for a :class:`edgefuse.train.TrainResult` saved to a checkpoint (its
+    """A manifest entry for a :class:`edgefuse.lab.train.TrainResult` saved to a checkpoint (its
     ``checkpoint`` and ``sha256`` must be set; the checkpoint's file name is stored)."""
     if result.checkpoint is None or result.sha256 is None:
         raise EdgefuseError(f"zoo entry {name!r}: the training result has no checkpoint; train with out= set")
@@ -155,8 +155,7 @@ def add_checkpoint(name: str, checkpoint: str | Path, directory: str | Path | No
 
     import torch
 
-    from edgefuse.models.checkpoint import sha256_file
-    from edgefuse.utils import atomic_path
+    from edgefuse.utils import atomic_path, sha256_file
 
     src = Path(checkpoint)
     try:
@@ -172,7 +171,7 @@ def add_checkpoint(name: str, checkpoint: str | Path, directory: str | Path | No
     dest = folder / f"{name}.pth"
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
-    from edgefuse.train import TrainConfig
+    from edgefuse.lab.train import TrainConfig
 
     cfg = TrainConfig.from_dict(meta["train_config"])
     cfg = dataclasses.replace(cfg, out=None, init=Path(cfg.init.name) if cfg.init is not None else None)
@@ -192,8 +191,7 @@ def add_checkpoint(name: str, checkpoint: str | Path, directory: str | Path | No
 def add_to_zoo(entry: Mapping[str, Any], directory: str | Path | None = None) -> Path:
     """Add ``entry`` to the manifest (replacing one of the same name), atomically; the checkpoint
     must already be in the folder with the entry's sha256."""
-    from edgefuse.models.checkpoint import sha256_file
-    from edgefuse.utils import atomic_path
+    from edgefuse.utils import atomic_path, sha256_file
 
     folder = zoo_dir(directory)
     entry = _check_entry(dict(entry), folder / MANIFEST, 0)

@@ -1,44 +1,81 @@
-"""``edgefuse inspect model.onnx``: ops, params, MACs, dynamic dimensions, metadata, TensorRT verdicts."""
+"""Graph queries: producers, consumers, input dims, float tensors, MACs, a run with tensors exposed."""
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from edgefuse.errors import EdgefuseError
-from edgefuse.export import hygiene
-from edgefuse.export.metadata import read_metadata
+from edgefuse.graph.metadata import read_metadata
 
-_COMPUTE = ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
-
-
-def load_onnx(path: str | Path) -> onnx.ModelProto:
-    p = Path(path)
-    if not p.is_file():
-        raise EdgefuseError(f"{p}: no such ONNX file; check the path")
-    try:
-        return onnx.load(str(p))
-    except Exception as e:  # protobuf DecodeError and friends
-        raise EdgefuseError(f"{p}: not a readable ONNX model ({type(e).__name__}: {str(e)[:120]}); re-export it") from None
+COMPUTE_OPS = ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "Gemm", "MatMul", "MatMulInteger",
+               "QLinearMatMul")
 
 
-def _dims(vi: onnx.ValueInfoProto) -> list[int | str]:
+def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """Tensor name -> the node that produces it."""
+    return {o: n for n in model.graph.node for o in n.output if o}
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it, in graph order."""
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            if i:
+                out.setdefault(i, []).append(n)
+    return out
+
+
+def initializer_names(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.initializer}
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph's real inputs (initializers listed as inputs left out)."""
+    consts = initializer_names(model)
+    return [vi for vi in model.graph.input if vi.name not in consts]
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` with ``names`` added as graph outputs (type left to inference); the model itself
+    when there is nothing to add."""
+    present = {o.name for o in model.graph.output}
+    todo = [n for n in dict.fromkeys(names) if n not in present]
+    if not todo:
+        return model
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in todo:
+        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return probe
+
+
+def float_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every float tensor a node produces, plus the float graph inputs."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in
+             list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    names = [i.name for i in graph_inputs(model) if types.get(i.name) == onnx.TensorProto.FLOAT]
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            continue
+        names += [o for o in n.output if o and types.get(o) == onnx.TensorProto.FLOAT]
+    return list(dict.fromkeys(names))
+
+
+def dims(vi: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_param if d.dim_param else int(d.dim_value) for d in vi.type.tensor_type.shape.dim]
 
 
 def _concrete_inputs(model: onnx.ModelProto, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     ranges = meta.get("dynamic_ranges") or {}
     feeds = {}
-    inits = {i.name for i in model.graph.initializer}
     rng = np.random.default_rng(0)
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        shape = [d if isinstance(d, int) and d > 0 else int((ranges.get(str(d)) or [1, 1, 1])[1]) for d in _dims(vi)]
+    for vi in graph_inputs(model):
+        shape = [d if isinstance(d, int) and d > 0 else int((ranges.get(str(d)) or [1, 1, 1])[1]) for d in dims(vi)]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         feeds[vi.name] = rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(shape, dtype)
     return feeds
@@ -56,14 +93,9 @@ def graph_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> tu
 def run_exposed(model: onnx.ModelProto, meta: dict[str, Any], names: list[str],
                 threads: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(feeds, {name: value}) of one ONNX Runtime run at the optimal shape with ``names`` exposed as outputs."""
-    from edgefuse.export.parity import ort_session
+    from edgefuse.graph.ort import ort_session
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in names:
-        if name not in existing:
-            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    probe = with_outputs(model, names)
     feeds = _concrete_inputs(model, meta)
     sess = ort_session(probe, threads=threads)
     return feeds, dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
@@ -73,7 +105,7 @@ def macs_of_node(node: onnx.NodeProto, shape: Mapping[str, Sequence[int]]) -> in
     """MACs of one compute node given tensor shapes: a Conv's bias is one MAC per output, a Gemm's C is
     not counted, ConvTranspose is input elements x (C_out / groups x kernel); other ops 0."""
     op = node.op_type
-    if op not in _COMPUTE:
+    if op not in COMPUTE_OPS:
         return 0
     out = int(np.prod(shape.get(node.output[0], [0])))
     if op in ("Conv", "ConvInteger"):
@@ -103,37 +135,13 @@ def node_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> dic
     inits = {i.name: list(i.dims) for i in model.graph.initializer}
     wanted: list[str] = []
     for n in model.graph.node:
-        if n.op_type in _COMPUTE:
+        if n.op_type in COMPUTE_OPS:
             for name in [n.input[0], n.output[0], n.input[1]]:
                 if name and name not in inits and name not in existing and name not in wanted:
                     wanted.append(name)
     _, outs = run_exposed(model, meta, wanted)
     shape: dict[str, Sequence[int]] = {k: list(v.shape) for k, v in outs.items()}
     shape.update(inits)
-    return {n.name: macs_of_node(n, shape) for n in model.graph.node if n.op_type in _COMPUTE}
+    return {n.name: macs_of_node(n, shape) for n in model.graph.node if n.op_type in COMPUTE_OPS}
 
 
-def inspect_onnx(path: str | Path, with_macs: bool = True) -> dict[str, Any]:
-    model = load_onnx(path)
-    meta = read_metadata(model)
-    inits = {i.name for i in model.graph.initializer}
-    params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
-    report: dict[str, Any] = {
-        "path": str(path),
-        "opset": hygiene.opset_of(model),
-        "ir_version": model.ir_version,
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "inputs": [{"name": vi.name, "dims": _dims(vi)} for vi in model.graph.input if vi.name not in inits],
-        "outputs": [{"name": vi.name, "dims": _dims(vi)} for vi in model.graph.output],
-        "nodes": len(model.graph.node),
-        "ops": dict(Counter(n.op_type for n in model.graph.node).most_common()),
-        "params": params,
-        "metadata": meta,
-    }
-    dyn = sorted({d for io in report["inputs"] + report["outputs"] for d in io["dims"] if isinstance(d, str)})
-    report["dynamic_dims"] = {d: (meta.get("dynamic_ranges") or {}).get(d) for d in dyn}
-    if with_macs:
-        total, by_op = graph_macs(model, meta)
-        report["macs"] = {"total": total, "by_op": by_op, "at": "optimal shape" if dyn else "static shape"}
-    report["hygiene"] = hygiene.check(model).to_dict()
-    return report

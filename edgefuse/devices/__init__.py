@@ -1,0 +1,19 @@
+"""Device facts: the profiles build-engine, bench and estimate read (:mod:`.profiles`, installed from the
+repository's devices/ folder) and the Jetson tools' readings (:mod:`.jetson`: tegrastats, nvpmodel, clocks)."""
+from edgefuse.devices.profiles import (
+    PRECISIONS,
+    DeviceProfile,
+    JetPack,
+    PowerMode,
+    check_precision,
+    detect_device,
+    detect_l4t,
+    get_device,
+    jetpack_for_l4t,
+    list_devices,
+    load_profile,
+    tensorrt_versions,
+)
+
+__all__ = ["PRECISIONS", "DeviceProfile", "JetPack", "PowerMode", "check_precision", "detect_device", "detect_l4t",
+           "get_device", "jetpack_for_l4t", "list_devices", "load_profile", "tensorrt_versions"]
