@@ -25,7 +25,7 @@ import numpy as np
 
 from edgefuse.export.api import export
 from edgefuse.export.config import make_config
-from edgefuse.lab.zoo import list_zoo
+from edgefuse.models import list_pretrained
 from edgefuse.quantize import CalibrateConfig, calibrate
 
 log = logging.getLogger("calibrate_zoo")
@@ -72,12 +72,13 @@ def run_model(name: str, model: str, synth: Path, work: Path, runs: int, num_cli
         res = calibrate(CalibrateConfig(model=fp32, clips=synth / "calib.txt", output=work / f"{name}.{precision}.onnx",
                                         precision=precision, num_clips=num_clips, holdout=synth / "val.txt",
                                         num_holdout=num_holdout, cache_dir=work / "cache", progress=False))
-        r = res.report["result"]
+        report = res.report.to_dict()
+        r = report["result"]
         row[precision] = {
-            "seconds": round(time.monotonic() - t, 1), "timings": res.report["timings"],
+            "seconds": round(time.monotonic() - t, 1), "timings": report["timings"],
             "top1_fp32": r["top1_reference"], "top1": r["top1_candidate"], "agreement": r["top1_agreement"],
             "mean_flip_rate": r["mean_flip_rate"], "max_abs_logit_error": r["max_abs_logit_error"],
-            "macs": res.report["macs"],
+            "macs": report["macs"],
         }
         paths[precision] = res.path
         log.info("%s %s: agreement %.4f, top-1 %s -> %s, %.1f s", name, precision, r["top1_agreement"],
@@ -106,7 +107,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     synth = ensure_synth(args.synth)
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = [run_model(e["name"], e["name"], synth, args.work, args.runs, 256) for e in list_zoo()]
+    rows = [run_model(p.name, p.name, synth, args.work, args.runs, 256) for p in list_pretrained()]
     if args.r50:
         for m in R50:
             rows.append(run_model(m, m, synth, args.work, max(5, args.runs // 3), args.r50_clips, ("int8",),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from edgefuse import clips
-from edgefuse.lab.zoo import load_zoo_model
+from edgefuse.models import create_model
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     if not (args.synth / "calib_videos.txt").is_file():
         subprocess.run([sys.executable, "-m", "edgefuse", "synth", "-o", str(args.synth), "--train", "0", "--val", "0",
                         "--calib", str(args.num_clips)], check=True)
-    model = load_zoo_model("synth_tsm_r18w025")
+    model = create_model("synth_tsm_r18w025", pretrained=True)
     pre, sampling = clips.Preprocess.from_model_config(model.config), clips.Sampling(num_segments=8)
     sources = {"frames list": args.synth / "calib.txt", "videos list": args.synth / "calib_videos.txt",
                "folder of videos": args.synth / "videos", "folder of frame folders": args.synth / "frames"}

@@ -359,7 +359,7 @@ def main() -> None:
         write_docs(saved["results"], saved["peaks"], args, args.command or saved.get("command", "?"))
         return
     from edgefuse.estimate import measure_cpu_peak
-    from edgefuse.lab.zoo import list_zoo
+    from edgefuse.models import list_pretrained
 
     if not (args.synth / "val.txt").is_file():
         import subprocess
@@ -369,7 +369,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     for m in args.models.split(","):
-        names += [e["name"] for e in list_zoo()] if m == "zoo" else list(R50) if m == "r50" else [m]
+        names += [p.name for p in list_pretrained()] if m == "zoo" else list(R50) if m == "r50" else [m]
     peaks = dict(measure_cpu_peak()) if not args.prepare_only else {}
     if not args.no_openvino:
         from edgefuse.backends.openvino import openvino_version

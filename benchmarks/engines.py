@@ -21,7 +21,7 @@ from edgefuse.backends.ort.cpu import cpu_identity
 from edgefuse.bench import BenchConfig, bench
 from edgefuse.export.api import export
 from edgefuse.export.config import make_config
-from edgefuse.lab.zoo import ZOO_DIR, list_zoo
+from edgefuse.models import list_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = ap.parse_args()
     work = args.work
-    models = [(e["name"], ZOO_DIR / e["checkpoint"], args.iterations) for e in list_zoo()]
+    models = [(p.name, p.path, args.iterations) for p in list_pretrained()]
     models += [(m, None, args.r50_iterations) for m in ("tsm_resnet50", "gsf_resnet50", "adafuse_tsm_resnet50")]
     results = []
     for name, ckpt, iters in models:
@@ -54,11 +54,9 @@ def main() -> None:
                 if not policy_npz.is_file():  # the calibration clips, preprocessed as the model was trained
                     from edgefuse.clips import Preprocess, Sampling
                     from edgefuse.clips import open as open_clips
-                    from edgefuse.lab.zoo import get_zoo_entry
                     from edgefuse.models.registry import resolve_config
 
-                    e = get_zoo_entry(name)
-                    pre = Preprocess.from_model_config(resolve_config(e["model"], input_size=e["size"], **e["options"]))
+                    pre = Preprocess.from_model_config(resolve_config(name))  # the pretrained tag's config
                     open_clips(args.synth / "calib.txt", pre,
                                Sampling(num_segments=8), num_clips=64, progress=False).to_npz(policy_npz)
                 export(make_config(None, folded, model=name, policy="static", tau=1.0, policy_clips=policy_npz))
@@ -66,7 +64,7 @@ def main() -> None:
                 engines.append(build_engine(BuildConfig(folded, work / f"{name}.folded.engine", device="cpu")).path)
                 names.append("edgefuse FP32 engine, policy folded")
         rep = bench(BenchConfig(engines=tuple(engines), device="cpu", iterations=iters, warmup=3, eager=ckpt,
-                                names=tuple(names), progress=False))
+                                names=tuple(names), progress=False)).to_dict()
         results.append({"model": name, "input": rep["input"], "rows": [{k: v for k, v in r.items() if k != "raw_ms"}
                                                                          for r in rep["rows"]]})
         (work / f"{name}.bench.json").write_text(json.dumps(rep, indent=1))

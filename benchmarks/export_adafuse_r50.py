@@ -93,7 +93,7 @@ def main() -> None:
         row = {"variant": label, "export_s": seconds, "graph_gmacs_clip": macs / 1e9,
                "model_gmacs_clip": result.macs_per_clip / 1e9, "params_m": result.params / 1e6, **lat}
         if result.fold:
-            row["fold"] = {k: result.fold[k] for k in ("tau", "agreement", "macs", "taus_tried") if k in result.fold}
+            row["fold"] = {k: v for k, v in result.fold.to_dict().items() if k in ("tau", "agreement", "macs", "taus_tried")}
         rows.append(row)
         print(f"{label:40s} export {seconds:6.1f} s  {macs / 1e9:7.3f} GMACs/clip  p50 {lat['p50_ms']:7.1f} ms  "
               f"p90 {lat['p90_ms']:7.1f} ms", flush=True)

@@ -6,11 +6,18 @@ PyTorch eager -> one summary table.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from edgefuse.bench.config import EAGER
+
+if TYPE_CHECKING:
+    from edgefuse.bench import BenchReport
+    from edgefuse.validate import ValidateReport
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +28,8 @@ MODELS = (("TSM", "synth_tsm_r18w025", "dynamic"), ("AdaFuse-TSM", "synth_adafus
 # folding threshold: a fixed tau skips the search over 20 candidates (minutes on 2 cores); 1.0 is the
 # value the search picks for the shipped AdaFuse (no lower tau keeps 99 % agreement)
 FOLD_TAU = 1.0
-BACKEND_TITLES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}  # engine rows name the backend build-engine chose
+# engine rows name the backend build-engine chose
+BACKEND_TITLES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 @dataclass(frozen=True)
@@ -34,22 +42,75 @@ class DemoConfig:
     progress: bool = False
 
 
+@dataclass(frozen=True)
+class DemoRow:
+    """One way a model runs: its top-1 on the val clips, agreement with FP32, cost and latency."""
+
+    model: str
+    precision: str  # how it runs, e.g. "ONNX Runtime INT8" or "PyTorch eager"
+    top1: float | None
+    agreement: float | None  # top-1 agreement with the FP32 graph (None for the eager baseline)
+    gmacs: str  # GMACs per clip, in words where the decisions change it
+    p50_ms: float
+    p99_ms: float
+    speedup: float  # against PyTorch eager
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    rows: list[DemoRow]
+    seconds: float
+    work: str
+    val_clips: int
+    calib_clips: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [dataclasses.asdict(r) for r in self.rows], "seconds": self.seconds, "work": self.work,
+                "val_clips": self.val_clips, "calib_clips": self.calib_clips}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DemoReport:
+        return cls([DemoRow(**r) for r in d["rows"]], d["seconds"], d["work"], d["val_clips"], d["calib_clips"])
+
+
 def _step(name: str, start: float) -> None:
-    log.warning("demo: %s (%.0f s)", name, time.monotonic() - start)
+    log.info("demo: %s (%.0f s)", name, time.monotonic() - start)
 
 
-def demo(cfg: DemoConfig) -> dict[str, Any]:
+def _gmacs(fp32: Path, dynamic: bool, given_decisions: float | None) -> str:
     import onnx
 
+    from edgefuse.graph.query import graph_macs
+
+    macs, _ = graph_macs(onnx.load(str(fp32)))
+    if dynamic and given_decisions:
+        return f"{given_decisions:.3f} (by its decisions; graph {macs / 1e9:.3f})"
+    return f"{macs / 1e9:.3f}"
+
+
+def _rows(label: str, macs_text: str, checks: dict[str, ValidateReport], timing: BenchReport) -> list[DemoRow]:
+    """The eager baseline, then the FP32 and INT8 engines, of one model."""
+    by = {r.name: r for r in timing.rows}
+    eager = by[EAGER].latency
+    rows = [DemoRow(label, "PyTorch eager", checks["fp32"].result.top1_reference, None, macs_text, eager.median_ms,
+                    eager.p99_ms, 1.0)]  # PyTorch eager = the checkpoint; its accuracy is validated in the test suite
+    for precision in ("fp32", "int8"):
+        res, row = checks[precision].result, by[precision]
+        engine_name = BACKEND_TITLES.get(row.backend, row.backend)
+        rows.append(DemoRow(label, f"{engine_name} {precision.upper()}", res.top1_engine, res.top1_agreement, macs_text,
+                            row.latency.median_ms, row.latency.p99_ms, eager.median_ms / row.latency.median_ms))
+    return rows
+
+
+def demo(cfg: DemoConfig) -> DemoReport:
     from edgefuse.backends import BuildConfig, build_engine
-    from edgefuse.bench import BenchConfig, bench
+    from edgefuse.bench import BenchConfig, BenchReport, bench
     from edgefuse.clips import Preprocess, Sampling
     from edgefuse.clips import open as open_clips
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
-    from edgefuse.graph.query import graph_macs
     from edgefuse.lab.synth import SynthConfig, generate
-    from edgefuse.lab.zoo import get_zoo_entry, zoo_dir
+    from edgefuse.models.pretrained import get_pretrained
     from edgefuse.models.registry import resolve_config
     from edgefuse.quantize import CalibrateConfig, calibrate
     from edgefuse.validate import ValidateConfig, validate
@@ -62,15 +123,15 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
         generate(SynthConfig(out=synth, train=0, val=cfg.num_val, calib=cfg.num_calib, formats=("frames",),
                              force=synth.exists()))
     _step("synthetic benchmark", start)
-    first = get_zoo_entry(MODELS[0][1])
-    pre = Preprocess.from_model_config(resolve_config(first["model"], input_size=first["size"], **first["options"]))
+    first = get_pretrained(MODELS[0][1])
+    pre = Preprocess.from_model_config(resolve_config(first.model, input_size=first.size, **first.options))
     policy_npz = work / "calib_clips.npz"
     if not policy_npz.is_file():
-        open_clips(synth / "calib.txt", pre, Sampling(num_segments=first["segments"]), progress=cfg.progress
+        open_clips(synth / "calib.txt", pre, Sampling(num_segments=first.segments), progress=cfg.progress
                    ).to_npz(policy_npz)
-    rows: list[dict[str, Any]] = []
+    rows: list[DemoRow] = []
     for label, name, policy in MODELS:
-        entry = get_zoo_entry(name)
+        tag = get_pretrained(name)
         stem = work / f"{name}.{policy}"
         fp32 = export(make_config(None, stem.with_suffix(".onnx"), model=name, policy=policy,
                                   policy_clips=policy_npz if policy == "static" else None,
@@ -86,26 +147,10 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
         checks = {p: validate(ValidateConfig(engine=e, reference=fp32, clips=synth / "val.txt", num_clips=cfg.num_val,
                                              progress=cfg.progress, max_drop=100.0))
                   for p, e in engines.items()}
-        eager = checks["fp32"]  # PyTorch eager = the checkpoint; its accuracy is validated in the test suite
         timing = bench(BenchConfig(engines=(engines["fp32"], engines["int8"]), device="cpu", iterations=cfg.iterations,
-                                   warmup=3, eager=zoo_dir() / entry["checkpoint"], threads=cfg.threads,
-                                   names=("fp32", "int8"), progress=cfg.progress))
+                                   warmup=3, eager=tag.path, threads=cfg.threads, names=("fp32", "int8"),
+                                   progress=cfg.progress))
+        assert isinstance(timing, BenchReport)  # the CPU is this machine: measured, not estimated
         _step(f"{label}: engines built, validated and benched", start)
-        by = {r["name"]: r for r in timing["rows"]}
-        macs, _ = graph_macs(onnx.load(str(fp32)))
-        if policy == "dynamic" and entry.get("gmacs_clip_given_decisions"):
-            macs_text = f"{entry['gmacs_clip_given_decisions']:.3f} (by its decisions; graph {macs / 1e9:.3f})"
-        else:
-            macs_text = f"{macs / 1e9:.3f}"
-        eager_ms = by["PyTorch eager FP32"]["median_ms"]
-        rows.append({"model": label, "precision": "PyTorch eager", "top1": eager["result"].get("top1_reference"),
-                     "agreement": None, "gmacs": macs_text, "p50_ms": eager_ms,
-                     "p99_ms": by["PyTorch eager FP32"]["p99_ms"], "speedup": 1.0})
-        for precision in ("fp32", "int8"):
-            res = checks[precision]["result"]
-            engine_name = BACKEND_TITLES.get(by[precision]["backend"], by[precision]["backend"])
-            rows.append({"model": label, "precision": f"{engine_name} {precision.upper()}", "top1": res.get("top1_engine"),
-                         "agreement": res["top1_agreement"], "gmacs": macs_text, "p50_ms": by[precision]["median_ms"],
-                         "p99_ms": by[precision]["p99_ms"], "speedup": eager_ms / by[precision]["median_ms"]})
-    return {"rows": rows, "seconds": time.monotonic() - start, "work": str(work), "val_clips": cfg.num_val,
-            "calib_clips": cfg.num_calib}
+        rows += _rows(label, _gmacs(fp32, policy == "dynamic", tag.gmacs_clip_given_decisions), checks, timing)
+    return DemoReport(rows, time.monotonic() - start, str(work), cfg.num_val, cfg.num_calib)

@@ -1,58 +1,70 @@
-"""A small progress display for long loops (decoding, folding, calibration, benchmarks).
+"""Progress of long loops (decoding, folding, calibration, benchmarks), drawn by tqdm on stderr.
 
-Writes to stderr: a redrawn bar on a terminal, a line every ~10% otherwise (logs, CI).
-``EDGEFUSE_PROGRESS=0`` turns it off.
+A redrawn bar on a terminal; a plain line every ~10 % otherwise (logs, CI), so a log holds no
+carriage returns. ``EDGEFUSE_PROGRESS=0`` turns it off; ``enabled=False`` turns one display off.
 """
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 T = TypeVar("T")
+LINE_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) {elapsed} elapsed, {remaining} left"
+
+
+class _Lines(tqdm):
+    """tqdm writing one plain line per tenth of the total instead of redrawing one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._decile = -1
+        super().__init__(*args, **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg == "" or not self.total:  # clearing the bar (close), or no total to count tenths of
+            return False
+        decile = int(10 * min(self.n, self.total) / self.total)
+        if decile == self._decile:
+            return True
+        self._decile = decile
+        self.fp.write(self.format_meter(**self.format_dict) + "\n")
+        self.fp.flush()
+        return True
+
+
+def _enabled(enabled: bool | None) -> bool:
+    env = os.environ.get("EDGEFUSE_PROGRESS", "1") != "0"
+    return env if enabled is None else (enabled and env)
 
 
 class Progress:
+    """A progress display of ``total`` steps (None: unknown) named ``desc``; ``update(k)`` after each ``k``."""
+
     def __init__(self, total: int | None, desc: str, enabled: bool | None = None) -> None:
         self.total = total
         self.desc = desc
         self.n = 0
-        self.start = time.monotonic()
-        env = os.environ.get("EDGEFUSE_PROGRESS", "1") != "0"
-        self.enabled = env if enabled is None else (enabled and env)
+        self.enabled = _enabled(enabled)
         self.tty = sys.stderr.isatty()
-        self._last_decile = -1
+        common = {"total": total, "desc": desc, "file": sys.stderr, "disable": not self.enabled}
+        if self.tty:
+            self._bar = tqdm(**common, dynamic_ncols=True)
+        else:
+            self._bar = _Lines(**common, leave=False, mininterval=0.0, miniters=1, bar_format=LINE_FORMAT)
 
     def update(self, k: int = 1) -> None:
         self.n += k
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        if self.total:
-            frac = min(1.0, self.n / self.total)
-            eta = elapsed / frac - elapsed if frac > 0 else 0.0
-            if self.tty:
-                bar = "#" * int(30 * frac)
-                sys.stderr.write(f"\r{self.desc} [{bar:<30}] {self.n}/{self.total} {elapsed:.0f}s eta {eta:.0f}s")
-                sys.stderr.flush()
-            else:
-                decile = int(frac * 10)
-                if decile != self._last_decile:
-                    self._last_decile = decile
-                    sys.stderr.write(f"{self.desc}: {self.n}/{self.total} ({100 * frac:.0f}%) {elapsed:.0f}s\n")
-        elif self.tty:
-            sys.stderr.write(f"\r{self.desc}: {self.n} {elapsed:.0f}s")
-            sys.stderr.flush()
+        self._bar.update(k)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self._bar.close()
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, enabled: bool | None = None) -> Iterator[T]:
+    """``items``, showing progress as they are consumed (``total`` from ``len(items)`` when it has one)."""
     if total is None:
         try:
             total = len(items)  # type: ignore[arg-type]

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1] / "edgefuse"
 # Bottom to top. A module may import from its own package and from any package in a lower layer;
 # packages in the same layer (one tuple) are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "utils", "progress", "metrics", "data"),
+    ("errors",),
+    ("utils", "progress", "metrics", "data"),
     ("devices",),
     ("models", "clips"),
     ("graph",),
@@ -26,7 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("validate", "bench"),
     ("lab",),
     ("demo",),
-    ("cli", "__main__"),
+    ("cli",),
+    ("__main__",),
 ]
 LAYER_OF = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
@@ -135,6 +137,16 @@ def edges() -> list[tuple[str, str, int]]:
 def test_every_package_has_a_layer() -> None:
     packages = {_package(m) for m in _modules()}
     assert packages <= set(LAYER_OF), sorted(packages - set(LAYER_OF))
+
+
+def test_every_package_installs() -> None:
+    """pyproject.toml lists packages explicitly (two data folders are mapped in): each package folder is listed."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))
+                 ["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(f.parent.relative_to(ROOT.parent).parts) for f in ROOT.rglob("__init__.py")}
+    assert on_disk - listed == set()
 
 
 def test_imports_run_one_way(edges: list[tuple[str, str, int]]) -> None:

@@ -61,3 +61,38 @@ def test_bad_inputs_give_one_error_line(tmp_path) -> None:
         assert proc.returncode == 1, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+
+
+def test_status_lines_print_plain_and_warnings_as_warning() -> None:
+    """Library status lines (INFO) show at the default verbosity without a level prefix, warnings as
+    'warning: ...', edgefuse's debug lines only with -v, other libraries' INFO never; the command leaves the
+    process's logging as it found it."""
+    import logging
+
+    import click
+    from click.testing import CliRunner
+
+    from edgefuse.cli import cli
+
+    @click.command("log-probe")
+    def probe() -> None:
+        log = logging.getLogger("edgefuse.probe")
+        log.info("timing the engines")
+        log.warning("clocks not pinned")
+        log.debug("a detail")
+        logging.getLogger("otherlib").info("chatter")
+
+    cli.add_command(probe)
+    root_before = (logging.getLogger().level, list(logging.getLogger().handlers), logging.getLogger("edgefuse").level)
+    try:
+        res = CliRunner().invoke(cli, ["log-probe"])
+        assert res.exit_code == 0, res.output
+        lines = res.stderr.splitlines()
+        assert "timing the engines" in lines and "warning: clocks not pinned" in lines, res.stderr
+        assert "WARNING" not in res.stderr and "a detail" not in res.stderr and "chatter" not in res.stderr
+        verbose = CliRunner().invoke(cli, ["-v", "log-probe"])
+        assert "debug edgefuse.probe: a detail" in verbose.stderr.splitlines() and "chatter" not in verbose.stderr
+    finally:
+        del cli.commands["log-probe"]
+    after = (logging.getLogger().level, list(logging.getLogger().handlers), logging.getLogger("edgefuse").level)
+    assert after == root_before

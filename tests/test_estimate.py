@@ -223,8 +223,8 @@ def test_missing_figure_names_the_profile_file_and_key() -> None:
 def test_compare_with_measurement() -> None:
     est = estimate(gemm(), {}, fake_orin(), overhead_us=0)
     cmp = compare_with_measurement(est, est.total_ms * 2)
-    assert cmp["ratio"] == pytest.approx(0.5) and cmp["error_pct"] == pytest.approx(-50.0)
-    assert cmp["verdict"] == "optimistic" and cmp["label"] == LABEL
+    assert cmp.ratio == pytest.approx(0.5) and cmp.error_pct == pytest.approx(-50.0)
+    assert cmp.verdict == "optimistic" and cmp.label == LABEL
     with pytest.raises(EdgefuseError):
         compare_with_measurement(est, 0)
 

@@ -1,6 +1,7 @@
 """``edgefuse export``: tracing, shapes, hygiene, parity, metadata, presets, atomic output."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,9 +10,11 @@ import onnx
 import pytest
 import torch
 
+from edgefuse.cli.render import render_export
 from edgefuse.errors import EdgefuseError
 from edgefuse.export.api import export
 from edgefuse.export.config import ExportConfig, list_presets, load_preset, make_config
+from edgefuse.export.report import ExportReport
 from edgefuse.graph import hygiene
 from edgefuse.graph.inspect import inspect_onnx
 from edgefuse.graph.metadata import read_metadata
@@ -218,7 +221,7 @@ def test_static_policy_export_folds_and_records_the_plan(tmp_path) -> None:
     np.savez(clips, clips=np.random.default_rng(0).standard_normal((3, 4, 3, 64, 64)).astype(np.float32))
     result = export(_cfg(tmp_path, "adafuse_tsn_resnet18", "static", checkpoint=ckpt, num_classes=None,
                          policy="static", policy_clips=clips, parity_clips=clips))
-    assert result.fold["agreement"] == 1.0
+    assert result.fold is not None and result.fold.agreement == 1.0
     meta = read_metadata(result.path)
     plan = FoldPlan.from_dict(meta["fold_plan"])
     assert meta["policy"] == "static" and meta["fold"]["tau"] == plan.tau
@@ -232,6 +235,10 @@ def test_static_policy_export_folds_and_records_the_plan(tmp_path) -> None:
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
     rebuilt = fold_model(create_model("adafuse_tsn_resnet18", num_classes=7, num_segments=4), plan)
     assert sum(p.numel() for p in rebuilt.parameters()) == result.params
+    # the typed report: a JSON round trip, and the CLI's rendering of it
+    assert ExportReport.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    text = render_export(result, 1.0)
+    assert "policy static" in text and "folded at tau" in text and "parity (ONNX Runtime vs PyTorch)" in text
 
 
 def test_parity_judges_against_fp32_rounding_of_ill_conditioned_models() -> None:

@@ -13,6 +13,7 @@ from edgefuse.errors import EdgefuseError
 from edgefuse.export.fold import (
     FoldedFuse,
     FoldPlan,
+    FoldReport,
     PolicyStats,
     collect_policy_stats,
     fold,
@@ -203,7 +204,7 @@ def test_forced_decisions_fold_exactly(name: str) -> None:
     result = fold(model, batches, tau=0.5, progress=False)
     folded = result.model
 
-    assert result.tau == 0.5 and result.report["agreement"] == 1.0
+    assert result.tau == 0.5 and result.report.agreement == 1.0
     assert not any(isinstance(m, AdaFuse) for m in folded.modules())
     assert not hasattr(folded, "policy_fc0s") and not hasattr(folded, "policy_fc1s")
     assert hasattr(model, "policy_fc0s") and isinstance(model.backbone.layer1[0].adafuse, AdaFuse)  # original intact
@@ -229,12 +230,13 @@ def test_forced_decisions_fold_exactly(name: str) -> None:
     cost = model_cost(folded, frames=T, size=SIZE)
     assert cost.macs_per_clip == predicted_folded_macs(model, result.plan, frames=T, size=SIZE)
     dynamic = adafuse_cost(model, torch.cat(batches))  # dense cost and the paper's cost given the decisions
-    macs = result.report["macs"]
-    assert macs["dense"] == dynamic.macs_per_clip and macs["folded"] == cost.macs_per_clip < dynamic.macs_per_clip
-    assert macs["dynamic_expected"] == pytest.approx(dynamic.macs_given_decisions_per_clip)
-    blocks = {b["block"]: b for b in result.report["blocks"]}
-    assert blocks["layer1.0"]["skip"] == pytest.approx(len(range(0, 64, 3)) / 64)
-    assert blocks["layer1.0"]["removed"] == len(range(0, 64, 3))
+    macs = result.report.macs
+    assert macs.dense == dynamic.macs_per_clip and macs.folded == cost.macs_per_clip < dynamic.macs_per_clip
+    assert macs.dynamic_expected == pytest.approx(dynamic.macs_given_decisions_per_clip)
+    blocks = {b.block: b for b in result.report.blocks}
+    assert blocks["layer1.0"].skip == pytest.approx(len(range(0, 64, 3)) / 64)
+    assert blocks["layer1.0"].removed == len(range(0, 64, 3))
+    assert FoldReport.from_dict(json.loads(json.dumps(result.report.to_dict()))) == result.report  # JSON round trip
 
 
 def test_fold_model_rejects_a_foreign_plan() -> None:
@@ -265,8 +267,8 @@ def test_auto_tau_takes_the_smallest_when_the_policy_is_static() -> None:
     _force(model)
     result = fold(model, [_clips(6)], taus=(0.1, 0.5, 1.0), min_agreement=0.99, progress=False)
     assert result.tau == 0.1 and result.plan.tau == 0.1
-    assert result.report["agreement"] == 1.0
-    assert [t["tau"] for t in result.report["taus_tried"]] == [0.1]  # stops at the first that agrees
+    assert result.report.agreement == 1.0
+    assert [t.tau for t in result.report.taus_tried] == [0.1]  # stops at the first that agrees
 
 
 def test_auto_tau_skips_taus_that_break_agreement() -> None:
@@ -277,11 +279,11 @@ def test_auto_tau_skips_taus_that_break_agreement() -> None:
     batches = _similar_clips(7, 8)
     _tell_clips_apart(model, batches)
     result = fold(model, batches, taus=(0.2, 0.25, 0.3, 1.0), min_agreement=1.0, progress=False)
-    tried = result.report["taus_tried"]
-    assert [t["tau"] for t in tried] == [0.2, 0.25, 0.3]
-    assert tried[0]["agreement"] < 1.0 and tried[1]["agreement"] < 1.0 and tried[2]["agreement"] == 1.0
-    assert tried[0]["folded_gmacs"] < tried[2]["folded_gmacs"]
-    assert result.tau == 0.3 and result.report["max_abs_logit_diff"] < 1e-4
+    tried = result.report.taus_tried
+    assert [t.tau for t in tried] == [0.2, 0.25, 0.3]
+    assert tried[0].agreement < 1.0 and tried[1].agreement < 1.0 and tried[2].agreement == 1.0
+    assert tried[0].folded_gmacs < tried[2].folded_gmacs
+    assert result.tau == 0.3 and result.report.max_abs_logit_diff < 1e-4
     assert result.plan.channels("layer1.0") == {"removed": 0, "reused": 32, "kept": 32}
 
 
@@ -293,12 +295,12 @@ def test_auto_tau_falls_back_to_one_with_a_warning(caplog: pytest.LogCaptureFixt
     _tell_clips_apart(model, batches)
     with caplog.at_level(logging.WARNING, logger="edgefuse.export.fold"):
         result = fold(model, batches, taus=(0.5, 0.2), min_agreement=1.0, progress=False)
-    tried = result.report["taus_tried"]
-    assert [t["tau"] for t in tried] == [0.2, 0.5, 1.0]  # sorted, tau 1 added as the fallback
-    assert all(t["agreement"] < 1.0 for t in tried)
-    assert result.tau == 1.0 and result.report["agreement"] == tried[-1]["agreement"]
+    tried = result.report.taus_tried
+    assert [t.tau for t in tried] == [0.2, 0.5, 1.0]  # sorted, tau 1 added as the fallback
+    assert all(t.agreement < 1.0 for t in tried)
+    assert result.tau == 1.0 and result.report.agreement == tried[-1].agreement
     assert result.plan.channels("layer1.0") == {"removed": 0, "reused": 0, "kept": 64}
-    assert f"agreement {result.report['agreement']:.4f}" in caplog.text
+    assert f"agreement {result.report.agreement:.4f}" in caplog.text
 
 
 # ------------------------------------------------------------------------------ ONNX

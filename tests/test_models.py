@@ -114,3 +114,68 @@ def test_gsf_frame_major_evaluation_equals_the_reference_form(name: str, ratio: 
         reference = model(x)
     assert (fast - reference).abs().max() <= 1e-4 * reference.abs().max() + 1e-5
     assert not torch.equal(reference, torch.zeros_like(reference))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained tags, checkpoint sources and the listing
+
+def test_pretrained_tags_resolve_like_timm() -> None:
+    """``model.tag`` and the short name build the same model with the tag's config; pretrained=True
+    loads its weights; a plain model name with pretrained=True takes its first tag."""
+    from edgefuse.models import list_pretrained
+
+    assert "tsm_resnet18.synth_w025" in list_models(pretrained=True)
+    tag = next(p for p in list_pretrained() if p.full_name == "tsm_resnet18.synth_w025")
+    by_tag = create_model("tsm_resnet18.synth_w025", pretrained=True)
+    by_short = create_model(tag.name, pretrained=True)
+    by_model = create_model("tsm_resnet18", pretrained=True)
+    cfg = by_tag.config
+    assert (cfg.name, cfg.num_classes, cfg.num_segments, cfg.input_size, cfg.width) == ("tsm_resnet18", 10, 8, 112, 0.25)
+    assert cfg.class_names == tag.class_names
+    for other in (by_short, by_model):
+        assert all(torch.equal(a, b) for a, b in zip(by_tag.state_dict().values(), other.state_dict().values()))
+    untrained = create_model("tsm_resnet18.synth_w025")  # the tag's config, random weights (timm does the same)
+    assert untrained.config.num_classes == 10 and not torch.equal(untrained.fc.weight, by_tag.fc.weight)
+    assert create_model("tsm_resnet18.synth_w025", num_classes=3).config.class_names is None
+    with pytest.raises(EdgefuseError, match="unknown zoo model 'tsm_resnet18.synth_w02': did you mean"):
+        create_model("tsm_resnet18.synth_w02")
+    with pytest.raises(EdgefuseError, match="tsm_resnet50 has no pretrained weights"):
+        create_model("tsm_resnet50", pretrained=True)
+    with pytest.raises(EdgefuseError, match="not both"):
+        create_model("tsm_resnet18.synth_w025", pretrained=True, checkpoint=tag.path)
+
+
+def test_checkpoint_sources_register_beside_their_architecture() -> None:
+    """Research checkpoints all carry base_model./new_fc. keys: TSM is detected last."""
+    from edgefuse.models.sources import detect_source, list_sources
+
+    assert [s.name for s in list_sources()] == ["adafuse", "gsf", "edgefuse", "tsm"]
+    assert detect_source(["module.base_model.layer1.0.policy_net.gate_fc0.weight", "module.new_fc.weight"], {}) \
+        == "adafuse"
+    assert detect_source(["module.base_model.conv1.weight"], {"model_state_dict": {}}) == "gsf"
+    assert detect_source(["module.backbone.conv1.weight"], {}) == "edgefuse"
+    assert detect_source(["base_model.conv1.weight", "new_fc.weight"], {}) == "tsm"
+    assert detect_source(["conv1.weight"], {}) is None
+
+
+def test_listing_imports_no_torch() -> None:
+    """``edgefuse models`` reads the registry, the recorded costs and the pretrained manifest only."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgefuse.models.listing import model_rows, pretrained_rows; "
+            "rows = model_rows('tsn_resnet50'); tags = pretrained_rows(); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(rows[0].gmacs_frame, len(tags))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) == pytest.approx(4.0875, abs=1e-3) and int(out[1]) >= 4
+
+
+def test_recorded_costs_match_the_registry() -> None:
+    """costs.json holds every registered model's parameters and MACs per frame at 224, as counted now
+    (after changing a model: ``edgefuse.models.listing.write_costs()``)."""
+    from edgefuse.models.listing import RECORDED_SIZE, measure_cost, recorded_costs
+
+    recorded = recorded_costs()
+    assert sorted(recorded) == list_models()
+    stale = [n for n in list_models() if measure_cost(n, RECORDED_SIZE) != recorded[n]]
+    assert stale == [], f"rerun edgefuse.models.listing.write_costs(): {stale}"

@@ -162,8 +162,8 @@ def test_int8_graph_is_symmetric_qdq_placed_for_tensorrt(graphs, bench, tmp_path
     # passes every TensorRT target's op check, and ONNX Runtime runs it on its INT8 kernels
     report = hygiene.check(q)
     assert report.ok and all(v.ok for v in report.verdicts), report.to_dict()
-    assert result.report["result"]["clips"] == 12
-    assert result.report["macs"]["int8"] > 0.9 * result.report["macs"]["total"]
+    assert result.report.result.clips == 12
+    assert result.report.macs.low > 0.9 * result.report.macs.total
     meta = json.loads(next(p.value for p in q.metadata_props if p.key == "edgefuse.calibration"))
     assert meta["method"] == "minmax" and meta["excluded_layers"] == ["/fc/Gemm"]
 
@@ -186,7 +186,7 @@ def test_statistics_cache_skips_decoding_and_same_seed_same_graph(graphs, bench,
     graph_a = onnx.load(str(first.path)).graph.SerializeToString()
     shutil.rmtree(data / "frames")  # the clips are gone: only the cache can serve the rerun
     second = calibrate(dataclasses.replace(cfg, method="mse", output=tmp_path / "mse.onnx"))
-    assert "from the cache" in second.report["statistics"]
+    assert "from the cache" in second.report.statistics
     third = calibrate(dataclasses.replace(cfg, output=tmp_path / "again.onnx"))
     assert onnx.load(str(third.path)).graph.SerializeToString() == graph_a
     assert qdq.activation_scales(onnx.load(str(second.path))) != qdq.activation_scales(onnx.load(str(third.path)))
@@ -234,21 +234,22 @@ def _zoo_cfg(zoo_graphs, synth: Path, tmp: Path, arch: str = "tsm", **kw: object
 def test_zoo_int8_keeps_accuracy_and_policy(arch, zoo_graphs, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The trained zoo in INT8 on ONNX Runtime's CPU kernels: >= 98 % top-1 agreement and within
     1 point of FP32 on 100 val clips; AdaFuse's decisions barely flip."""
-    rep = calibrate(_zoo_cfg(zoo_graphs, synth_default, tmp_path, arch)).report["result"]
-    assert rep["top1_agreement"] >= 0.98
-    assert round(100 * (rep["top1_reference"] - rep["top1_candidate"]), 6) <= 1.0  # points
+    rep = calibrate(_zoo_cfg(zoo_graphs, synth_default, tmp_path, arch)).report.result
+    assert rep.top1_agreement >= 0.98
+    assert rep.top1_reference is not None and rep.top1_candidate is not None
+    assert round(100 * (rep.top1_reference - rep.top1_candidate), 6) <= 1.0  # points
     if arch == "adafuse":
-        assert len(rep["flip_rate"]) == 8 and rep["mean_flip_rate"] < 0.05
+        assert len(rep.flip_rate) == 8 and rep.mean_flip_rate is not None and rep.mean_flip_rate < 0.05
 
 
 @pytest.mark.parametrize("arch", ["tsm", "adafuse"])
 def test_zoo_fp16_agrees(arch, zoo_graphs, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    rep = calibrate(_zoo_cfg(zoo_graphs, synth_default, tmp_path, arch, precision="fp16")).report["result"]
-    assert rep["top1_agreement"] >= 0.995
+    rep = calibrate(_zoo_cfg(zoo_graphs, synth_default, tmp_path, arch, precision="fp16")).report.result
+    assert rep.top1_agreement >= 0.995
     if arch == "tsm":
-        assert rep["max_abs_logit_error"] < 0.05
+        assert rep.max_abs_logit_error < 0.05
     else:  # FP16 features move a few near-tie decisions, which moves those clips' logits
-        assert rep["mean_flip_rate"] < 0.01
+        assert rep.mean_flip_rate is not None and rep.mean_flip_rate < 0.01
 
 
 def test_budget_returns_the_damaged_layer_to_fp32(zoo_graphs, synth_default, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -270,12 +271,12 @@ def test_budget_returns_the_damaged_layer_to_fp32(zoo_graphs, synth_default, tmp
     monkeypatch.setattr(mod, "thresholds", crushed)  # damages edgefuse's own thresholds, not a library
     result = calibrate(_zoo_cfg(zoo_graphs, synth_default, tmp_path, max_drop=0.5, num_holdout=60))
     rep = result.report
-    assert rep["first_try"] is not None and rep["first_try"]["top1_agreement"] < 0.9
-    assert rep["budget_layers"][0] == victim
-    assert max(rep["sensitivity"], key=rep["sensitivity"].get) == victim
-    assert rep["within_budget"] and rep["drop_points"] <= 0.5
+    assert rep.first_try is not None and rep.first_try.top1_agreement < 0.9
+    assert rep.budget_layers[0] == victim
+    assert max(rep.sensitivity, key=rep.sensitivity.__getitem__) == victim
+    assert rep.within_budget and rep.drop_points <= 0.5
     assert victim not in qdq.quantized_node_names(onnx.load(str(result.path)))
-    assert rep["macs"]["budget_layers_macs"] > 0
+    assert rep.macs.budget_layers_macs > 0
 
 
 # --- FP16 and AdaFuse ---------------------------------------------------------------------------
@@ -289,14 +290,14 @@ def test_fp16_graph_keeps_fp32_io_and_agrees(graphs, bench, tmp_path) -> None:  
     assert half and any(i.name.startswith("onnx::Conv") or "Conv" in i.name for i in half)
     # AdaFuse's policy stays FP32 by default: its Gemm weights are not FP16
     assert all("adafuse" not in i.name for i in half)
-    assert result.report["result"]["clips"] == 12  # it runs; accuracy is checked on the trained zoo below
+    assert result.report.result.clips == 12  # it runs; accuracy is checked on the trained zoo below
 
 
 def test_adafuse_int8_reports_flip_rate_per_policy_block(graphs, bench, tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = onnx.load(str(graphs["adafuse_tsm_resnet18"]))
     assert len(decision_tensors(model)) == 8  # one per ResNet-18 block
     result = calibrate(_cfg(graphs, bench, tmp_path, model="adafuse_tsm_resnet18", method="minmax"))
-    flips = result.report["result"]["flip_rate"]
+    flips = result.report.result.flip_rate
     assert len(flips) == 8 and all(0.0 <= v <= 1.0 for v in flips.values())
     q = onnx.load(str(result.path))
     quantized = set(qdq.quantized_node_names(q))
@@ -346,3 +347,35 @@ def test_bad_input_gives_one_clear_error(graphs, bench, tmp_path) -> None:  # ty
                               "--method", "kl", "-o", str(tmp_path / "x.onnx")])
     assert res.exit_code == 2 and "kl" in res.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+# --- the report and the process's logging -------------------------------------------------------
+
+def test_report_round_trips_through_its_json_file(graphs, bench, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgefuse.quantize import CalibrateReport, CalibrateResult
+
+    result = calibrate(_cfg(graphs, bench, tmp_path, model="adafuse_tsm_resnet18", method="minmax"))
+    saved = json.loads(result.report_path.read_text())
+    assert saved == json.loads(json.dumps(result.report.to_dict()))  # the file is the report's to_dict
+    assert CalibrateReport.from_dict(saved) == result.report
+    assert CalibrateResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    assert saved["drop_points"] == result.report.drop_points and saved["macs"]["int8"] == result.report.macs.low
+    assert set(saved["result"]["flip_rate"]) == set(result.report.result.flip_rate) and saved["result"]["mean_flip_rate"]
+
+
+def test_calibrate_leaves_the_process_logging_as_it_was(graphs, bench, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """ONNX Runtime's quantizer is quietened on its own records only: a process-wide logging.disable set
+    by the user survives a calibrate, other loggers keep their INFO, and the bias-copy chatter is dropped."""
+    import logging
+
+    logging.disable(logging.DEBUG)  # the user's own setting
+    try:
+        with caplog.at_level(logging.INFO):
+            calibrate(_cfg(graphs, bench, tmp_path, method="minmax"))
+            assert logging.root.manager.disable == logging.DEBUG
+            logging.getLogger("edgefuse.test").info("still heard")
+        assert "still heard" in caplog.text
+        assert not any("onnxruntime" in r.pathname and r.levelno < logging.WARNING for r in caplog.records)
+        assert not logging.getLogger().filters
+    finally:
+        logging.disable(logging.NOTSET)

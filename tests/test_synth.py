@@ -15,14 +15,21 @@ from PIL import Image
 
 from edgefuse.cli import EdgefuseGroup
 from edgefuse.cli.synth import synth_cmd
+from edgefuse.clips.sources import parse_list_file
 from edgefuse.errors import EdgefuseError
 from edgefuse.lab import synth
-from edgefuse.lab.synth import CLASSES, PAIRS, SynthConfig, clip_label, generate, read_list, render_clip
+from edgefuse.lab.synth import CLASSES, PAIRS, SynthConfig, clip_label, generate, render_clip
+from edgefuse.lab.synth import write as synth_write
 
 SMALL = {"train": 20, "val": 10, "calib": 10, "frames": 8, "size": 64}
 SPLITS = {"train": 20, "val": 10, "calib": 10}
 EXPECTED_TOP = ["calib.txt", "calib_videos.txt", "classes.txt", "frames", "synth.json", "train.txt",
                 "train_videos.txt", "val.txt", "val_videos.txt", "videos"]
+
+
+def read_list(path: Path) -> list[tuple[str, int | None, int | None]]:
+    """(relative path, frames, label) of each line, as the one TSN list-file parser reads them."""
+    return [(e.id, e.num_frames, e.label) for e in parse_list_file(path)]
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -294,7 +301,7 @@ def test_failing_workers_leave_nothing(tmp_path) -> None:
 
 
 def test_interrupt_leaves_nothing(tmp_path, monkeypatch) -> None:
-    real = synth.progress
+    real = synth_write.progress
 
     def interrupted(items, desc, total=None, enabled=None):
         for i, item in enumerate(real(items, desc, total, enabled)):
@@ -302,7 +309,7 @@ def test_interrupt_leaves_nothing(tmp_path, monkeypatch) -> None:
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(synth, "progress", interrupted)
+    monkeypatch.setattr(synth_write, "progress", interrupted)
     for workers in (1, 2):  # in-process, and Ctrl-C while the pool is busy
         with pytest.raises(KeyboardInterrupt):
             generate(_tiny(tmp_path / "ds", train=16, workers=workers))

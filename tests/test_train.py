@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.lab.train import TrainConfig, build_model, evaluate, normalise, prepare_clips, segment_indices, train
-from edgefuse.lab.zoo import add_to_zoo, list_zoo, load_zoo_model, zoo_entry
-from edgefuse.models import create_model, read_checkpoint
+from edgefuse.lab.zoo import add_to_zoo, zoo_entry
+from edgefuse.models import create_model, list_pretrained, read_checkpoint
 from edgefuse.models.cost import adafuse_cost, adafuse_macs, decision_savings, savings_tensor
 from edgefuse.models.layers import AdaFuse, argmax_onehot
 from edgefuse.models.layers.adafuse import KEEP
@@ -52,8 +52,8 @@ def toy_cfg(model: str, **changes: object) -> TrainConfig:
     options: dict[str, object] = {"width": 0.125}
     if model.startswith("adafuse"):
         options.update(hidden_quota=0, hidden=64)  # a small fixed policy hidden size (the quota rule gives 24576)
-    base = dict(options=options, num_classes=2, segments=SEGMENTS, size=SIZE, epochs=6, batch_size=8, lr=0.05,
-                threads=1, class_names=("moving left", "moving right"))
+    base = {"options": options, "num_classes": 2, "segments": SEGMENTS, "size": SIZE, "epochs": 6, "batch_size": 8, "lr": 0.05,
+                "threads": 1, "class_names": ("moving left", "moving right")}
     return TrainConfig(model, **{**base, **changes})  # type: ignore[arg-type]
 
 
@@ -273,16 +273,16 @@ def test_zoo_round_trip_with_half_checkpoint(tmp_path: Path, toy, monkeypatch) -
     assert all(v.dtype == torch.float16 for v in ckpt.state_dict.values() if v.is_floating_point())
 
     zoo = tmp_path / "zoo"
-    assert list_zoo(zoo) == []
+    assert list_pretrained(directory=zoo) == []
     entry = zoo_entry("toy_tsm", result, cfg.command("toy/"))
     add_to_zoo(entry, zoo)
     monkeypatch.setenv("EDGEFUSE_ZOO_DIR", str(zoo))
-    (listed,) = list_zoo()
-    assert listed["name"] == "toy_tsm" and listed["checkpoint"] == "toy_tsm.pth"
-    assert listed["val_top1"] == result.metrics["top1"] and listed["trained_with"].startswith("edgefuse train")
-    json.dumps(listed)
+    (listed,) = list_pretrained()
+    assert listed.name == "toy_tsm" and listed.checkpoint == "toy_tsm.pth"
+    assert listed.val_top1 == result.metrics["top1"] and listed.trained_with.startswith("edgefuse train")
+    json.dumps(listed.to_dict())
 
-    model = load_zoo_model("toy_tsm")
+    model = create_model("toy_tsm", pretrained=True)
     assert not model.training and model.config.class_names == ("moving left", "moving right")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     reference = copy.deepcopy(result.model).half().float()  # the weights as stored
@@ -291,12 +291,12 @@ def test_zoo_round_trip_with_half_checkpoint(tmp_path: Path, toy, monkeypatch) -
         assert torch.equal(model(clips), reference(clips))
 
     with pytest.raises(EdgefuseError, match="unknown zoo model 'toy_tms': did you mean toy_tsm"):
-        load_zoo_model("toy_tms")
+        create_model("toy_tms", pretrained=True)
     data = bytearray(cfg.out.read_bytes())
     data[-100] ^= 0xFF
     cfg.out.write_bytes(bytes(data))
     with pytest.raises(EdgefuseError, match="sha256.*reinstall"):
-        load_zoo_model("toy_tsm")
+        create_model("toy_tsm", pretrained=True)
 
 
 # ---------------------------------------------------------------------------------------------

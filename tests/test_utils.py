@@ -47,3 +47,48 @@ def test_large_graphs_keep_weights_beside_the_graph(tmp_path) -> None:
     y = ort_session(str(path)).run(None, {"x": x})[0]
     assert np.allclose(y, x @ numpy_helper.to_array(w))
     assert onnx.load(str(path)).graph.initializer[0].name == "w"
+
+
+# --- progress display ---------------------------------------------------------------------------------------------
+
+
+def test_progress_writes_plain_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgefuse.progress import Progress, progress
+
+    monkeypatch.delenv("EDGEFUSE_PROGRESS", raising=False)
+    bar = Progress(20, "work")
+    for _ in range(20):
+        bar.update()
+    bar.close()
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 11  # 0 %, then one line per tenth
+    assert lines[-1].startswith("work: 20/20 (100%)") and bar.n == 20
+    assert list(progress(iter(range(3)), "no total")) == [0, 1, 2]  # no total: no lines, items unchanged
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_draws_a_bar_on_a_terminal(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from edgefuse.progress import progress
+
+    monkeypatch.delenv("EDGEFUSE_PROGRESS", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert list(progress(range(4), "bar")) == [0, 1, 2, 3]
+    err = capsys.readouterr().err
+    assert "\r" in err and "bar: 100%" in err and "4/4" in err
+
+
+def test_progress_turned_off(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgefuse.progress import Progress, progress
+
+    monkeypatch.setenv("EDGEFUSE_PROGRESS", "0")
+    assert list(progress(range(5), "off", enabled=True)) == list(range(5))
+    monkeypatch.delenv("EDGEFUSE_PROGRESS")
+    bar = Progress(5, "off", enabled=False)
+    bar.update(5)
+    bar.close()
+    assert capsys.readouterr().err == "" and bar.n == 5

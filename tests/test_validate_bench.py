@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from edgefuse.backends import BuildConfig, build_engine
-from edgefuse.bench import BenchConfig, bench
+from edgefuse.bench import BenchConfig, BenchReport, EstimateReport, bench
 from edgefuse.cli import cli
+from edgefuse.demo import DemoReport
 from edgefuse.errors import EdgefuseError
 from edgefuse.validate import ValidateConfig, validate
 
@@ -45,10 +46,11 @@ def tsm(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
 def test_validate_passes_a_good_engine_with_every_figure(tsm, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
     rep = validate(ValidateConfig(engine=tsm["engine"], reference=tsm["fp32"], clips=synth_default / "val.txt",
                                   num_clips=40, report=tmp_path / "r.json", html=tmp_path / "r.html", progress=False))
-    r = rep["result"]
-    assert rep["verdict"] == "pass" and r["top1_agreement"] == 1.0 and r["max_abs_error"] < 1e-3
-    assert r["top1_reference"] == r["top1_engine"] > 0.9 and r["top5_engine"] >= r["top1_engine"]
-    assert len(r["per_class"]) == 10 and r["kl_mean"] < 1e-6
+    r = rep.result
+    assert rep.verdict == "pass" and r.top1_agreement == 1.0 and r.max_abs_error < 1e-3
+    assert r.top1_reference is not None and r.top1_engine is not None and r.top5_engine is not None
+    assert r.top1_reference == r.top1_engine > 0.9 and r.top5_engine >= r.top1_engine
+    assert r.per_class is not None and len(r.per_class) == 10 and r.kl_mean < 1e-6
     saved = json.loads((tmp_path / "r.json").read_text())
     assert len(saved["result"]["per_clip"]["max_abs_error"]) == 40  # raw per-clip figures kept
     page = (tmp_path / "r.html").read_text()
@@ -64,9 +66,10 @@ def test_validate_catches_a_damaged_engine_and_names_the_layer(tsm, synth_defaul
     assert f"departing layer: {VICTIM}" in res.output, res.output
     rep = validate(ValidateConfig(engine=tsm["damaged"], reference=tsm["fp32"], clips=synth_default / "val.txt",
                                   num_clips=8, per_layer=True, progress=False, max_drop=100.0))
-    pl = rep["per_layer"]
-    assert pl["layer"] == VICTIM and pl["relative_error"] > 0.05
-    assert all(b["relative_error"] <= 0.05 for b in pl["before"])  # everything before it still matches
+    pl = rep.per_layer
+    assert pl is not None and pl.relative_error is not None
+    assert pl.layer == VICTIM and pl.relative_error > 0.05
+    assert all(b.relative_error <= 0.05 for b in pl.before)  # everything before it still matches
 
 
 def test_validate_against_a_checkpoint_runs_pytorch_eager(tsm, synth_default) -> None:  # type: ignore[no-untyped-def]
@@ -74,7 +77,7 @@ def test_validate_against_a_checkpoint_runs_pytorch_eager(tsm, synth_default) ->
 
     rep = validate(ValidateConfig(engine=tsm["engine"], reference=ZOO_DIR / "synth_tsm_r18w025.pth",
                                   clips=synth_default / "val.txt", num_clips=16, progress=False))
-    assert rep["result"]["top1_agreement"] == 1.0 and rep["result"]["max_abs_error"] < 1e-3
+    assert rep.result.top1_agreement == 1.0 and rep.result.max_abs_error < 1e-3
 
 
 def test_bench_figures_come_from_the_raw_timings(tsm, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -83,8 +86,8 @@ def test_bench_figures_come_from_the_raw_timings(tsm, tmp_path) -> None:  # type
     rep = bench(BenchConfig(engines=(tsm["engine"], tsm["fp32"]), device="cpu", iterations=6, warmup=1,
                             eager=ZOO_DIR / "synth_tsm_r18w025.pth", json_out=tmp_path / "b.json",
                             png_out=tmp_path / "b.png", progress=False))
-    rows = rep["rows"]
-    assert [r["name"] for r in rows] == ["PyTorch eager FP32", "tsm.engine", "tsm.onnx"]
+    rows = rep.rows
+    assert [r.name for r in rows] == ["PyTorch eager FP32", "tsm.engine", "tsm.onnx"]
     saved = json.loads((tmp_path / "b.json").read_text())
     for row in saved["rows"]:
         raw = np.array(row["raw_ms"])
@@ -110,6 +113,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path) -> None:  # type: ignore[no-unty
                                    "--iterations", "2", "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output[res.output.index("{"):])
+    assert DemoReport.from_dict(rep).to_dict() == rep
     rows = rep["rows"]
     assert len(rows) == 9 and {r["model"] for r in rows} == {"TSM", "AdaFuse-TSM", "AdaFuse-TSM folded"}
     for r in rows:
@@ -120,12 +124,13 @@ def test_demo_runs_the_whole_pipeline(tmp_path) -> None:  # type: ignore[no-unty
 def test_bench_estimates_beside_measurements_and_alone_for_other_devices(tsm) -> None:  # type: ignore[no-untyped-def]
     rep = bench(BenchConfig(engines=(tsm["engine"],), device="cpu", iterations=3, warmup=1, estimate=True,
                             progress=False))
-    row = rep["rows"][0]
-    assert row["estimate_ms"] > 0 and "estimate_error_pct" in row
+    row = rep.rows[0]
+    assert row.estimate_ms is not None and row.estimate_ms > 0 and row.estimate_error_pct is not None
     with pytest.raises(EdgefuseError, match="add --estimate"):
         bench(BenchConfig(engines=(tsm["engine"],), device="rtx4090", iterations=1, progress=False))
     alone = bench(BenchConfig(engines=(tsm["engine"],), device="rtx4090", estimate=True, progress=False))
-    assert alone["estimate_only"] and alone["rows"][0]["estimate_ms"] > 0 and "roofline" in alone["rows"][0]["label"]
+    assert isinstance(alone, EstimateReport)
+    assert alone.estimate_only and alone.rows[0].estimate_ms > 0 and "roofline" in alone.rows[0].label
 
 
 def test_validate_reports_adafuse_flips_and_realized_macs(synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -138,9 +143,45 @@ def test_validate_reports_adafuse_flips_and_realized_macs(synth_default, tmp_pat
     engine = build_engine(BuildConfig(fp32, tmp_path / "ada.engine", device="cpu", backend="onnxruntime")).path
     rep = validate(ValidateConfig(engine=engine, reference=fp32, clips=synth_default / "val.txt", num_clips=30,
                                   progress=False))
-    assert len(rep["policy"]) == 8 and all(p["flip_rate"] < 0.01 for p in rep["policy"])
-    assert all(abs(p["engine_skip"] + p["engine_reuse"] + p["engine_keep"] - 1) < 1e-6 for p in rep["policy"])
-    eng, ref = np.array(rep["realized_gmacs_per_clip"]), np.array(rep["realized_gmacs_per_clip_reference"])
-    assert len(eng) == 30 and np.abs(eng - ref).max() < 0.01 * rep["dense_gmacs_per_clip"]
+    assert rep.policy is not None and rep.realized is not None
+    assert len(rep.policy) == 8 and all(p.flip_rate < 0.01 for p in rep.policy)
+    assert all(abs((p.engine_skip or 0) + (p.engine_reuse or 0) + (p.engine_keep or 0) - 1) < 1e-6 for p in rep.policy)
+    eng, ref = np.array(rep.realized.engine), np.array(rep.realized.reference)
+    assert len(eng) == 30 and np.abs(eng - ref).max() < 0.01 * rep.realized.dense
     recorded = get_zoo_entry(name)["gmacs_clip_given_decisions"]  # measured at training on all 250 val clips
-    assert abs(eng.mean() - recorded) < 0.05 * recorded and eng.mean() < 0.7 * rep["dense_gmacs_per_clip"]
+    assert abs(eng.mean() - recorded) < 0.05 * recorded and eng.mean() < 0.7 * rep.realized.dense
+
+
+def test_bench_keeps_engines_of_the_same_file_name_apart(tsm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two engines called m.onnx in different folders are two rows, each with its own timings (they were
+    merged into one row holding both engines' runs)."""
+    import shutil
+
+    paths = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        paths.append(Path(shutil.copy(tsm["fp32"], tmp_path / folder / "m.onnx")))
+    rep = bench(BenchConfig(engines=tuple(paths), device="cpu", iterations=3, warmup=0, progress=False))
+    assert isinstance(rep, BenchReport)
+    assert [r.name for r in rep.rows] == [str(p) for p in paths]
+    assert all(r.latency.iterations == 3 and len(r.raw_ms) == 3 for r in rep.rows)
+    assert rep.rows[0].raw_ms != rep.rows[1].raw_ms
+
+
+def test_reports_round_trip_through_their_json(tsm, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgefuse.validate import ValidateReport
+
+    rep = validate(ValidateConfig(engine=tsm["damaged"], reference=tsm["fp32"], clips=synth_default / "val.txt",
+                                  num_clips=8, per_layer=True, progress=False, max_drop=100.0,
+                                  report=tmp_path / "v.json"))
+    saved = json.loads((tmp_path / "v.json").read_text())
+    assert ValidateReport.from_dict(saved) == rep and rep.to_dict() == json.loads(json.dumps(rep.to_dict()))
+    assert saved["verdict"] == rep.verdict and saved["drop_points"] == rep.drop_points
+    assert "per_clip" not in rep.to_dict(per_clip=False)["result"] and "policy" not in saved  # absent parts stay absent
+    timing = bench(BenchConfig(engines=(tsm["engine"],), device="cpu", iterations=2, warmup=0, progress=False,
+                               json_out=tmp_path / "b.json"))
+    assert isinstance(timing, BenchReport)
+    assert BenchReport.from_dict(json.loads((tmp_path / "b.json").read_text())) == timing
+    assert "raw_ms" not in timing.to_dict(raw=False)["rows"][0]
+    alone = bench(BenchConfig(engines=(tsm["engine"],), device="rtx4090", estimate=True, progress=False))
+    assert isinstance(alone, EstimateReport) and EstimateReport.from_dict(alone.to_dict()) == alone

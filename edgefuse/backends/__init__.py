@@ -22,12 +22,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edgefuse.backends.sidecar import Sidecar
 from edgefuse.errors import EdgefuseError
+
+if TYPE_CHECKING:
+    from edgefuse.graph.runner import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,22 @@ __all__ = ["BuildConfig", "BuildResult", "Runner", "build_engine", "load"]
 
 
 class Runner(Protocol):
+    """What every engine runner offers: ``run`` clips (N, T, 3, H, W) -> logits (N, K); ``run_logits_and`` the
+    logits and the intermediate tensors it can expose (ONNX Runtime's: those given as ``extra_outputs`` to
+    :func:`load`; the other backends expose none and refuse a request for some); ``timings``: the backend's own
+    split of its last run in ms (TensorRT: h2d_ms, compute_ms, d2h_ms), empty when it has none; ``gpu_memory_mb``:
+    the engine's GPU memory (TensorRT), else None."""
+
     backend: str
     info: dict[str, Any]
     metadata: dict[str, Any]
+    timings: dict[str, float]
+    gpu_memory_mb: float | None
 
     def run(self, clips: np.ndarray) -> np.ndarray: ...
+
+    def run_logits_and(self, clips: np.ndarray, tensors: Sequence[str] = (), progress: bool = False,
+                       desc: str = "") -> Outputs: ...
 
 
 @dataclass(frozen=True)
@@ -77,11 +91,12 @@ class BuildResult:
 def build_engine(cfg: BuildConfig) -> BuildResult:
     """Build ``cfg.model`` for ``cfg.device``: an ONNX Runtime engine for ``cpu``, a TensorRT
     engine for a GPU or Jetson profile (on that machine, with TensorRT installed)."""
-    from edgefuse.backends.plan import graph_inputs, graph_precision, optimization_profiles, plan_precision
+    from edgefuse.backends.plan import graph_precision, optimization_profiles, plan_precision
     from edgefuse.backends.sidecar import write_sidecar
     from edgefuse.devices import detect_device, get_device
     from edgefuse.graph.io import load_onnx
     from edgefuse.graph.metadata import read_metadata
+    from edgefuse.graph.query import dims, graph_inputs
     from edgefuse.utils import sha256_file
 
     start = time.monotonic()
@@ -89,7 +104,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     model = load_onnx(cfg.model)
     meta = read_metadata(model)
     graph = graph_precision(model, meta)
-    profiles = optimization_profiles(graph_inputs(model), meta.get("dynamic_ranges") or {}, cfg.shapes)
+    inputs = {vi.name: dims(vi) for vi in graph_inputs(model)}
+    profiles = optimization_profiles(inputs, meta.get("dynamic_ranges") or {}, cfg.shapes)
     if cfg.dla is not None and (profile.dla_cores or 0) <= cfg.dla:
         raise EdgefuseError(f"--dla {cfg.dla}: {profile.name} has {profile.dla_cores or 0} DLA core(s); "
                             + ("build without --dla" if not profile.dla_cores else f"use 0..{profile.dla_cores - 1}"))
@@ -123,7 +139,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
                                              profiles, cfg.workspace_mb, cfg.dla, cfg.gpu_fallback, cfg.timing_cache)
         backend, hardware = "tensorrt", adapter.gpu_identity()
     for note in plan.notes:
-        log.warning("%s: %s", cfg.output, note)
+        log.info("%s: %s", cfg.output, note)
     sidecar = Sidecar(
         backend=backend, backend_version=version, device=profile.name, hardware=hardware, precision=plan.precision,
         engine_sha256=sha256_file(cfg.output), source_onnx=str(cfg.model),

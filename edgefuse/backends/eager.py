@@ -3,16 +3,21 @@ and the baseline row of bench. The model is rebuilt from an ONNX graph's or engi
 (model name, classes, segments, input size, options) and the checkpoint."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgefuse.errors import EdgefuseError
 
+if TYPE_CHECKING:
+    from edgefuse.graph.runner import Outputs
+
 
 class EagerRunner:
     backend = "pytorch"
+    gpu_memory_mb: float | None = None
 
     def __init__(self, checkpoint: str | Path, metadata: dict[str, Any], threads: int | None = None) -> None:
         import torch
@@ -32,9 +37,16 @@ class EagerRunner:
                                   input_size=metadata.get("input_size"), **options).eval()
         self.metadata = dict(metadata)
         self.info = {"backend": "pytorch", "checkpoint": str(checkpoint)}
+        self.timings: dict[str, float] = {}
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
             return self.model(torch.from_numpy(np.ascontiguousarray(clips, dtype=np.float32))).numpy()
+
+    def run_logits_and(self, clips: np.ndarray, tensors: Sequence[str] = (), progress: bool = False,
+                       desc: str = "") -> Outputs:
+        from edgefuse.graph.runner import logits_only
+
+        return logits_only(self.backend, self.run(clips), tensors)

@@ -12,13 +12,17 @@ on this project's machine that is the small zoo graphs, not the ResNet-50 ones (
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.utils import atomic_path
+
+if TYPE_CHECKING:
+    from edgefuse.graph.runner import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +74,13 @@ class OpenVinoRunner:
     graph's static batch like the ONNX Runtime runner."""
 
     backend = "openvino"
+    gpu_memory_mb: float | None = None
 
     def __init__(self, path: Path, info: dict[str, Any], threads: int | None = None) -> None:
         ov = _openvino()
         self.info = info
         self.metadata = dict(info.get("metadata") or {})
+        self.timings: dict[str, float] = {}
         settings = dict(info.get("settings") or {})
         props = {k: settings[k] for k in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS")
                  if k in settings}
@@ -96,6 +102,12 @@ class OpenVinoRunner:
         return np.concatenate(logits)
 
     logits = run
+
+    def run_logits_and(self, clips: np.ndarray, tensors: Sequence[str] = (), progress: bool = False,
+                       desc: str = "") -> Outputs:
+        from edgefuse.graph.runner import logits_only
+
+        return logits_only(self.backend, self.run(clips), tensors)
 
 
 def load_openvino_engine(path: Path, sidecar: Any, threads: int | None = None) -> OpenVinoRunner:

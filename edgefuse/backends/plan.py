@@ -113,12 +113,6 @@ def parse_shapes(specs: Sequence[str]) -> dict[str, list[list[int]]]:
     return out
 
 
-def graph_inputs(model: onnx.ModelProto) -> dict[str, list[int | str]]:
-    consts = {i.name for i in model.graph.initializer}
-    return {i.name: [d.dim_param or int(d.dim_value) for d in i.type.tensor_type.shape.dim]
-            for i in model.graph.input if i.name not in consts}
-
-
 def optimization_profiles(inputs: Mapping[str, Sequence[int | str]], ranges: Mapping[str, Sequence[int]],
                           overrides: Mapping[str, list[list[int]]]) -> dict[str, list[list[int]]]:
     """min / opt / max shape of every input: an override as given (checked against the static

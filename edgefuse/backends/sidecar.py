@@ -66,7 +66,7 @@ def read_sidecar(engine: str | Path) -> Sidecar:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, Mapping):
-            raise ValueError("not a JSON object")
+            raise TypeError("not a JSON object")
         return Sidecar.from_dict(data)
     except (ValueError, TypeError) as e:
         raise EdgefuseError(f"{path}: not a valid engine sidecar ({e}); rebuild the engine with "

@@ -28,16 +28,62 @@ class EdgefuseGroup(click.Group):
             ctx.exit(130)
 
 
+class StatusFormatter(logging.Formatter):
+    """Status lines (INFO) as plain text, warnings as ``warning: ...``, errors as ``error: ...``, debug
+    lines with the logger's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"error: {text}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {text}"
+        if record.levelno >= logging.INFO:
+            return text
+        return f"debug {record.name}: {text}"
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (a test runner may swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def setup_logging(ctx: click.Context, verbose: int) -> None:
+    """edgefuse's status lines (INFO) at the default verbosity, its debug lines with ``-v``, other
+    libraries' warnings always and their debug lines with ``-vv``; put back as it was when the command ends
+    (so a command run in-process leaves the caller's logging alone)."""
+    root, ours = logging.getLogger(), logging.getLogger("edgefuse")
+    saved = (root.level, ours.level)
+    handler = StderrHandler()
+    handler.setFormatter(StatusFormatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    ours.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
+    ctx.call_on_close(restore)
+
+
 @click.group(cls=EdgefuseGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgefuse")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help="More log output (-v: edgefuse's debug lines, -vv: every library's).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Deploy adaptive temporal video models (AdaFuse, GSF, TSM, TSN) to edge GPUs and CPUs."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(ctx, verbose)
 
 
 def _register() -> None:
+    from edgefuse.cli import bench as _bench
     from edgefuse.cli import calibrate as _calibrate
     from edgefuse.cli import demo as _demo
     from edgefuse.cli import engine as _engine
@@ -54,7 +100,7 @@ def _register() -> None:
     cli.add_command(_engine.build_engine_cmd)
     cli.add_command(_engine.devices_cmd)
     cli.add_command(_validate.validate_cmd)
-    cli.add_command(_validate.bench_cmd)
+    cli.add_command(_bench.bench_cmd)
     cli.add_command(_demo.demo_cmd)
     cli.add_command(_synth.synth_cmd)
     cli.add_command(_train.train_cmd)

@@ -1,19 +1,20 @@
 """``edgefuse demo``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from edgefuse.cli.options import json_option
-from edgefuse.cli.render import format_table
+from edgefuse.cli.render import render_demo, render_json
 
 
 @click.command("demo")
-@click.option("--work", default=Path("edgefuse-demo"), show_default=True, type=click.Path(path_type=Path, file_okay=False),
+@click.option("--work", default=Path("edgefuse-demo"), show_default=True,
+              type=click.Path(path_type=Path, file_okay=False),
               help="Folder for the benchmark clips, graphs, engines and reports.")
-@click.option("--num-val", default=100, show_default=True, type=click.IntRange(min=10), help="Val clips to validate on.")
+@click.option("--num-val", default=100, show_default=True, type=click.IntRange(min=10),
+              help="Val clips to validate on.")
 @click.option("--num-calib", default=64, show_default=True, type=click.IntRange(min=8), help="Calibration clips.")
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1), help="Bench runs per engine.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads (default: one per physical core).")
@@ -24,13 +25,4 @@ def demo_cmd(work: Path, num_val: int, num_calib: int, iterations: int, threads:
     from edgefuse.demo import DemoConfig, demo
 
     rep = demo(DemoConfig(work=work, num_val=num_val, num_calib=num_calib, iterations=iterations, threads=threads))
-    if as_json:
-        click.echo(json.dumps(rep, indent=2))
-        return
-    pct = (lambda v: "-" if v is None else f"{100 * v:.1f}%")  # noqa: E731
-    rows = [{**r, "top1": pct(r["top1"]), "agreement": pct(r["agreement"]), "p50_ms": f"{r['p50_ms']:.1f}",
-             "p99_ms": f"{r['p99_ms']:.1f}", "speedup": f"{r['speedup']:.2f}x"} for r in rep["rows"]]
-    click.echo(format_table(rows, ["model", "precision", "top1", "agreement", "gmacs", "p50_ms", "p99_ms", "speedup"],
-                            ["model", "runs as", f"top-1 ({rep['val_clips']} val clips)", "agrees with FP32",
-                             "GMACs/clip", "p50 ms", "p99 ms", "vs eager"]))
-    click.echo(f"edgefuse demo: {rep['seconds']:.0f} s; graphs, engines and clips in {rep['work']}/")
+    click.echo(render_json(rep.to_dict()) if as_json else render_demo(rep))

@@ -1,13 +1,12 @@
 """``edgefuse build-engine`` and ``edgefuse devices``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from edgefuse.cli.options import json_option
-from edgefuse.cli.render import format_table
+from edgefuse.cli.render import device_rows, render_build, render_devices, render_json
 
 
 @click.command("devices")
@@ -16,17 +15,8 @@ def devices_cmd(as_json: bool) -> None:
     """List the device profiles build-engine and bench know (installed with edgefuse)."""
     from edgefuse.devices import list_devices, tensorrt_versions
 
-    rows = []
-    for d in list_devices():
-        rows.append({"name": d.name, "title": d.title, "kind": d.kind, "sm": d.compute_capability or "-",
-                     "precisions": ",".join(d.precisions), "dla": d.dla_cores if d.dla_cores is not None else "-",
-                     "memory_gb": d.memory_gb if d.memory_gb is not None else "-",
-                     "tensorrt": ", ".join(tensorrt_versions(d)) or "-"})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    click.echo(format_table(rows, ["name", "title", "kind", "sm", "precisions", "dla", "memory_gb", "tensorrt"],
-                            ["device", "", "kind", "sm", "fast precisions", "DLA", "GB", "TensorRT"]))
+    rows = device_rows([(d, tensorrt_versions(d)) for d in list_devices()])
+    click.echo(render_json(rows) if as_json else render_devices(rows))
 
 
 @click.command("build-engine")
@@ -44,7 +34,8 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--gpu-fallback", is_flag=True, help="TensorRT with --dla: layers DLA cannot run go to the GPU (listed).")
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False),
               help="TensorRT timing cache to reuse and update (faster rebuilds).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: one per physical core, pinned to it; an explicit count runs unpinned).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads (default: one per physical core, pinned to it; an explicit count runs unpinned).")
 @click.option("--cpu-int8", type=click.Choice(["auto", "exact", "qdq"]), default="auto", show_default=True,
               help="ONNX Runtime INT8: auto = the calibrated grid on the fast u8 x s8 kernels, residual convolutions "
                    "quantized on their calibrated grids; exact = no rounding beyond the Q/DQ graph's; qdq = the "
@@ -68,19 +59,4 @@ def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str
                       workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, timing_cache=timing_cache,
                       threads=threads, cpu_int8=cpu_int8, backend=backend)
     result = build_engine(cfg)
-    s = result.sidecar.to_dict()
-    if as_json:
-        click.echo(json.dumps(s, indent=2, default=str))
-        return
-    size = result.path.stat().st_size / 1e6
-    click.echo(f"wrote {result.path} ({size:.1f} MB) and {result.sidecar_path.name}: {s['backend']} "
-               f"{s['backend_version']} for {s['device']} ({s['hardware'].get('name')}), {s['precision'].upper()}, "
-               f"{s['build_seconds']:.1f} s")
-    for note in s["notes"]:
-        click.echo(f"note: {note}")
-    if s["settings"].get("backend_choice"):
-        click.echo(f"backend: {s['settings']['backend_choice']['reason']}")
-    if s["settings"].get("int8_rewrite"):
-        click.echo(f"int8: {s['settings']['int8_rewrite']}")
-    if s["settings"].get("gpu_fallback_layers"):
-        click.echo("layers on the GPU instead of DLA: " + ", ".join(s["settings"]["gpu_fallback_layers"]))
+    click.echo(render_json(result.sidecar.to_dict()) if as_json else render_build(result))

@@ -9,11 +9,13 @@ from typing import Any
 import click
 
 from edgefuse.cli.options import json_option
-from edgefuse.cli.render import format_table
+from edgefuse.cli.render import format_table, render_export
 from edgefuse.errors import EdgefuseError
 
 
 def _parse_ranges(values: tuple[str, ...]) -> dict[str, tuple[int, int, int]]:
+    from edgefuse.export.config import DIMS
+
     out = {}
     for v in values:
         try:
@@ -21,8 +23,8 @@ def _parse_ranges(values: tuple[str, ...]) -> dict[str, tuple[int, int, int]]:
             lo, opt, hi = (int(x) for x in nums.split(","))
         except ValueError:
             raise EdgefuseError(f"--range {v!r}: write it as NAME:min,opt,max, e.g. T:4,8,16") from None
-        if name not in ("N", "T", "H", "W"):
-            raise EdgefuseError(f"--range {v!r}: the dynamic dimensions are N, T, H and W")
+        if name not in DIMS:
+            raise EdgefuseError(f"--range {v!r}: the dynamic dimensions are {', '.join(DIMS[:-1])} and {DIMS[-1]}")
         out[name] = (lo, opt, hi)
     return out
 
@@ -84,18 +86,4 @@ def export_cmd(model: str | None, preset: str | None, list_presets: bool, output
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
-    size_mb = output.stat().st_size / 1e6
-    m = result.metadata
-    click.echo(f"wrote {output} ({size_mb:.1f} MB): {m['model']}, policy {m['policy']}, {m['shape']} shapes, "
-               f"opset {m['opset']}, {result.params / 1e6:.2f} M params, {result.macs_per_clip / 1e9:.3f} GMACs per "
-               f"{'frame' if m['policy'] == 'stream' else 'clip'}, {result.seconds['total']:.1f} s")
-    click.echo(format_table([p.to_dict() for p in result.parity], ["label", "max_abs", "max_rel", "top1_agreement"],
-                            ["parity (ONNX Runtime vs PyTorch)", "max abs", "max rel", "top-1 agree"]))
-    click.echo(format_table([{"tensorrt": v.version, "verdict": "ok" if v.ok else "NO: " + "; ".join(v.problems)}
-                             for v in result.hygiene.verdicts], ["tensorrt", "verdict"]))
-    if result.fold:
-        f = result.fold
-        macs = f["macs"]
-        click.echo(f"folded at tau {f['tau']:.2f}: agreement {100 * f['agreement']:.1f}% with the dynamic policy; "
-                   f"GMACs per clip dense {macs['dense'] / 1e9:.3f}, dynamic (expected) {macs['dynamic_expected'] / 1e9:.3f}, "
-                   f"folded {macs['folded'] / 1e9:.3f}")
+    click.echo(render_export(result, output.stat().st_size / 1e6))

@@ -13,34 +13,37 @@ from edgefuse.cli.render import format_table
 @click.command("models")
 @click.argument("pattern", default="*")
 @click.option("--frames", default=8, show_default=True, help="Frames per clip for the MACs column.")
-@click.option("--size", default=224, show_default=True, help="Input size for the MACs column.")
+@click.option("--size", default=224, show_default=True, help="Input size for the MACs column (224 is recorded; "
+              "another size counts every model, seconds).")
 @json_option
 def models_cmd(pattern: str, frames: int, size: int, as_json: bool) -> None:
-    """List the model zoo (glob PATTERN) with parameters and dense MACs."""
+    """List the registered models (glob PATTERN) with parameters and dense MACs, and the pretrained tags."""
     from edgefuse.errors import EdgefuseError
-    from edgefuse.lab.zoo import trained_rows
-    from edgefuse.models.report import zoo
+    from edgefuse.models.listing import model_rows, pretrained_rows
 
-    trained = trained_rows(pattern)
+    trained = pretrained_rows(pattern)
     try:
-        rows = zoo(pattern, frames=frames, size=size)
+        rows = model_rows(pattern, frames=frames, size=size)
     except EdgefuseError:
         if not trained:
             raise
-        rows = []  # the pattern names trained zoo models only
+        rows = []  # the pattern names pretrained tags only
     if as_json:
-        click.echo(json.dumps({"models": rows, "trained": trained}, indent=2))
+        click.echo(json.dumps({"models": [r.to_dict() for r in rows], "trained": [t.to_dict() for t in trained]},
+                              indent=2))
         return
     if rows:
         click.echo(format_table(
-            rows, ["name", "params_m", "gmacs_frame", "gmacs_clip", "description"],
+            [r.to_dict() for r in rows], ["name", "params_m", "gmacs_frame", "gmacs_clip", "description"],
             ["model", "params (M)", "GMACs/frame", f"GMACs/clip ({frames}x{size})", "description"],
         ))
     if trained:
-        click.echo("\nTrained zoo (ships with edgefuse; val split of 'edgefuse synth', 10 classes in 5 time-reversed pairs):")
+        click.echo("\nPretrained (ship with edgefuse: create_model(NAME, pretrained=True) or the short name anywhere "
+                   "a model name goes;\nval split of 'edgefuse synth', 10 classes in 5 time-reversed pairs):")
         click.echo(format_table(
-            trained, ["name", "model", "top1", "within_pair", "gmacs_clip", "saving", "mb"],
-            ["name", "model", "val top-1", "within pair", "GMACs/clip", "MACs saved", "MB"],
+            [t.to_dict() for t in trained],
+            ["pretrained", "name", "top1", "within_pair", "gmacs_clip", "saving", "mb"],
+            ["pretrained", "short name", "val top-1", "within pair", "GMACs/clip", "MACs saved", "MB"],
         ))
 
 

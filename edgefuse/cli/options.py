@@ -33,7 +33,8 @@ def clip_options(default_num: int) -> Callable[[F], F]:
     def deco(f: F) -> F:
         for opt in reversed([
             click.option("--clips", "clips", required=True, type=click.Path(path_type=Path, exists=True),
-                         help="Clip source: a TSN list file, a folder of videos or frame folders, a V2 JSON, or an .npz."),
+                         help="Clip source: a TSN list file, a folder of videos or frame folders, a V2 JSON, "
+                              "or an .npz."),
             click.option("--root", type=click.Path(path_type=Path, file_okay=False),
                          help="Root of the list file's relative paths (default: the list file's folder)."),
             click.option("--num-clips", default=default_num, show_default=True, type=click.IntRange(min=1),

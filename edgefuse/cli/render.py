@@ -2,7 +2,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the results edgefuse calibrate / build-engine / devices / validate / bench / demo render
+    from edgefuse.backends import BuildResult
+    from edgefuse.bench import BenchReport, EstimateReport
+    from edgefuse.demo import DemoReport
+    from edgefuse.devices import DeviceProfile
+    from edgefuse.estimate import Estimate
+    from edgefuse.export.report import ExportReport
+    from edgefuse.quantize import CalibrateResult
+    from edgefuse.validate import ValidateReport
 
 
 def _fmt(v: Any) -> str:
@@ -25,3 +35,200 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], headers
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(heads), sep] + [line(r) for r in cells])
+
+
+def render_export(report: ExportReport, size_mb: float) -> str:
+    """``edgefuse export``'s summary: the graph written, parity against PyTorch, TensorRT verdicts, the fold."""
+    lines = [
+        (f"wrote {report.path} ({size_mb:.1f} MB): {report.model}, policy {report.policy}, {report.shape} shapes, "
+        f"opset {report.opset}, {report.params / 1e6:.2f} M params, {report.macs_per_clip / 1e9:.3f} GMACs per "
+        f"{report.per}, {report.seconds.get('total', 0.0):.1f} s"),
+        format_table([{"label": p.label, "max_abs": p.max_abs, "max_rel": p.max_rel,
+                       "top1_agreement": p.top1_agreement} for p in report.parity],
+                     ["label", "max_abs", "max_rel", "top1_agreement"],
+                     ["parity (ONNX Runtime vs PyTorch)", "max abs", "max rel", "top-1 agree"]),
+        format_table([{"tensorrt": v.version, "verdict": "ok" if v.ok else "NO: " + "; ".join(v.problems)}
+                      for v in report.hygiene.verdicts], ["tensorrt", "verdict"]),
+    ]
+    if report.fold is not None:
+        f = report.fold
+        lines.append(f"folded at tau {f.tau:.2f}: agreement {100 * f.agreement:.1f}% with the dynamic policy; "
+                     f"GMACs per clip dense {f.macs.dense / 1e9:.3f}, dynamic (expected) "
+                     f"{f.macs.dynamic_expected / 1e9:.3f}, folded {f.macs.folded / 1e9:.3f}")
+    return "\n".join(lines)
+
+
+def render_estimate(est: Estimate, top: int | None = None) -> str:
+    """A roofline estimate's kernels, slowest first (``top`` of them)."""
+    rows = [{"name": r.name, "op": "+".join((r.op, *[e.rsplit("/", 1)[-1] for e in r.epilogue])),
+             "precision": r.precision, "mmacs": r.macs / 1e6, "kb": r.bytes / 1e3, "us": r.time_ms * 1e3,
+             "bound": r.bound} for r in est.slowest(top)]
+    return format_table(rows, ["name", "op", "precision", "mmacs", "kb", "us", "bound"],
+                        ["layer", "op", "precision", "MMACs", "kB", "time (us)", "bound"])
+
+
+THREADS_DEFAULT = "ONNX Runtime's default: one per physical core, pinned"
+
+
+def render_threads(saved: object) -> str:
+    """An engine sidecar's ``intra_op_num_threads`` in words: a count, or None for the backend's default (sidecars
+    written before it was typed hold that sentence itself)."""
+    if saved is None:
+        return THREADS_DEFAULT
+    return str(saved)
+
+
+def render_json(data: Any) -> str:
+    """JSON as every ``--json`` prints it (a typed result's ``to_dict()``)."""
+    import json
+
+    return json.dumps(data, indent=2, default=str)
+
+
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def render_calibrate(result: CalibrateResult) -> str:
+    """``edgefuse calibrate``'s summary: the candidate against FP32 on the held-out clips, MACs, the budget."""
+    rep, r = result.report, result.report.result
+    p = rep.precision.upper()
+    rows = [{"figure": "top-1 agreement with FP32", "value": _pct(r.top1_agreement, 2)},
+            {"figure": "logit max |error| / mean |error|",
+             "value": f"{r.max_abs_logit_error:.4f} / {r.mean_abs_logit_error:.4f}"},
+            {"figure": "logit cosine similarity", "value": f"{r.cosine:.5f}"}]
+    if r.top1_reference is not None:
+        rows.append({"figure": f"top-1 FP32 -> {p}",
+                     "value": f"{_pct(r.top1_reference, 2)} -> {_pct(r.top1_candidate, 2)}"})
+    if r.mean_flip_rate is not None:
+        rows.append({"figure": "policy decision flips (mean over blocks)", "value": _pct(r.mean_flip_rate, 3)})
+    m = rep.macs
+    rows.append({"figure": f"MACs in {p}", "value": f"{100 * m.low / max(m.total, 1):.1f}% "
+                 f"({m.low / 1e9:.3f} of {m.total / 1e9:.3f} G)"})
+    if rep.budget_layers:
+        rows.append({"figure": "layers returned to FP32 by the budget",
+                     "value": f"{len(rep.budget_layers)} ({m.budget_layers_macs / 1e9:.3f} GMACs)"})
+    lines = [format_table(rows, ["figure", "value"], ["", f"{p} vs FP32 on {rep.holdout.clips} held-out clips"])]
+    lines += [f"  flips {block}: {_pct(rate, 3)}" for block, rate in r.flip_rate.items()]
+    if rep.budget_layers:
+        lines.append("FP32 by budget: " + ", ".join(rep.budget_layers))
+    lines.append(f"wrote {result.path} (report {result.report_path}"
+                 + (f", TensorRT cache {result.trt_cache}" if result.trt_cache else "") + ")")
+    return "\n".join(lines)
+
+
+def render_over_budget(result: CalibrateResult) -> str | None:
+    """The warning line when calibrate could not hold its budget, else None."""
+    rep = result.report
+    if rep.within_budget is not False:
+        return None
+    return (f"warning: over the budget (drop {rep.drop_points:.2f} points, agreement "
+            f"{_pct(rep.result.top1_agreement, 2)})")
+
+
+def render_build(result: BuildResult) -> str:
+    """``edgefuse build-engine``'s summary: the engine written, for what, and the choices made."""
+    s = result.sidecar
+    size = result.path.stat().st_size / 1e6
+    lines = [(f"wrote {result.path} ({size:.1f} MB) and {result.sidecar_path.name}: {s.backend} {s.backend_version} "
+              f"for {s.device} ({s.hardware.get('name')}), {s.precision.upper()}, {s.build_seconds:.1f} s")]
+    lines += [f"note: {note}" for note in s.notes]
+    if s.settings.get("backend_choice"):
+        lines.append(f"backend: {s.settings['backend_choice']['reason']}")
+    if s.settings.get("int8_rewrite"):
+        lines.append(f"int8: {s.settings['int8_rewrite']}")
+    if s.settings.get("gpu_fallback_layers"):
+        lines.append("layers on the GPU instead of DLA: " + ", ".join(s.settings["gpu_fallback_layers"]))
+    return "\n".join(lines)
+
+
+def device_rows(profiles: Sequence[tuple[DeviceProfile, Sequence[str]]]) -> list[dict[str, Any]]:
+    """``edgefuse devices``' rows (table and JSON): each profile with the TensorRT versions it knows."""
+    return [{"name": d.name, "title": d.title, "kind": d.kind, "sm": d.compute_capability or "-",
+             "precisions": ",".join(d.precisions), "dla": d.dla_cores if d.dla_cores is not None else "-",
+             "memory_gb": d.memory_gb if d.memory_gb is not None else "-", "tensorrt": ", ".join(trt) or "-"}
+            for d, trt in profiles]
+
+
+def render_devices(rows: Sequence[dict[str, Any]]) -> str:
+    return format_table(rows, ["name", "title", "kind", "sm", "precisions", "dla", "memory_gb", "tensorrt"],
+                        ["device", "", "kind", "sm", "fast precisions", "DLA", "GB", "TensorRT"])
+
+
+def render_validate(rep: ValidateReport) -> str:
+    """``edgefuse validate``'s summary: the figures, the classes that moved, AdaFuse, the first departure and
+    the verdict."""
+    from pathlib import Path
+
+    r = rep.result
+    rows: list[dict[str, Any]] = [{"figure": "clips", "value": r.clips},
+                                  {"figure": "top-1 agreement", "value": _pct(r.top1_agreement, 2)}]
+    if r.top1_reference is not None:
+        rows += [{"figure": "top-1 reference / engine",
+                  "value": f"{_pct(r.top1_reference, 2)} / {_pct(r.top1_engine, 2)}"},
+                 {"figure": "top-5 reference / engine",
+                  "value": f"{_pct(r.top5_reference, 2)} / {_pct(r.top5_engine, 2)}"}]
+    rows += [{"figure": "logit cosine (mean / min)", "value": f"{r.cosine_mean:.5f} / {r.cosine_min:.5f}"},
+             {"figure": "max |logit error|", "value": f"{r.max_abs_error:.4f}"},
+             {"figure": "KL divergence (mean / max)", "value": f"{r.kl_mean:.2e} / {r.kl_max:.2e}"}]
+    lines = [format_table(rows, ["figure", "value"], ["", f"{Path(rep.engine).name} vs {Path(rep.reference).name}"])]
+    if r.per_class:
+        lines.append("classes that moved most: " + ", ".join(f"{c.name} {100 * c.delta:+.1f}" for c in r.per_class[:3]))
+    for p in rep.policy or []:
+        lines.append(f"  AdaFuse {p.block}: flips {_pct(p.flip_rate, 3)}, skip/reuse/keep "
+                     f"{p.engine_skip or 0:.2f}/{p.engine_reuse or 0:.2f}/{p.engine_keep or 0:.2f}")
+    if rep.realized is not None:
+        eng, ref = rep.realized.engine, rep.realized.reference
+        lines.append(f"  AdaFuse MACs per clip given the decisions: engine {sum(eng) / len(eng):.4f} G, reference "
+                     f"{sum(ref) / len(ref):.4f} G, dense {rep.realized.dense:.4f} G")
+    pl = rep.per_layer
+    if pl is not None and pl.tensor is not None:
+        lines.append(f"first departure: {pl.tensor} ({pl.op}), relative error {pl.relative_error:.3g} > "
+                     f"{pl.tolerance} after {pl.tensors_checked - 1} matching tensors")
+        others = f" (then {', '.join(pl.suspects[1:])})" if len(pl.suspects) > 1 else ""
+        lines.append(f"departing layer: {pl.layer}{others}")
+    elif pl is not None:
+        lines.append(f"no tensor departs by more than {pl.tolerance} ({pl.tensors_checked} checked)")
+    lines.append(f"verdict: {rep.verdict} (drop {rep.drop_points:.2f} points, budget {rep.max_drop})")
+    return "\n".join(lines)
+
+
+def render_bench(rep: BenchReport | EstimateReport) -> str:
+    """``edgefuse bench``'s table: measured rows (with estimates and Jetson energy when present), or the
+    roofline estimates alone for a device that is not this machine."""
+    from edgefuse.bench.report import EstimateReport
+
+    if isinstance(rep, EstimateReport):
+        return "\n".join([rep.note, format_table([{"name": r.name, "estimate_ms": r.estimate_ms} for r in rep.rows],
+                                                 ["name", "estimate_ms"], ["engine", "estimated ms (roofline)"])])
+    rows = [{"name": r.name, "backend": r.backend, "precision": r.precision, "median_ms": r.latency.median_ms,
+             "p90_ms": r.latency.p90_ms, "p99_ms": r.latency.p99_ms, "cov_pct": f"{100 * r.latency.cov:.1f}%",
+             "clips_per_s": r.latency.clips_per_s, "frames_per_s": r.latency.frames_per_s, "rss_mb": r.rss_mb,
+             "speedup": f"{r.speedup_vs_first:.2f}x" if r.speedup_vs_first is not None else "-"} for r in rep.rows]
+    lines = [format_table(rows, ["name", "backend", "precision", "median_ms", "p90_ms", "p99_ms", "cov_pct",
+                                 "clips_per_s", "frames_per_s", "rss_mb", "speedup"],
+                          ["engine", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "CoV", "clips/s",
+                           "frames/s", "RSS MB", "vs first"])]
+    for r in rep.rows:
+        if r.estimate_ms is not None and r.estimate_error_pct is not None:
+            lines.append(f"estimate (roofline) {r.name}: {r.estimate_ms:.2f} ms vs measured "
+                         f"{r.latency.median_ms:.2f} ms ({r.estimate_error_pct:+.0f}%)")
+    for r in rep.rows:
+        w = r.power
+        if w is not None and w.energy_mj_per_clip is not None and w.mean_power_mw is not None:
+            lines.append(f"energy {r.name}: {w.energy_mj_per_clip:.1f} mJ/clip at {w.mean_power_mw / 1000:.2f} W "
+                         f"(power mode {w.power_mode}, clocks pinned: {w.clocks_pinned})")
+    lines.append(f"input {'x'.join(str(d) for d in rep.input)} on {rep.device}, {rep.rows[0].latency.iterations} runs "
+                 f"each, round robin after {rep.warmup} warm-up; peak RSS {rep.peak_rss_mb} MB")
+    return "\n".join(lines)
+
+
+def render_demo(rep: DemoReport) -> str:
+    """``edgefuse demo``'s summary table."""
+    rows = [{"model": r.model, "precision": r.precision, "top1": _pct(r.top1), "agreement": _pct(r.agreement),
+             "gmacs": r.gmacs, "p50_ms": f"{r.p50_ms:.1f}", "p99_ms": f"{r.p99_ms:.1f}", "speedup": f"{r.speedup:.2f}x"}
+            for r in rep.rows]
+    table = format_table(rows, ["model", "precision", "top1", "agreement", "gmacs", "p50_ms", "p99_ms", "speedup"],
+                         ["model", "runs as", f"top-1 ({rep.val_clips} val clips)", "agrees with FP32", "GMACs/clip",
+                          "p50 ms", "p99 ms", "vs eager"])
+    return f"{table}\nedgefuse demo: {rep.seconds:.0f} s; graphs, engines and clips in {rep.work}/"

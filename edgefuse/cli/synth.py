@@ -2,9 +2,33 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
+
+from edgefuse.errors import EdgefuseError
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"frames,videos"`` -> ("frames", "videos")."""
+    from edgefuse.lab.synth import FORMATS
+
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    if not formats or not set(formats) <= set(FORMATS):
+        raise EdgefuseError(f"synth: --formats {text!r}: use frames, videos or frames,videos")
+    return tuple(dict.fromkeys(formats))
+
+
+def parse_codec_options(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``["crf=18", "preset=slow"]`` -> (("crf", "18"), ("preset", "slow"))."""
+    out = []
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key:
+            raise EdgefuseError(f"synth: --codec-option {v!r}: write it as key=value, e.g. crf=18")
+        out.append((key.strip(), val.strip()))
+    return tuple(out)
 
 
 @click.command("synth")
@@ -32,7 +56,7 @@ def synth_cmd(out: Path, frames: int, size: int, train: int, val: int, calib: in
               force: bool) -> None:
     """Write a synthetic temporal benchmark: 10 classes in 5 time-reversed pairs, as JPEG frame
     folders and videos with TSN list files (Something-Something V1 / Jester layout)."""
-    from edgefuse.lab.synth import SynthConfig, generate, parse_codec_options, parse_formats
+    from edgefuse.lab.synth import SynthConfig, generate
 
     cfg = SynthConfig(out=out, frames=frames, size=size, train=train, val=val, calib=calib, seed=seed,
                       formats=parse_formats(formats), codec=codec, ext=ext, pix_fmt=pix_fmt,

@@ -33,12 +33,14 @@ import click
 @click.option("--seed", default=0, show_default=True, help="Seed: same seed, same weights (same thread count).")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: torch's).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Decoding processes.")
-@click.option("--zoo-name", help="Also add the checkpoint to the trained zoo under this name (the package's zoo "
-              "folder, or $EDGEFUSE_ZOO_DIR).")
+@click.option("--zoo-name", help="Also add the checkpoint to the pretrained tags under this short name (the "
+              "package's weights folder, or $EDGEFUSE_ZOO_DIR).")
+@click.option("--zoo-tag", help="With --zoo-name: the tag, as in MODEL.TAG (default: the short name).")
 @click.option("--half", is_flag=True, help="Store float16 weights (half the size; loading casts back).")
 def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int, size: int, epochs: int,
               batch_size: int, lr: float, weight_decay: float, efficiency_weight: float, tau: float, keep_bias: float,
-              init: Path | None, seed: int, threads: int | None, workers: int, zoo_name: str | None, half: bool) -> None:
+              init: Path | None, seed: int, threads: int | None, workers: int, zoo_name: str | None, zoo_tag: str | None,
+              half: bool) -> None:
     """Train MODEL (e.g. tsm_resnet18, adafuse_tsm_resnet18) from scratch on CPU on a benchmark
     folder and write a checkpoint; per-epoch figures go to the log (-v)."""
     from edgefuse.lab.train import TrainConfig, train_from_dir
@@ -58,7 +60,9 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
     click.echo(f"train: wrote {result.checkpoint} (sha256 {result.sha256}): val top1 {m['top1']:.3f}{pair}, "
                f"{cost}, {result.train_seconds:.0f} s")
     if zoo_name:
-        from edgefuse.lab.zoo import add_checkpoint, zoo_dir
+        from edgefuse.lab.zoo import add_checkpoint
+        from edgefuse.models.pretrained import pretrained_dir
 
-        add_checkpoint(zoo_name, out)
-        click.echo(f"train: added {zoo_name} to the zoo in {zoo_dir()}")
+        entry = add_checkpoint(zoo_name, out, tag=zoo_tag)
+        click.echo(f"train: added {entry['model']}.{entry['tag']} ({zoo_name}) to the pretrained tags in "
+                   f"{pretrained_dir()}")

@@ -27,7 +27,7 @@ official function every step matches.
 from __future__ import annotations
 
 from edgefuse.clips.clipset import Clip, ClipSet
-from edgefuse.clips.clipset import open_clips as open  # noqa: A001 - the package's entry point, clips.open
+from edgefuse.clips.clipset import open_clips as open
 from edgefuse.clips.preprocess import Preprocess
 from edgefuse.clips.sampling import Sampling, dense_indices, dense_starts, multi_clip_indices, tsn_indices
 from edgefuse.clips.sources import DEFAULT_TEMPLATE, VIDEO_EXTS

@@ -93,10 +93,13 @@ class ClipSet:
         return [item.label for item in self._items]
 
     def _tensor(self, items: Sequence[_Stored]) -> torch.Tensor:
-        if items and items[0].tensor is not None:
-            return torch.stack([item.tensor for item in items])  # (N, V, T, 3, H, W)
+        tensors = [item.tensor for item in items if item.tensor is not None]
+        if items and len(tensors) == len(items):
+            return torch.stack(tensors)  # (N, V, T, 3, H, W)
         assert self.preprocess is not None
-        pixels = np.stack([item.pixels for item in items])  # (N, V, T, S, S, 3)
+        stored = [item.pixels for item in items if item.pixels is not None]
+        assert len(stored) == len(items), "a clip set holds either tensors or pixels for every clip"
+        pixels = np.stack(stored)  # (N, V, T, S, S, 3)
         return normalise(pixels, self.preprocess)  # (N, V, T, 3, S, S)
 
     def stack(self) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
@@ -143,7 +146,7 @@ class ClipSet:
         arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
         dest = Path(path)
         with atomic_path(dest) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
         return dest
 
 

@@ -119,7 +119,7 @@ def scaled_size(width: int, height: int, scale_size: int) -> tuple[int, int]:
 
 def center_offset(size: int, crop: int) -> int:
     """torchvision ``center_crop``'s offset: ``int(round((size - crop) / 2.0))`` (half to even)."""
-    return int(round((size - crop) / 2.0))
+    return round((size - crop) / 2.0)
 
 
 def view_boxes(width: int, height: int, crop: int, crops: int) -> list[tuple[int, int, bool]]:
@@ -145,7 +145,7 @@ def process_image(image: Image.Image, pre: Preprocess, sampling: Sampling) -> np
         image = image.convert("RGB")
     size = scaled_size(image.width, image.height, pre.scale_size)
     if size != image.size:
-        image = image.resize(size, Image.BILINEAR)
+        image = image.resize(size, Image.Resampling.BILINEAR)
     pixels = np.asarray(image)  # (h, w, 3) uint8
     crop = pre.crop_size(sampling)
     views = []

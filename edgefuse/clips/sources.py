@@ -35,7 +35,15 @@ from typing import Any
 from edgefuse.errors import EdgefuseError
 
 __all__ = [
-    "DEFAULT_TEMPLATE", "Entry", "Source", "VIDEO_EXTS", "discover", "frame_pattern", "read_classes", "read_labels",
+    "DEFAULT_TEMPLATE",
+    "VIDEO_EXTS",
+    "Entry",
+    "Source",
+    "discover",
+    "frame_pattern",
+    "parse_list_file",
+    "read_classes",
+    "read_labels",
 ]
 
 log = logging.getLogger(__name__)
@@ -173,9 +181,18 @@ def _entry_for(path: Path, id: str, num_frames: int | None, label: int | None, t
                  frame_start=frame_start)
 
 
-def parse_list_file(path: Path, root: Path, template: str, frame_start: int) -> list[Entry]:
+def parse_list_file(path: str | Path, root: Path | None = None, template: str = DEFAULT_TEMPLATE,
+                    frame_start: int = 1) -> list[Entry]:
+    """The entries of a TSN list file (``relative_path num_frames label`` lines; the path may hold spaces),
+    paths relative to ``root`` (default: the list's folder). The one reader of the format."""
+    path = Path(path)
+    root = path.parent if root is None else root
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise EdgefuseError(f"{path}: cannot read the list file ({e.strerror}); check the path") from None
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue

@@ -1,5 +1,5 @@
-"""Data installed with edgefuse: export presets (the repository's export/ folder), calibration
-manifests (calibration/) and device profiles (devices/).
+"""Data installed with edgefuse: export presets (the repository's export/ folder) and device
+profiles (devices/).
 
 A wheel installs them as the packages ``edgefuse.data.<kind>`` (pyproject.toml maps the
 folders); an editable install reads them from the repository.

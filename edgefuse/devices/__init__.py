@@ -1,13 +1,13 @@
 """Device facts: the profiles build-engine, bench and estimate read (:mod:`.profiles`, installed from the
-repository's devices/ folder) and the Jetson tools' readings (:mod:`.jetson`: tegrastats, nvpmodel, clocks)."""
+repository's devices/ folder), the precision to build with on one (:mod:`.precision`), which device this machine is
+(:mod:`.detect`) and the Jetson tools' readings (:mod:`.jetson`: tegrastats, nvpmodel, clocks)."""
+from edgefuse.devices.detect import detect_device, detect_l4t
+from edgefuse.devices.precision import check_precision
 from edgefuse.devices.profiles import (
     PRECISIONS,
     DeviceProfile,
     JetPack,
     PowerMode,
-    check_precision,
-    detect_device,
-    detect_l4t,
     get_device,
     jetpack_for_l4t,
     list_devices,

@@ -6,35 +6,17 @@ NVIDIA's published ones, each with its source in the file; a figure NVIDIA does 
 from __future__ import annotations
 
 import difflib
-import logging
 import re
-import subprocess
-from collections.abc import Sequence
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from edgefuse.data import data_dir
 from edgefuse.errors import EdgefuseError
 
-log = logging.getLogger(__name__)
-
 KINDS = ("jetson", "gpu", "cpu")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8", "fp4")
-AUTO_ORDER = ("int8", "fp16", "fp32")  # what --precision auto picks, best first
-# what to suggest instead of a precision the device lacks, nearest first
-INSTEAD = {"fp16": ("fp32",), "bf16": ("fp16", "fp32"), "int8": ("fp16", "fp32"), "fp8": ("int8", "fp16", "fp32"),
-           "fp4": ("fp8", "int8", "fp16", "fp32")}
-# what a precision needs from the hardware, for the error when a device lacks it
-NEEDS = {
-    "fp16": "fast fp16 arithmetic",
-    "bf16": "bf16 tensor cores (Ampere, sm_80, or later)",
-    "int8": "int8 tensor cores or DP4A (sm_61 or later; VNNI or Arm dot-product on CPUs)",
-    "fp8": "fp8 tensor cores (Ada sm_89, Hopper sm_90 or Blackwell)",
-    "fp4": "fp4 tensor cores (Blackwell, sm_100 or later)",
-}
 
 _FIGURES = ("memory_gb", "memory_bandwidth_gbs", "fp16_tflops", "int8_tops", "int8_tops_sparse", "fp8_tflops",
             "fp4_tflops_sparse")
@@ -290,114 +272,3 @@ def jetpack_for_l4t(profile: DeviceProfile, l4t: str) -> JetPack | None:
     same = [j for j in profile.jetpack if _version_key(j.l4t)[0] == want[0] and _version_key(j.l4t) <= want]
     return max(same, key=lambda j: _version_key(j.l4t), default=None)
 
-
-def check_precision(profile: DeviceProfile, precision: str) -> str:
-    """The precision to build with on ``profile`` for the requested one (``auto``: the best fast one)."""
-    p = precision.strip().lower()
-    if p == "auto":
-        chosen = next(c for c in AUTO_ORDER if c in profile.precisions)
-        log.info("--precision auto: %s on %s", chosen, profile.name)
-        return chosen
-    if p not in PRECISIONS:
-        raise EdgefuseError(f"--precision must be auto or one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if p in profile.precisions:
-        return p
-    slow = profile.slow(p)
-    if slow is not None:
-        if slow.fallback:
-            log.warning("%s is not fast on %s (%s); using %s", p, profile.name, slow.reason, slow.instead)
-            return slow.instead
-        raise EdgefuseError(f"{p} is not fast on {profile.name}: {slow.reason}; use --precision {slow.instead}")
-    best = next(c for c in INSTEAD[p] if c in profile.precisions)
-    sm = profile.compute_capability and f"sm_{profile.compute_capability.replace('.', '')}"
-    hw = ", ".join(x for x in (profile.architecture, sm) if x)
-    raise EdgefuseError(f"{profile.name}{f' ({hw})' if hw else ''} does not support {p}, which needs {NEEDS[p]}; "
-                        f"it has {', '.join(profile.precisions)}: use --precision {best}")
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_bytes().replace(b"\x00", b"\n").decode("utf-8", "replace").strip()
-    except OSError:
-        return None
-
-
-def detect_l4t(root: Path = Path("/")) -> str | None:
-    """The L4T (Jetson Linux) version in ``/etc/nv_tegra_release``: "# R36 (release), REVISION: 4.3, ..." is 36.4.3."""
-    text = _read_text(Path(root) / "etc" / "nv_tegra_release")
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text or "")
-    return f"{m.group(1)}.{m.group(2).strip('.')}" if m else None
-
-
-def _best_match(profiles: list[DeviceProfile], text: str) -> DeviceProfile | None:
-    """The profile with the longest ``match`` substring found in ``text`` (case-insensitive)."""
-    low = text.lower()
-    hits = [(len(m), p) for p in profiles for m in p.match if m.lower() in low]
-    return max(hits, key=lambda h: h[0])[1] if hits else None
-
-
-def detect_device(root: Path = Path("/"), nvidia_smi: str | Sequence[str] | None = "nvidia-smi",
-                  directory: Path | None = None) -> DeviceProfile:
-    """The profile of the machine this runs on (``--device auto``).
-
-    A Jetson is recognised from ``/proc/device-tree/model`` and ``compatible`` (and ``/etc/nv_tegra_release``) under
-    ``root``; otherwise the first GPU ``nvidia_smi`` lists (its name against the profiles' ``match``); otherwise
-    ``cpu``. ``nvidia_smi=None`` skips the GPU query.
-    """
-    root = Path(root)
-    profiles = list_devices(directory)
-    by_kind = {k: [p for p in profiles if p.kind == k] for k in KINDS}
-
-    model = _read_text(root / "proc" / "device-tree" / "model")
-    compatible = _read_text(root / "proc" / "device-tree" / "compatible")
-    l4t = detect_l4t(root)
-    tegra = l4t is not None or "tegra" in (compatible or "").lower() or "jetson" in (model or "").lower()
-    if tegra:
-        text = "\n".join(t for t in (model, compatible) if t)
-        found = _best_match(by_kind["jetson"], text)
-        if found is None:
-            names = ", ".join(p.name for p in by_kind["jetson"])
-            raise EdgefuseError(f"this Jetson ({(model or 'unknown model').splitlines()[0]}) has no device profile; "
-                                f"pass --device with one of {names}")
-        jp = jetpack_for_l4t(found, l4t) if l4t else None
-        log.info("detected %s (L4T %s%s)", found.name, l4t or "unknown",
-                 f", JetPack {jp.version}, TensorRT {jp.tensorrt}" if jp else "")
-        return found
-
-    if nvidia_smi is not None:
-        cmd = [nvidia_smi] if isinstance(nvidia_smi, str) else list(nvidia_smi)
-        try:
-            out = subprocess.run([*cmd, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=30, check=False)
-        except (FileNotFoundError, PermissionError):
-            out = None
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not answer in 30 s; assuming no GPU", cmd[0])
-            out = None
-        if out is not None and out.returncode != 0:
-            detail = (out.stderr or out.stdout or "").strip().splitlines()
-            log.warning("%s failed (%s); assuming no GPU", cmd[0], detail[0] if detail else f"exit {out.returncode}")
-        elif out is not None:
-            lines = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
-            if lines:
-                name, _, cc = (x.strip() for x in lines[0].rpartition(","))
-                if not name:  # no compute_cap column (old driver)
-                    name, cc = cc, ""
-                if len(lines) > 1:
-                    log.info("%d GPUs; using the first, %s", len(lines), name)
-                found = _best_match(by_kind["gpu"] + by_kind["jetson"], name)
-                if found is None:
-                    same = [p.name for p in by_kind["gpu"] if cc and p.compute_capability == cc]
-                    hint = f" (same compute capability: {', '.join(same)})" if same else ""
-                    raise EdgefuseError(f"GPU {name!r}{f' (compute capability {cc})' if cc else ''} has no device "
-                                        f"profile{hint}; pass --device with a name from 'edgefuse devices'")
-                if cc and found.compute_capability and cc != found.compute_capability:
-                    log.warning("%s reports compute capability %s, profile %s says %s", name, cc, found.name,
-                                found.compute_capability)
-                log.info("detected %s (%s)", found.name, name)
-                return found
-    found = next((p for p in by_kind["cpu"]), None)
-    if found is None:
-        raise EdgefuseError("no GPU found and no cpu device profile installed; reinstall edgefuse")
-    log.info("no NVIDIA GPU found; using %s", found.name)
-    return found

@@ -1,9 +1,9 @@
 """``edgefuse export``: model + checkpoint -> checked, TensorRT-ready ONNX with metadata."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ import torch
 from edgefuse import __version__
 from edgefuse.errors import EdgefuseError
 from edgefuse.export.config import ExportConfig
+from edgefuse.export.fold import FoldResult, fold
 from edgefuse.export.parity import Parity, clip_parity, enforce, stream_parity
 from edgefuse.export.passes import name_graph, simplifier
+from edgefuse.export.report import ExportReport
 from edgefuse.export.trace import to_onnx
 from edgefuse.graph import hygiene
 from edgefuse.graph.io import save_onnx
@@ -27,26 +29,6 @@ from edgefuse.models.video import VideoClassifier
 from edgefuse.utils import load_npz_clips
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    metadata: dict[str, Any]
-    hygiene: hygiene.Hygiene
-    parity: list[Parity]
-    macs_per_clip: int
-    params: int
-    seconds: dict[str, float] = field(default_factory=dict)
-    fold: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path), "metadata": self.metadata, "hygiene": self.hygiene.to_dict(),
-            "parity": [p.to_dict() for p in self.parity], "macs_per_clip": self.macs_per_clip,
-            "params": self.params, "seconds": self.seconds, "fold": self.fold,
-        }
 
 
 def _check_clip_shape(clips: torch.Tensor, cfg: ExportConfig, path: Path) -> None:
@@ -86,7 +68,7 @@ def _base_metadata(model: VideoClassifier, cfg: ExportConfig, opset: int) -> dic
     }
 
 
-def export(cfg: ExportConfig) -> ExportResult:
+def export(cfg: ExportConfig) -> ExportReport:
     """Trace, simplify, annotate, check hygiene and parity, then write ``cfg.output`` atomically."""
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
@@ -99,17 +81,15 @@ def export(cfg: ExportConfig) -> ExportResult:
     if cfg.parity_clips is not None:
         parity_clips = load_npz_clips(cfg.parity_clips, "parity clips")
         _check_clip_shape(parity_clips, cfg, cfg.parity_clips)
-    fold_report = None
+    folded: FoldResult | None = None
     if cfg.policy == "static":
         if cfg.policy_clips is None:
             raise EdgefuseError("--policy static folds the policy observed on real clips: pass --policy-clips "
                                 "(an .npz of preprocessed clips, or any clip source once clip readers exist)")
-        from edgefuse.export.fold import fold
-
         clips = load_npz_clips(cfg.policy_clips, "policy clips")
         batches = list(torch.split(clips, 4))
-        result = fold(model, batches, tau=cfg.tau, min_agreement=cfg.min_agreement)
-        model, fold_report = result.model, result.report
+        folded = fold(model, batches, tau=cfg.tau, min_agreement=cfg.min_agreement)
+        model = folded.model
         seconds["fold"] = time.monotonic() - t0
     t1 = time.monotonic()
     ranges = cfg.resolved_ranges()
@@ -121,9 +101,10 @@ def export(cfg: ExportConfig) -> ExportResult:
         onnx_model, parity = _export_clip(model, cfg, ranges, parity_clips)
         meta.update(input_name="clips", output_name="logits")
     seconds["trace_and_check"] = time.monotonic() - t1
-    if fold_report is not None:
-        meta["fold"] = {k: fold_report[k] for k in ("tau", "agreement", "macs") if k in fold_report}
-        meta["fold_plan"] = result.plan.to_dict()  # rebuilds the folded model: fold_model(create_model(...), plan)
+    if folded is not None:
+        meta["fold"] = {"tau": folded.report.tau, "agreement": folded.report.agreement,
+                        "macs": dataclasses.asdict(folded.report.macs)}
+        meta["fold_plan"] = folded.plan.to_dict()  # rebuilds the folded model: fold_model(create_model(...), plan)
     if cfg.shape == "dynamic":
         meta["dynamic_ranges"] = {k: list(v) for k, v in ranges.items()}
     if is_adafuse and cfg.policy == "dynamic":  # what validate needs to price the decisions the graph makes
@@ -140,7 +121,9 @@ def export(cfg: ExportConfig) -> ExportResult:
     save_onnx(onnx_model, cfg.output)
     seconds["total"] = time.monotonic() - t0
     log.info("wrote %s (%d nodes)", cfg.output, len(onnx_model.graph.node))
-    return ExportResult(cfg.output, meta, report, parity, cost.macs_per_clip, cost.params, seconds, fold_report)
+    return ExportReport(path=cfg.output, model=model.config.name, policy=cfg.policy, shape=cfg.shape, opset=cfg.opset,
+                        metadata=meta, hygiene=report, parity=tuple(parity), macs_per_clip=cost.macs_per_clip,
+                        params=cost.params, seconds=seconds, fold=folded.report if folded is not None else None)
 
 
 def _shapes(cfg: ExportConfig, ranges: dict[str, tuple[int, int, int]]) -> list[tuple[int, ...]]:
@@ -172,22 +155,15 @@ def _export_stream(model: VideoClassifier, cfg: ExportConfig, ranges: dict[str, 
                    ) -> tuple[onnx.ModelProto, list[Parity], dict[str, Any]]:
     from edgefuse.export import stream
 
-    stream.check_streamable(model)
-    sm = stream.StreamModel(model).eval()
-    spec = stream.state_spec(sm, cfg.batch, cfg.size, cfg.size)
-    names = [s.name for s in spec]
-    inputs = ["frame", *names]
-    outputs = ["logits", *[f"next.{n}" for n in names]]
-    example = (torch.randn(cfg.batch, 3, cfg.size, cfg.size), *stream.initial_states(spec))
-    axes = {name: {0: "N"} for name in inputs + outputs}
-    onnx_model = to_onnx(sm, example, inputs, outputs, axes, cfg.opset, cfg.exporter, ranges)
+    sm = stream.StreamModel(model).eval()  # checks the model can stream
+    onnx_model, spec = stream.trace_stream(sm, cfg.batch, cfg.size, cfg.size, cfg.opset, cfg.exporter, ranges)
     onnx_model = run_passes(onnx_model, _passes(cfg, model.config.name + "_stream"))
 
     def zeros(n: int) -> list[np.ndarray]:
         return [t.numpy() for t in stream.initial_states(stream.state_spec(sm, n, cfg.size, cfg.size))]
 
     shapes = [(cfg.batch, cfg.segments, 3, cfg.size, cfg.size), (cfg.batch + 1, 3, 3, cfg.size, cfg.size)]
+    inputs, _ = stream.io_names(spec)
     parity = stream_parity(model.frame_logits, onnx_model, inputs, zeros, shapes)
     enforce(parity, cfg.tolerance, str(cfg.output))
-    meta = {"input_name": "frame", "output_name": "logits", "stream_states": [s.to_dict() for s in spec]}
-    return onnx_model, parity, meta
+    return onnx_model, parity, stream.stream_metadata(spec)

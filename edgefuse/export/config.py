@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from edgefuse.data import data_dir
 from edgefuse.errors import EdgefuseError
@@ -42,11 +41,12 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
-            raise EdgefuseError(f"--shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
+            raise EdgefuseError(f"export shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
         if self.policy not in POLICIES:
-            raise EdgefuseError(f"--policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+            raise EdgefuseError(f"AdaFuse policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
         if not 7 <= self.opset <= 25:
-            raise EdgefuseError(f"--opset {self.opset} is outside 7-25 (TensorRT 8.6 reads up to 17, 10.x up to 24, 11.x 25)")
+            raise EdgefuseError(f"opset {self.opset} is outside 7-25 (TensorRT 8.6 reads up to 17, 10.x up to "
+                                "24, 11.x 25); choose an opset in that range")
         for name, (lo, opt, hi) in self.resolved_ranges().items():
             if not 1 <= lo <= opt <= hi:
                 raise EdgefuseError(f"dynamic range of {name} must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}")
@@ -75,7 +75,8 @@ def preset_path(name: str) -> Path:
     candidate = data_dir("export") / f"{stem}.toml"
     if candidate.is_file():
         return candidate
-    raise EdgefuseError(f"{name}: no such preset file or installed preset; run 'edgefuse export --list-presets'")
+    raise EdgefuseError(f"{name}: no such preset file or installed preset; name a .toml file or one of "
+                        f"{', '.join(n for n, _ in list_presets())}")
 
 
 def list_presets() -> list[tuple[str, str]]:
@@ -124,23 +125,21 @@ def make_config(preset: str | None, output: Path, **given: Any) -> ExportConfig:
         else:
             base[k] = v
     if "model" not in base:
-        raise EdgefuseError("no model given: name one (edgefuse export MODEL ...) or use --preset")
-    base = _from_zoo(base)
+        raise EdgefuseError("no model given: name a model or a preset that names one")
+    base = _with_pretrained(base)
     return ExportConfig(output=output, **base)
 
 
-def _from_zoo(base: dict[str, Any]) -> dict[str, Any]:
-    """A trained zoo model's name (e.g. synth_tsm_r18w025) stands for its registry model, shipped
-    checkpoint, options, segments, size and classes; options given explicitly still win."""
-    from edgefuse.lab.zoo import get_zoo_entry, list_zoo, zoo_dir
-    from edgefuse.models.registry import list_models
+def _with_pretrained(base: dict[str, Any]) -> dict[str, Any]:
+    """A pretrained tag (``tsm_resnet18.synth_w025`` or its short name) stands for its registry model,
+    checkpoint (sha256-checked), options, segments, size and classes; values given explicitly still win."""
+    from edgefuse.models.registry import resolve_name
 
-    name = base["model"]
-    if name in list_models() or name not in {e["name"] for e in list_zoo()}:
+    model, tag = resolve_name(base["model"])
+    if tag is None:
         return base
-    entry = get_zoo_entry(name)
-    out = {"segments": entry["segments"], "size": entry["size"], "num_classes": entry["num_classes"],
-           "checkpoint": zoo_dir() / entry["checkpoint"], **base}
-    out["model"] = entry["model"]
-    out["options"] = {**entry["options"], **base.get("options", {})}
+    out = {"segments": tag.segments, "size": tag.size, "num_classes": tag.num_classes, **base}
+    out.setdefault("checkpoint", tag.checked_path())
+    out["model"] = model
+    out["options"] = {**tag.options, **base.get("options", {})}
     return out

@@ -25,6 +25,8 @@ from typing import Any
 
 import onnx
 
+from edgefuse.graph.query import producers
+
 FORBIDDEN = {
     "ScatterND": "in-place slice writes traced into the graph; rewrite them as slices + Concat",
     "ScatterElements": "in-place index writes traced into the graph; rewrite them as slices + Concat",
@@ -74,6 +76,11 @@ class Hygiene:
         return {"ok": self.ok, "problems": self.problems,
                 "tensorrt": [v.__dict__ for v in self.verdicts]}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Hygiene:
+        """From :meth:`to_dict`'s form (``ok`` is derived, not read)."""
+        return cls(list(d["problems"]), [Verdict(**v) for v in d["tensorrt"]])
+
 
 def opset_of(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
@@ -108,7 +115,7 @@ def frozen_activations(model: onnx.ModelProto) -> list[str]:
                     tensors[n.output[0]] = a.t
     shapes = {k: list(t.dims) for k, t in tensors.items()}
     # weights behind a Q/DQ pair (explicit INT8): the QuantizeLinear reading them is a weight slot too
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = producers(model)
     weight_q = set()
     for n in graph.node:
         for i in _WEIGHT_INPUTS.get(n.op_type, set()):

@@ -17,7 +17,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise EdgefuseError(f"{p}: no such ONNX file; check the path")
     try:
         return onnx.load(str(p))
-    except Exception as e:  # protobuf DecodeError and friends
+    except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends
         raise EdgefuseError(f"{p}: not a readable ONNX model ({type(e).__name__}: {str(e)[:120]}); re-export it") from None
 
 

@@ -13,15 +13,6 @@ import onnx
 
 PREFIX = "edgefuse."
 
-# Written by export. Later stages add their own (precision, calibration, ...).
-EXPORT_KEYS = (
-    "model", "edgefuse_version", "arch", "backbone", "num_classes", "width", "segments", "input_size", "scale_size",
-    "mean", "std", "channel_order", "pixel_range", "class_names", "policy", "shape", "dynamic_ranges",
-    "input_name", "output_name", "stream_states", "checkpoint_sha256", "checkpoint_source", "opset",
-    "exporter", "options", "adafuse_macs",
-)
-
-
 def set_metadata(model: onnx.ModelProto, facts: dict[str, Any]) -> onnx.ModelProto:
     """A copy of ``model`` with ``facts`` added (replacing same-named entries)."""
     out = onnx.ModelProto()

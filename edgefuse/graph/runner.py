@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.graph.metadata import read_metadata
 from edgefuse.graph.ort import ort_session
-from edgefuse.graph.query import graph_inputs, with_outputs
+from edgefuse.graph.query import dims, graph_inputs, producers, with_outputs
 from edgefuse.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -44,28 +45,39 @@ def batch_chunks(clips: np.ndarray, batch: int | None, default: int = 1) -> list
     return out
 
 
+def logits_only(backend: str, logits: np.ndarray, tensors: Sequence[str]) -> Outputs:
+    """``run_logits_and`` of a runner that exposes no intermediate tensors: the logits, or an error when some
+    tensors were asked for."""
+    if tensors:
+        raise EdgefuseError(f"the {backend} runner returns logits only, not intermediate tensors such as "
+                            f"{tensors[0]}; compare those on the ONNX graph or an ONNX Runtime engine")
+    return Outputs(logits)
+
+
 class OrtRunner:
     """An ONNX Runtime CPU session over a graph (``onnx.ModelProto`` or a path) with
     ``extra_outputs`` exposed."""
 
     backend = "onnxruntime"
+    gpu_memory_mb: float | None = None
 
     def __init__(self, model: onnx.ModelProto | str | Path, extra_outputs: Sequence[str] = (),
                  threads: int | None = None, optimize: bool = True, info: dict[str, Any] | None = None) -> None:
         if not isinstance(model, onnx.ModelProto):
             model = onnx.load(str(model))
         self.info = info or {}
+        self.timings: dict[str, float] = {}  # ONNX Runtime gives no split of a run
         self.metadata = read_metadata(model) or dict(self.info.get("metadata") or {})
-        produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
+        produced = set(producers(model)) | {i.name for i in model.graph.input}
         extra_outputs = [t for t in extra_outputs if t in produced]  # an optimized engine may have fused some away
         probe = with_outputs(model, extra_outputs)
         self.output = model.graph.output[0].name
         inputs = graph_inputs(model)
         self.input = inputs[0].name
         self.states = [s for s in (self.metadata.get("stream_states") or [])]
-        dims = inputs[0].type.tensor_type.shape.dim
-        self.batch = int(dims[0].dim_value) if dims and dims[0].dim_value > 0 else None
-        self.input_dims = [d.dim_param or int(d.dim_value) for d in dims]
+        self.input_dims = dims(inputs[0])
+        first = self.input_dims[0] if self.input_dims else None
+        self.batch = first if isinstance(first, int) and first > 0 else None
         self.session = ort_session(probe, threads, optimize)
         self.names = [o.name for o in self.session.get_outputs()]
 
@@ -97,7 +109,8 @@ class OrtRunner:
                        desc: str = "") -> Outputs:
         if self.is_stream:
             return Outputs(self.run_frames(clips).mean(axis=1))  # (N, K) as the clip model's average
-        logits, kept = [], {name: [] for name in tensors}  # type: dict[str, list[np.ndarray]]
+        logits: list[np.ndarray] = []
+        kept: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
         bar = Progress(len(clips), desc or "running", enabled=progress)
         for chunk, n in self._chunks(clips):
             outs = dict(zip(self.names, self.session.run(None, {self.input: chunk})))

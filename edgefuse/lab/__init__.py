@@ -1,2 +1,3 @@
-"""Beside the deployment pipeline: the synthetic benchmark (:mod:`.synth`), training (:mod:`.train`) and the
-trained zoo (:mod:`.zoo`). They use the pipeline; the pipeline never imports them."""
+"""Beside the deployment pipeline: the synthetic benchmark (:mod:`.synth`), training (:mod:`.train`) and adding
+trained checkpoints to the pretrained tags that ship with the models (:mod:`.zoo`). They use the pipeline; the
+pipeline never imports them."""

@@ -16,19 +16,26 @@ convolutions named ``downsample0``/``downsample1``, classifier ``module.new_fc``
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from edgefuse.models.backbones import ResNet, create_backbone
-from edgefuse.models.backbones.resnet import RESNET_SPECS
-from edgefuse.models.config import AdaFuseOptions, ModelConfig
-from edgefuse.models.layers import AdaFuse, hidden_size
+from edgefuse.models.config import RESNETS, AdaFuseOptions, ModelConfig
+from edgefuse.models.convert import common_prefixes
 from edgefuse.models.registry import register_model
-from edgefuse.models.tsm import apply_shift, common_prefixes
-from edgefuse.models.video import VideoClassifier
+from edgefuse.models.sources import register_source
+from edgefuse.models.tsm import apply_shift
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgefuse.models.backbones import ResNet
+    from edgefuse.models.video import VideoClassifier
 
 
 def _linear(cin: int, cout: int) -> nn.Linear:
+    from torch import nn
+
     fc = nn.Linear(cin, cout)
     nn.init.normal_(fc.weight, 0.0, 0.001)
     nn.init.zeros_(fc.bias)
@@ -37,6 +44,10 @@ def _linear(cin: int, cout: int) -> nn.Linear:
 
 def apply_adafuse(backbone: ResNet, opts: AdaFuseOptions) -> tuple[nn.ModuleDict, nn.ModuleDict]:
     """Fill the ``adafuse`` slot of the enabled blocks; returns the shared layers (empty if not shared)."""
+    from torch import nn
+
+    from edgefuse.models.layers import AdaFuse, hidden_size
+
     shared0, shared1 = nn.ModuleDict(), nn.ModuleDict()
     for stage in range(4):
         if opts.enabled_stages and stage not in opts.enabled_stages:
@@ -59,11 +70,15 @@ def apply_adafuse(backbone: ResNet, opts: AdaFuseOptions) -> tuple[nn.ModuleDict
 
 
 def build_adafuse(cfg: ModelConfig) -> VideoClassifier:
+    from edgefuse.models.backbones import ResNet, create_backbone
+    from edgefuse.models.video import VideoClassifier
+
     opts = cfg.options
     assert isinstance(opts, AdaFuseOptions)
-    backbone = create_backbone(cfg.backbone, cfg.width)
-    if not isinstance(backbone, ResNet):
+    if cfg.backbone not in RESNETS:
         raise ValueError("AdaFuse is defined for ResNet backbones only")
+    backbone = create_backbone(cfg.backbone, cfg.width)
+    assert isinstance(backbone, ResNet)
     shared0, shared1 = apply_adafuse(backbone, opts)
     model = VideoClassifier(cfg, backbone)
     if opts.shared:
@@ -81,7 +96,7 @@ _VARIANTS = {
     ),
 }
 for _variant, (_opts, _desc) in _VARIANTS.items():
-    for _bb in RESNET_SPECS:
+    for _bb in RESNETS:
         register_model(
             ModelConfig(name=f"{_variant}_{_bb}", arch="adafuse", backbone=_bb, options=_opts),
             build_adafuse,
@@ -111,3 +126,11 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
             k = k.replace(old, new)
         out[k] = value
     return out
+
+
+def _is_adafuse(keys: list[str], container: Mapping[str, Any]) -> bool:
+    return any("policy_net." in k or ".gate_fc0s." in k or ".downsample0." in k for k in keys)
+
+
+register_source("adafuse", label="official AdaFuse (mengyuest/AdaFuse)", detect=_is_adafuse,
+                filter_fn=checkpoint_filter_fn, archs=frozenset({"adafuse"}), order=10)

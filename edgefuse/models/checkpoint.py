@@ -1,50 +1,30 @@
 """Reading checkpoints of every supported source and loading them strictly.
 
-Sources, told apart by marker keys (never by file name):
-
-==========  ==========================================  =====================
-source      markers                                     loads into
-==========  ==========================================  =====================
-adafuse     ``policy_net.`` / ``gate_fc0s.`` /           adafuse_*
-            ``downsample0.`` keys
-gsf         ``.gsf.conv3D.`` keys, or a                  gsf_*, tsn_* (gsf=False)
-            ``model_state_dict`` container
-tsm         ``base_model.``/``new_fc.`` keys (TSM repo)  tsm_*, tsn_*
-edgefuse    ``backbone.``/``fc.`` keys                   the model it was saved from
-==========  ==========================================  =====================
+Sources are told apart by marker keys (never by file name). Each registers itself beside its
+architecture (:mod:`edgefuse.models.sources`): official AdaFuse (``policy_net.`` / ``gate_fc0s.`` /
+``downsample0.`` keys) in adafuse.py, official GSF (``.gsf.conv3D.`` keys or a ``model_state_dict``
+container) in gsf.py, official TSM (``base_model.``/``new_fc.`` keys) in tsm.py, and edgefuse's own
+(``backbone.``/``fc.`` keys) in sources.py. This module imports no architecture.
 """
 from __future__ import annotations
 
 import logging
 import pickle
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from edgefuse.errors import EdgefuseError
-from edgefuse.models import adafuse, gsf, tsm
+from edgefuse.models.sources import detect_source, get_source
 from edgefuse.utils import sha256_file
 
+if TYPE_CHECKING:
+    from edgefuse.models.video import VideoClassifier
+
 log = logging.getLogger(__name__)
-
-Filter = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
-
-
-def _identity_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
-
-
-SOURCES: dict[str, tuple[Filter, frozenset[str], str]] = {
-    "adafuse": (adafuse.checkpoint_filter_fn, frozenset({"adafuse"}), "official AdaFuse (mengyuest/AdaFuse)"),
-    "gsf": (gsf.checkpoint_filter_fn, frozenset({"gsf", "tsn"}), "official GSF (swathikirans/GSF)"),
-    "tsm": (tsm.checkpoint_filter_fn, frozenset({"tsm", "tsn"}), "official TSM (mit-han-lab/temporal-shift-module)"),
-    "edgefuse": (_identity_filter, frozenset({"tsn", "tsm", "gsf", "adafuse"}), "edgefuse"),
-}
 
 
 @dataclass
@@ -105,19 +85,6 @@ def _find_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dic
     )
 
 
-def detect_source(state_dict: dict[str, torch.Tensor], container: dict[str, Any]) -> str | None:
-    keys = list(state_dict)
-    if any("policy_net." in k or ".gate_fc0s." in k or ".downsample0." in k for k in keys):
-        return "adafuse"
-    if any(".gsf.conv3D." in k for k in keys) or "model_state_dict" in container:
-        return "gsf"
-    if "edgefuse" in container or any(k.startswith(("backbone.", "module.backbone.")) for k in keys):
-        return "edgefuse"
-    if any(k.startswith(("base_model.", "module.base_model.", "new_fc.", "module.new_fc.")) for k in keys):
-        return "tsm"
-    return None
-
-
 def _classifier_rows(state_dict: dict[str, torch.Tensor]) -> int | None:
     for suffix in ("new_fc.weight",):
         for k, v in state_dict.items():
@@ -125,9 +92,9 @@ def _classifier_rows(state_dict: dict[str, torch.Tensor]) -> int | None:
                 return int(v.shape[0])
     for k in ("fc.weight", "module.fc.weight", "base_model.fc.weight", "module.base_model.fc.weight",
               "base_model.classifier.weight", "module.base_model.classifier.weight"):
-        v = state_dict.get(k)
-        if v is not None and v.dim() == 2:
-            return int(v.shape[0])
+        w = state_dict.get(k)
+        if w is not None and w.dim() == 2:
+            return int(w.shape[0])
     return None
 
 
@@ -138,7 +105,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise EdgefuseError(f"{p}: no such checkpoint file; check the path")
     obj = _torch_load(p)
     state_dict, container = _find_state_dict(obj, p)
-    source = detect_source(state_dict, container)
+    source = detect_source(list(state_dict), container)
     if source is None:
         sample = ", ".join(list(state_dict)[:4])
         raise EdgefuseError(
@@ -162,9 +129,9 @@ def _short(keys: list[str], n: int = 4) -> str:
     return head + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def _diagnose(model: nn.Module, missing: list[str], unexpected: list[str], mismatched: list[str],
+def _diagnose(model: VideoClassifier, missing: list[str], unexpected: list[str], mismatched: list[str],
               converted: dict[str, torch.Tensor]) -> str:
-    cfg = model.config  # type: ignore[attr-defined]
+    cfg = model.config
     hints = []
     fc = converted.get("fc.weight")
     if fc is not None and fc.dim() == 2 and fc.shape[0] != cfg.num_classes:
@@ -183,18 +150,18 @@ def _diagnose(model: nn.Module, missing: list[str], unexpected: list[str], misma
     return "; ".join(hints)
 
 
-def load_into(model: nn.Module, ckpt: Checkpoint) -> None:
+def load_into(model: VideoClassifier, ckpt: Checkpoint) -> None:
     """Convert ``ckpt`` to ``model``'s names and load it strictly, or raise one clear error."""
-    cfg = model.config  # type: ignore[attr-defined]
-    filt, archs, label = SOURCES[ckpt.source]
-    if cfg.arch not in archs:
+    cfg = model.config
+    source = get_source(ckpt.source)
+    if source.archs is not None and cfg.arch not in source.archs:
         raise EdgefuseError(
-            f"{ckpt.path}: a {label} checkpoint cannot load into {cfg.name} ({cfg.arch}); "
-            f"use a {' or '.join(sorted(archs))} model"
+            f"{ckpt.path}: a {source.label} checkpoint cannot load into {cfg.name} ({cfg.arch}); "
+            f"use a {' or '.join(sorted(source.archs))} model"
         )
     if ckpt.model_name and ckpt.model_name != cfg.name:
         raise EdgefuseError(f"{ckpt.path}: saved from {ckpt.model_name}, not {cfg.name}; use {ckpt.model_name}")
-    converted = filt(ckpt.state_dict, model)
+    converted = source.filter_fn(ckpt.state_dict, model)
     expected = model.state_dict()
     # Old research checkpoints (PyTorch < 0.4) have no BN batch counters: those are not weights.
     for k in expected:
@@ -221,11 +188,11 @@ def load_into(model: nn.Module, ckpt: Checkpoint) -> None:
     log.info("loaded %s checkpoint %s into %s", ckpt.source, ckpt.path, cfg.name)
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, **meta: Any) -> Path:
+def save_checkpoint(model: VideoClassifier, path: str | Path, **meta: Any) -> Path:
     """Save an edgefuse checkpoint (weights + the model name), atomically."""
     from edgefuse.utils import atomic_path
 
-    cfg = model.config  # type: ignore[attr-defined]
+    cfg = model.config
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "edgefuse": {"model": cfg.name, "num_classes": cfg.num_classes, "num_segments": cfg.num_segments, **meta},
@@ -239,7 +206,7 @@ _CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 _TEMPORAL_PARTS = (".shift.", ".adafuse.", ".gsf.")
 
 
-def load_imagenet_backbone(model: nn.Module, path: str | Path) -> None:
+def load_imagenet_backbone(model: VideoClassifier, path: str | Path) -> None:
     """Initialise ``model.backbone`` from torchvision ImageNet weights (e.g. resnet50-0676ba61.pth).
 
     The ImageNet classifier is dropped and temporal modules keep their
@@ -250,13 +217,13 @@ def load_imagenet_backbone(model: nn.Module, path: str | Path) -> None:
         raise EdgefuseError(f"{p}: no such weights file; check the path")
     state_dict, _ = _find_state_dict(_torch_load(p), p)
     weights = {k: v for k, v in state_dict.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
-    backbone: nn.Module = model.backbone  # type: ignore[assignment]
+    backbone = model.backbone
     expected = {k: v for k, v in backbone.state_dict().items() if not any(t in f".{k}" for t in _TEMPORAL_PARTS)}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     mismatched = sorted(k for k in set(weights) & set(expected) if weights[k].shape != expected[k].shape)
     if missing or unexpected or mismatched:
-        cfg = model.config  # type: ignore[attr-defined]
+        cfg = model.config
         raise EdgefuseError(
             f"{p}: not torchvision ImageNet weights of {cfg.backbone} (width {cfg.width}): "
             f"{len(missing)} missing ({_short(missing)}), {len(unexpected)} unexpected ({_short(unexpected)}), "

@@ -5,6 +5,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")  # backbones/resnet.py's RESNET_SPECS, by name
+BACKBONES = (*RESNETS, "mobilenetv2")  # what every architecture registers on (torch-free: for the registry)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -13,12 +13,16 @@ if kept); a channel skipped at t is zero, so conv2's input channel is saved too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from edgefuse.models.layers import ACTIONS
 from edgefuse.models.layers.adafuse import KEEP, REUSE, SKIP
+
+if TYPE_CHECKING:
+    from edgefuse.models.video import VideoClassifier
 
 
 @dataclass(frozen=True)
@@ -112,9 +116,9 @@ def _to_meta(model: nn.Module) -> nn.Module:
     clone = clone.to("meta").eval()
     for m in clone.modules():  # AdaFuse argmax works on meta tensors; recording does not matter here
         if hasattr(m, "record"):
-            m.record = False
+            setattr(m, "record", False)  # noqa: B010 - any module with the attribute
         if hasattr(m, "frame_major"):  # GSF: count the published architecture, not its faster evaluation form
-            m.frame_major = False
+            setattr(m, "frame_major", False)  # noqa: B010
     return clone
 
 
@@ -179,26 +183,26 @@ def _block_conv_macs(cost: Cost, name: str) -> tuple[int, int]:
     return cost.macs_of(f"backbone.{name}.conv1") // t, cost.macs_of(f"backbone.{name}.conv2") // t
 
 
-def adafuse_macs(model: nn.Module, frames: int, height: int, width: int | None = None) -> AdaFuseMacs:
+def adafuse_macs(model: VideoClassifier, frames: int, height: int, width: int | None = None) -> AdaFuseMacs:
     """Dense MACs per clip of (``frames``, 3, ``height``, ``width``) and the conv MACs of every AdaFuse block."""
     total, layers = dense_macs(model, (1, frames, 3, height, width or height))
     cost = Cost(count_params(model), frames, total, layers)
-    names = [name for name, _ in model.adafuse_modules()]  # type: ignore[attr-defined]
+    names = [name for name, _ in model.adafuse_modules()]
     return AdaFuseMacs(frames, total, {name: _block_conv_macs(cost, name) for name in names})
 
 
-def adafuse_cost(model: nn.Module, clips: torch.Tensor) -> Cost:
+def adafuse_cost(model: VideoClassifier, clips: torch.Tensor) -> Cost:
     """Dense cost plus the decisions and savings of every AdaFuse block on ``clips`` (N, T, 3, H, W)."""
-    n, t, _, h, w = clips.shape
+    _, t, _, h, w = clips.shape  # (N, T, 3, H, W)
     total, layers = dense_macs(model, (1, t, 3, h, w))
     cost = Cost(count_params(model), t, total, layers)
-    fuses = list(model.adafuse_modules())  # type: ignore[attr-defined]
+    fuses = list(model.adafuse_modules())
     for _, f in fuses:
         f.record = True
     try:
         with torch.no_grad():
             model(clips)
-        for name, block in model.blocks():  # type: ignore[attr-defined]
+        for name, block in model.blocks():
             fuse = getattr(block, "adafuse", None)
             conv1, conv2 = _block_conv_macs(cost, name)
             if fuse is None or fuse.last_mask is None:

@@ -5,39 +5,50 @@ after conv2, before bn2, and MobileNetV2: on the expanded channels after the
 depthwise convolution; both are edgefuse variants the official code does not have.
 
 Official layout (swathikirans/GSF): ``{'model_state_dict': ..., 'epoch': ...}`` from a
-DataParallel ``VideoModel``; ``module.base_model.layerX.Y.gsf.conv3D.weight`` etc.
+DataParallel ``VideoModel``; ``module.base_model.layerX.Y.gsf.conv3D.weight`` etc. Plain TSN
+checkpoints of that repository (``gsf=False``) load into ``tsn_*``.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from edgefuse.models.backbones import BACKBONES, Bottleneck, MobileNetV2, ResNet, create_backbone
-from edgefuse.models.config import GSFOptions, ModelConfig
-from edgefuse.models.layers import GSF
+from edgefuse.models.config import BACKBONES, GSFOptions, ModelConfig
+from edgefuse.models.convert import common_prefixes
 from edgefuse.models.registry import register_model
-from edgefuse.models.tsm import common_prefixes
-from edgefuse.models.video import VideoClassifier
+from edgefuse.models.sources import register_source
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgefuse.models.video import VideoClassifier
 
 
 def apply_gsf(backbone: nn.Module, ratio: float) -> int:
+    from edgefuse.models.backbones import Bottleneck, MobileNetV2, ResNet
+    from edgefuse.models.layers import GSF
+
+    if not isinstance(backbone, (ResNet, MobileNetV2)):  # pragma: no cover - every registered backbone is one
+        raise TypeError(f"GSF is not defined for {type(backbone).__name__}")
     count = 0
     if isinstance(backbone, ResNet):
-        for _, block in backbone.blocks():
-            last = block.conv3 if isinstance(block, Bottleneck) else block.conv2
-            block.gsf = GSF(last.out_channels, ratio)
+        for _, res_block in backbone.blocks():
+            last = res_block.conv3 if isinstance(res_block, Bottleneck) else res_block.conv2
+            res_block.gsf = GSF(last.out_channels, ratio)
             count += 1
-    elif isinstance(backbone, MobileNetV2):
+    else:
         for _, block in backbone.blocks():
             if block.expands:
                 block.gsf = GSF(block.hidden, ratio)
                 count += 1
-    else:  # pragma: no cover
-        raise ValueError(f"GSF is not defined for {type(backbone).__name__}")
     return count
 
 
 def build_gsf(cfg: ModelConfig) -> VideoClassifier:
+    from edgefuse.models.backbones import create_backbone
+    from edgefuse.models.video import VideoClassifier
+
     opts = cfg.options
     assert isinstance(opts, GSFOptions)
     backbone = create_backbone(cfg.backbone, cfg.width)
@@ -56,3 +67,11 @@ for _bb in BACKBONES:
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """GSF-repository state dict -> edgefuse names (pure)."""
     return {common_prefixes(k).replace(".gsf.conv3D.", ".gsf.conv3d."): v for k, v in state_dict.items()}
+
+
+def _is_gsf(keys: list[str], container: Mapping[str, Any]) -> bool:
+    return any(".gsf.conv3D." in k for k in keys) or "model_state_dict" in container
+
+
+register_source("gsf", label="official GSF (swathikirans/GSF)", detect=_is_gsf, filter_fn=checkpoint_filter_fn,
+                archs=frozenset({"gsf", "tsn"}), order=20)

@@ -1,4 +1,9 @@
-"""Model registry in the style of timm: ``register_model``, ``create_model``, ``list_models``."""
+"""Model registry in the style of timm: ``register_model``, ``create_model``, ``list_models``.
+
+A name is a registered model (``tsm_resnet18``) or a pretrained tag of one (``tsm_resnet18.synth_w025``,
+or its short name ``synth_tsm_r18w025``; see :mod:`edgefuse.models.pretrained`). Registering and
+listing import no torch; building does.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.models.config import ModelConfig
-from edgefuse.models.video import VideoClassifier
+from edgefuse.models.pretrained import Pretrained, default_tag, find_pretrained, get_pretrained, list_pretrained
 
 if TYPE_CHECKING:
     from edgefuse.models.checkpoint import Checkpoint
+    from edgefuse.models.video import VideoClassifier
 
-Builder = Callable[[ModelConfig], VideoClassifier]
+Builder = Callable[[ModelConfig], "VideoClassifier"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,10 @@ def register_model(default: ModelConfig, builder: Builder, description: str) -> 
     return entry
 
 
-def list_models(pattern: str = "*") -> list[str]:
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Registered models matching the glob ``pattern``; with ``pretrained``, their tags (``model.tag``)."""
+    if pretrained:
+        return sorted(p.full_name for p in list_pretrained(pattern))
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
@@ -54,8 +63,40 @@ def get_entry(name: str) -> ModelEntry:
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"name", "arch", "backbone", "options", "extra"}
 
 
+def resolve_name(name: str) -> tuple[str, Pretrained | None]:
+    """(registry name, pretrained tag or None) of a model name, a ``model.tag`` or a tag's short name."""
+    if name in _MODELS:
+        return name, None
+    tag = find_pretrained(name)
+    if tag is not None:
+        return tag.model, tag
+    if name.partition(".")[0] in _MODELS:
+        get_pretrained(name)  # raises, naming the closest tags
+    known = [*_MODELS, *(n for p in list_pretrained() for n in (p.full_name, p.name))]
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "run 'edgefuse models' for the list"
+    raise EdgefuseError(f"unknown model {name!r}: {hint}")
+
+
+def _tag_defaults(tag: Pretrained | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The tag's config under the overrides given (None = not given)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if tag is None:
+        return given
+    merged = {**tag.model_kwargs(), **given}
+    if "class_names" not in given and tag.class_names and merged["num_classes"] == len(tag.class_names):
+        merged["class_names"] = tag.class_names
+    return merged
+
+
 def resolve_config(name: str, **overrides: Any) -> ModelConfig:
-    """The model's default config with ``overrides`` applied (config fields or arch options)."""
+    """The model's default config (a pretrained tag's, for a tag) with ``overrides`` applied (config fields
+    or arch options)."""
+    model, tag = resolve_name(name)
+    return _config(model, **_tag_defaults(tag, overrides))
+
+
+def _config(name: str, **overrides: Any) -> ModelConfig:
     entry = get_entry(name)
     cfg_changes = {k: v for k, v in overrides.items() if k in _CONFIG_FIELDS and v is not None}
     opt_changes = {k: v for k, v in overrides.items() if k not in _CONFIG_FIELDS and v is not None}
@@ -81,6 +122,7 @@ def resolve_config(name: str, **overrides: Any) -> ModelConfig:
 def create_model(
     name: str,
     *,
+    pretrained: bool = False,
     num_classes: int | None = None,
     num_segments: int | None = None,
     checkpoint: str | Path | Checkpoint | None = None,
@@ -88,16 +130,29 @@ def create_model(
 ) -> VideoClassifier:
     """Build a registered model in eval mode, optionally loading a checkpoint strictly.
 
-    ``checkpoint`` (a path, or a :class:`Checkpoint` already read) may be in any supported
-    format (official AdaFuse, GSF or TSM releases, or edgefuse's own); ``num_classes``
-    defaults to the checkpoint's.
+    ``name``: a registered model, or a pretrained tag (``tsm_resnet18.synth_w025`` or its short name),
+    whose classes, segments, input size and options are the defaults. ``pretrained``: load the tag's
+    weights (sha256-checked; a plain model name takes its first tag). ``checkpoint`` (a path, or a
+    :class:`Checkpoint` already read) may be in any supported format (official AdaFuse, GSF or TSM
+    releases, or edgefuse's own); ``num_classes`` defaults to the checkpoint's.
     """
     from edgefuse.models.checkpoint import Checkpoint, load_into, read_checkpoint
 
+    tag: Pretrained | None
+    if pretrained and name not in _MODELS:
+        tag = get_pretrained(name)  # one error naming the closest tags
+        model_name = tag.model
+    else:
+        model_name, tag = resolve_name(name)
+    if pretrained:
+        if checkpoint is not None:
+            raise EdgefuseError(f"{name}: load either its pretrained weights or a checkpoint, not both")
+        tag = tag or default_tag(model_name)
+        checkpoint = tag.checked_path()
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) or checkpoint is None else read_checkpoint(checkpoint)
     if num_classes is None and ckpt is not None:
         num_classes = ckpt.num_classes
-    cfg = resolve_config(name, num_classes=num_classes, num_segments=num_segments, **options)
+    cfg = _config(model_name, **_tag_defaults(tag, dict(options, num_classes=num_classes, num_segments=num_segments)))
     if ckpt is not None and ckpt.config_extra:
         extra = dict(ckpt.config_extra)
         names = extra.pop("class_names", None)
@@ -105,7 +160,7 @@ def create_model(
             cfg = dataclasses.replace(cfg, class_names=tuple(names))
         cfg = dataclasses.replace(cfg, extra={**cfg.extra, **extra})
     try:
-        model = get_entry(name).builder(cfg)
+        model = get_entry(model_name).builder(cfg)
     except ValueError as e:
         raise EdgefuseError(f"cannot build {name!r}: {e}") from None
     if ckpt is not None:

@@ -1,4 +1,4 @@
-"""What ``edgefuse models`` and ``edgefuse inspect MODEL`` report, as plain data."""
+"""What ``edgefuse inspect MODEL`` reports, as plain data (``edgefuse models``: :mod:`.listing`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,32 +7,9 @@ from typing import Any
 
 import torch
 
-from edgefuse.errors import EdgefuseError
 from edgefuse.models.cost import adafuse_cost, model_cost
-from edgefuse.models.registry import create_model, get_entry, list_models, resolve_config
+from edgefuse.models.registry import create_model
 from edgefuse.utils import load_npz_clips
-
-
-def zoo(pattern: str = "*", frames: int = 8, size: int = 224) -> list[dict[str, Any]]:
-    """One row per registered model: params and dense MACs (counted on the meta device)."""
-    rows = []
-    for name in list_models(pattern):
-        entry = get_entry(name)
-        with torch.device("meta"):
-            model = entry.builder(resolve_config(name))
-        cost = model_cost(model, frames=frames, size=size)
-        rows.append({
-            "name": name,
-            "arch": entry.default.arch,
-            "backbone": entry.default.backbone,
-            "params_m": cost.params / 1e6,
-            "gmacs_frame": cost.macs_per_frame / 1e9,
-            "gmacs_clip": cost.macs_per_clip / 1e9,
-            "description": entry.description,
-        })
-    if not rows:
-        raise EdgefuseError(f"no model matches {pattern!r}; run 'edgefuse models' for the list")
-    return rows
 
 
 @dataclass(frozen=True)
@@ -49,7 +26,7 @@ class InspectConfig:
 def inspect_model(cfg: InspectConfig) -> dict[str, Any]:
     """Config, params, MACs per frame and clip; for AdaFuse, decisions and realized MACs on an input."""
     model = create_model(cfg.model, num_classes=cfg.num_classes, num_segments=cfg.segments,
-                         checkpoint=cfg.checkpoint, **({"input_size": cfg.size} if cfg.size else {}))
+                         checkpoint=cfg.checkpoint, input_size=cfg.size)
     mc = model.config
     frames, size = mc.num_segments, mc.input_size
     report: dict[str, Any] = {"config": mc.to_dict(), "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None}

@@ -3,24 +3,38 @@
 Official layout (mit-han-lab/temporal-shift-module): ``TemporalShift`` wraps the
 shifted convolution, so its weights are named ``...conv1.net.weight``; the
 MobileNetV2 is the repository's own (``features.N.conv.K`` flat numbering).
-``checkpoint_filter_fn`` maps both onto edgefuse's torchvision-named backbones.
+``checkpoint_filter_fn`` maps both onto edgefuse's torchvision-named backbones; plain TSN
+checkpoints of that repository (``is_shift=False``) load into ``tsn_*`` the same way.
+
+Registering (models and the checkpoint source) imports no torch: ``edgefuse models`` lists the
+registry without it; the builders import the backbones when they run.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from edgefuse.models.backbones import BACKBONES, MobileNetV2, ResNet, create_backbone
-from edgefuse.models.config import ModelConfig, TSMOptions
-from edgefuse.models.layers import TemporalShift
+from edgefuse.models.config import BACKBONES, ModelConfig, TSMOptions
+from edgefuse.models.convert import common_prefixes, has_prefix
 from edgefuse.models.registry import register_model
-from edgefuse.models.video import VideoClassifier
+from edgefuse.models.sources import register_source
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgefuse.models.backbones import MobileNetV2
+    from edgefuse.models.video import VideoClassifier
 
 
 def apply_shift(backbone: nn.Module, shift_div: int, online: bool, every: int, feeds_downsample: bool) -> int:
     """Put a temporal shift in the ``shift`` slot of the blocks TSM shifts; returns how many."""
+    from edgefuse.models.backbones import MobileNetV2, ResNet
+    from edgefuse.models.layers import TemporalShift
+
+    if not isinstance(backbone, (ResNet, MobileNetV2)):  # pragma: no cover - every registered backbone is one
+        raise TypeError(f"temporal shift is not defined for {type(backbone).__name__}")
     count = 0
     if isinstance(backbone, ResNet):
         for li in range(1, 5):
@@ -28,18 +42,19 @@ def apply_shift(backbone: nn.Module, shift_div: int, online: bool, every: int, f
                 if bi % every == 0:
                     block.shift = TemporalShift(shift_div, online=online, feeds_downsample=feeds_downsample)
                     count += 1
-    elif isinstance(backbone, MobileNetV2):
+    else:
         # TSM shifts the residual blocks that have an expansion layer.
         for _, block in backbone.blocks():
             if block.expands and block.use_res_connect:
                 block.shift = TemporalShift(shift_div, online=online)
                 count += 1
-    else:  # pragma: no cover - every registered backbone is handled above
-        raise ValueError(f"temporal shift is not defined for {type(backbone).__name__}")
     return count
 
 
 def build_tsm(cfg: ModelConfig) -> VideoClassifier:
+    from edgefuse.models.backbones import create_backbone
+    from edgefuse.models.video import VideoClassifier
+
     opts = cfg.options
     assert isinstance(opts, TSMOptions)
     backbone = create_backbone(cfg.backbone, cfg.width)
@@ -82,23 +97,10 @@ def _mbv2_key(key: str, backbone: MobileNetV2) -> str:
     return f"backbone.features.{idx}.conv.{table[layer]}.{rest}"
 
 
-def common_prefixes(key: str) -> str:
-    """Strip DataParallel's ``module.`` and map the research ``base_model``/``new_fc`` names."""
-    if key.startswith("module."):
-        key = key[len("module.") :]
-    if key.startswith("base_model."):
-        key = "backbone." + key[len("base_model.") :]
-    elif key.startswith("new_fc."):
-        key = "fc." + key[len("new_fc.") :]
-    # dropout == 0 in the research code keeps the backbone's own last layer as classifier
-    for last in ("backbone.fc.", "backbone.classifier."):
-        if key.startswith(last):
-            key = "fc." + key[len(last) :]
-    return key
-
-
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """TSM-repository state dict -> edgefuse names (pure: returns a new dict)."""
+    from edgefuse.models.backbones import MobileNetV2
+
     backbone = getattr(model, "backbone", None)
     out = {}
     for key, value in state_dict.items():
@@ -107,3 +109,12 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
             k = _mbv2_key(k, backbone)
         out[k] = value
     return out
+
+
+def _is_tsm(keys: list[str], container: Mapping[str, Any]) -> bool:
+    return has_prefix(keys, "base_model.", "new_fc.")
+
+
+# Every research checkpoint has base_model./new_fc. keys: TSM is the format without the others' markers.
+register_source("tsm", label="official TSM (mit-han-lab/temporal-shift-module)", detect=_is_tsm,
+                filter_fn=checkpoint_filter_fn, archs=frozenset({"tsm", "tsn"}), order=40)

@@ -1,17 +1,23 @@
 """TSN: a 2D CNN per frame and average consensus, no temporal modelling (Wang et al., 2016).
 
 Official checkpoints of plain TSN come from the TSM repository (``is_shift=False``)
-or the GSF repository (``gsf=False``); their converters live in tsm.py and gsf.py.
+or the GSF repository (``gsf=False``); those sources (tsm.py, gsf.py) load into ``tsn_*``.
 """
 from __future__ import annotations
 
-from edgefuse.models.backbones import BACKBONES, create_backbone
-from edgefuse.models.config import ModelConfig
+from typing import TYPE_CHECKING
+
+from edgefuse.models.config import BACKBONES, ModelConfig
 from edgefuse.models.registry import register_model
-from edgefuse.models.video import VideoClassifier
+
+if TYPE_CHECKING:
+    from edgefuse.models.video import VideoClassifier
 
 
 def build_tsn(cfg: ModelConfig) -> VideoClassifier:
+    from edgefuse.models.backbones import create_backbone
+    from edgefuse.models.video import VideoClassifier
+
     return VideoClassifier(cfg, create_backbone(cfg.backbone, cfg.width))
 
 

@@ -7,14 +7,11 @@ chooses the blocked nodes.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 import onnx
 
 from edgefuse.quantize.qdq import match_any
-
-log = logging.getLogger(__name__)
 
 FP16_MAX = 65504.0
 # a node whose output reaches this fraction of FP16's largest value stays FP32 (headroom for
@@ -28,7 +25,8 @@ def overflowing_nodes(model: onnx.ModelProto, amax: Mapping[str, float], margin:
     return [n.name for n in model.graph.node if any(amax.get(o, 0.0) > limit for o in n.output)]
 
 
-def fp16_blocked(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Sequence[str]) -> tuple[list[str], list[str]]:
+def fp16_blocked(model: onnx.ModelProto, amax: Mapping[str, float], exclude: Sequence[str]
+                 ) -> tuple[list[str], list[str]]:
     """(nodes kept FP32 by pattern, nodes kept FP32 for range)."""
     by_pattern = [n.name for n in model.graph.node if match_any(n.name, exclude)]
     by_range = [n for n in overflowing_nodes(model, amax) if n not in set(by_pattern)]

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from edgefuse.errors import EdgefuseError
-
-log = logging.getLogger(__name__)
+from edgefuse.graph.query import producers
 
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
@@ -58,7 +59,8 @@ def match_any(name: str, patterns: Iterable[str]) -> bool:
 
 def select_nodes(model: onnx.ModelProto, exclude: Sequence[str]) -> tuple[list[str], list[str]]:
     """(node names to quantize, candidate node names excluded by a pattern)."""
-    chosen, excluded = [], []
+    chosen: list[str] = []
+    excluded: list[str] = []
     for n in candidate_nodes(model):
         (excluded if match_any(n.name, exclude) else chosen).append(n.name)
     return chosen, excluded
@@ -68,7 +70,7 @@ def residual_adds(model: onnx.ModelProto, quantized: Iterable[str]) -> list[tupl
     """(Add node name, identity input tensor) for Adds fed by one quantized Conv and one other
     tensor; the identity input is what gets a Q/DQ so TensorRT can fuse the Add into the Conv."""
     q = set(quantized)
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     consts = initializer_names(model)
     out = []
     for n in model.graph.node:
@@ -89,7 +91,7 @@ def tie_data_movement(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict
     """``amax`` with every tensor that is its source moved or selected (the temporal shift's Reshape /
     Slice / Concat with zero padding) on its source's threshold: the same grid before and after, so
     TensorRT and the CPU engine move the integers instead of requantizing them."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     consts = initializer_names(model)
 
     def source(tensor: str) -> str | None:
@@ -151,15 +153,40 @@ def quantize_int8(model: onnx.ModelProto, amax: Mapping[str, float], nodes: Sequ
                        "AddQDQPairToWeight": True, "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
                        "ForceQuantizeNoInputCheck": False},
     )
-    logging.disable(logging.INFO)  # ORT's quantizer logs every bias copy on the root logger
-    try:
+    with _quiet_ort_quantizer():
         out = quantizer.quantize_model()
-    finally:
-        logging.disable(logging.NOTSET)
     out = _quantize_residuals(out, model, nodes, amax)
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
     return finalize(out)
+
+
+class _BelowWarningFrom(logging.Filter):
+    """Drops records under WARNING whose source file is in ``folder``."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.folder)
+
+
+@contextmanager
+def _quiet_ort_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs every bias copy at INFO straight on the root logger: while it runs,
+    a filter on the root logger drops those (records from its own files, under WARNING). A logger's
+    filters see only the records made on that logger, so every other logger, level and handler is left
+    as it is."""
+    import onnxruntime.quantization as ortq
+
+    quiet = _BelowWarningFrom(os.path.dirname(os.path.abspath(ortq.__file__)))
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def symmetric_scale(amax: float) -> np.float32:
@@ -177,7 +204,8 @@ def _qdq_pair(tensor: str, amax: float, suffix: str) -> tuple[list[onnx.NodeProt
     zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{tensor}{suffix}_zero_point")
     q_out, dq_out = f"{tensor}{suffix}_q", f"{tensor}{suffix}_dq"
     nodes = [helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [q_out], name=f"{tensor}{suffix}_Q"),
-             helper.make_node("DequantizeLinear", [q_out, scale.name, zero.name], [dq_out], name=f"{tensor}{suffix}_DQ")]
+             helper.make_node("DequantizeLinear", [q_out, scale.name, zero.name], [dq_out],
+                              name=f"{tensor}{suffix}_DQ")]
     return nodes, [scale, zero], dq_out
 
 
@@ -207,7 +235,7 @@ def _quantize_residuals(out: onnx.ModelProto, source: onnx.ModelProto, nodes: Se
 
 def quantized_node_names(model: onnx.ModelProto) -> list[str]:
     """Conv / Gemm / MatMul nodes of a Q/DQ graph whose activation input comes from a DequantizeLinear."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.input
             and producer.get(n.input[0]) is not None and producer[n.input[0]].op_type == "DequantizeLinear"]
 

@@ -20,17 +20,15 @@ Methods (the amax each returns; the INT8 scale is amax / 127):
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.utils import atomic_path
-
-log = logging.getLogger(__name__)
 
 NUM_BINS = 2048
 METHODS = ("entropy", "percentile", "minmax", "mse")
@@ -97,7 +95,7 @@ class ActivationStats:
 
     def save(self, path: str | Path, info: dict[str, object] | None = None) -> Path:
         names = sorted(self.histograms)
-        arrays = {
+        arrays: dict[str, Any] = {
             "names": np.array(names, dtype=str),
             "counts": np.stack([self.histograms[n].counts for n in names]) if names else np.zeros((0, NUM_BINS)),
             "width": np.array([self.histograms[n].width for n in names], dtype=np.float64),

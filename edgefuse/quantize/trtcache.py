@@ -45,7 +45,8 @@ def read_cache(path: str | Path) -> dict[str, float]:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise EdgefuseError(f"{p}: cannot read the calibration cache ({e}); pass a TensorRT calibration cache file") from None
+        raise EdgefuseError(f"{p}: cannot read the calibration cache ({e}); give a TensorRT calibration cache "
+                            "file") from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines or not HEADER.match(lines[0]):
         raise EdgefuseError(f"{p}: not a TensorRT calibration cache (first line should be like "

@@ -25,7 +25,7 @@ def ort_version() -> str:
     return str(ort.__version__)
 
 
-def optimize_offline(model: onnx.ModelProto, dest: Path, threads: int) -> None:
+def optimize_offline(model: onnx.ModelProto, dest: Path, threads: int | None) -> None:
     """Let ONNX Runtime apply every graph optimization for this CPU and save the result to ``dest``."""
     import onnxruntime as ort
 
@@ -37,7 +37,13 @@ def optimize_offline(model: onnx.ModelProto, dest: Path, threads: int) -> None:
 
 
 CPU_INT8_MODES = ("auto", "exact", "qdq")
-THREADS_DEFAULT = "ONNX Runtime's default: one per physical core, pinned"
+
+
+def saved_threads(settings: dict[str, Any]) -> int | None:
+    """The intra-op thread count an engine's sidecar records: an int, or None for ONNX Runtime's default (one per
+    physical core, pinned). Sidecars written before it was typed hold a sentence there, read as the default."""
+    saved = settings.get("intra_op_num_threads")
+    return saved if isinstance(saved, int) and not isinstance(saved, bool) and saved > 0 else None
 
 
 def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: str | None = None) -> dict[str, Any]:
@@ -48,26 +54,31 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
     graph's int8 Q/DQ as it is."""
     rewrite = None
     if int8 not in (None,) + CPU_INT8_MODES:
-        raise EdgefuseError(f"--cpu-int8 {int8}: use auto (u8 x s8 kernels, every convolution quantized), "
+        raise EdgefuseError(f"cpu_int8 {int8!r}: use auto (u8 x s8 kernels, every convolution quantized), "
                             "exact (no rounding beyond the Q/DQ graph's) or qdq (the Q/DQ graph as it is)")
     if int8 in ("auto", "exact"):
-        from edgefuse.backends.ort.int8 import cpu_int8_graph
+        from edgefuse.backends.ort.int8 import cpu_int8_graph, u8s8_exact_here
         from edgefuse.graph.metadata import read_metadata
 
         ranges = read_metadata(model).get("cpu_int8_ranges") if int8 == "auto" else None
         if int8 == "auto" and not ranges:
             log.warning("the INT8 graph carries no calibrated grids for its convolution outputs (calibrated by "
-                        "another tool or an older edgefuse): convolutions no QuantizeLinear follows stay FP32 on the CPU; run edgefuse calibrate "
-                        "again for the faster engine")
-        model = cpu_int8_graph(model, ranges)
+                        "another tool or an older edgefuse): convolutions no QuantizeLinear follows stay FP32 on the "
+                        "CPU; calibrate the graph again with edgefuse for the faster engine")
+        signed = u8s8_exact_here()
+        model = cpu_int8_graph(model, ranges, signed_weights=signed)
         added = sum(n.name.endswith("_cpu_Q") for n in model.graph.node)
-        rewrite = ("activations uint8 (zero point 128), weights int8: the calibrated grid on ONNX Runtime's u8 x s8 "
-                   "kernels; quantization moved after each convolution where exact"
+        kernels = ("weights int8: the calibrated grid on ONNX Runtime's u8 x s8 kernels" if signed else
+                   "weights uint8 (zero point 128): the calibrated grid on ONNX Runtime's u8 x u8 kernels (this CPU "
+                   "has no VNNI/AMX, and its u8 x s8 kernel saturates)")
+        rewrite = (f"activations uint8 (zero point 128), {kernels}; quantization moved after each convolution where "
+                   "exact"
                    + (f"; {added} convolution outputs quantized on their calibrated grids (not in the Q/DQ graph)"
                       if ranges else "; no rounding beyond the Q/DQ graph's"))
     with atomic_path(output) as tmp:
         optimize_offline(model, tmp, threads)
-    return {"int8_rewrite": rewrite, "intra_op_num_threads": threads or THREADS_DEFAULT, "inter_op_num_threads": 1, "execution_mode": "sequential",
+    return {"int8_rewrite": rewrite, "intra_op_num_threads": threads or None,  # None: ONNX Runtime's default
+            "inter_op_num_threads": 1, "execution_mode": "sequential",
             "graph_optimization_level": "all, applied offline (the engine loads with optimizations off)",
             "providers": ["CPUExecutionProvider"]}
 
@@ -81,8 +92,7 @@ def load_ort_engine(path: Path, threads: int | None = None, extra_outputs: Seque
     check_engine_bytes(path, sidecar)
     try:
         model = onnx.load(str(path))
-    except Exception as e:  # protobuf errors
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own untyped errors
         raise EdgefuseError(f"{path}: not a readable ONNX Runtime engine ({type(e).__name__}); rebuild it") from None
-    saved = sidecar.settings.get("intra_op_num_threads")  # a count, or THREADS_DEFAULT's text
-    threads = threads or (saved if isinstance(saved, int) else None)
+    threads = threads or saved_threads(sidecar.settings)
     return OrtRunner(model, extra_outputs=extra_outputs, threads=threads, optimize=False, info=sidecar.to_dict())

@@ -25,11 +25,18 @@ these ranges keep those convolutions in FP32 (exact, slower).
 
 Weights (Q/DQ pairs on FP32 initializers) are quantized here once, to int8 initializers feeding
 their DequantizeLinear, so loading the engine does no weight quantization.
+
+The u8 x s8 kernels are exact only where the CPU multiplies bytes into 32-bit sums (x86 VNNI or AMX,
+Arm's dot-product instructions). On x86 without them (AVX2 alone) ONNX Runtime's u8 x s8 kernel adds
+pairs of products in saturating 16-bit lanes (``vpmaddubsw``): 255 x 127 x 2 overflows, and a
+convolution's integer output was measured 94 quantization steps away from the Q/DQ graph's. There the
+weights are re-expressed as uint8 with zero point 128 (:func:`weights_to_uint8`, the same real
+numbers), which runs on the exact u8 x u8 kernel (:func:`exact_u8s8`).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -37,6 +44,8 @@ from onnx import helper, numpy_helper
 
 from edgefuse.backends.ort.layout import drop_unit_batch
 from edgefuse.graph.passes import finalize
+from edgefuse.graph.query import consumers as consumers_of
+from edgefuse.graph.query import producers
 from edgefuse.quantize.qdq import DATA_MOVEMENT, symmetric_scale
 
 log = logging.getLogger(__name__)
@@ -53,14 +62,6 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {i.name: i for i in model.graph.initializer}
-
-
-def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    out: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
 
 
 class _Constants(Mapping[str, np.ndarray]):
@@ -88,11 +89,6 @@ class _Constants(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self._protos)
 
-    def add(self, tensor: onnx.TensorProto) -> None:
-        self._protos[tensor.name] = tensor
-
-
-
 
 def _activation_grid(q: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> tuple[float, int, np.dtype] | None:
     """(scale, zero point, dtype) of a per-tensor activation QuantizeLinear / DequantizeLinear, else None."""
@@ -113,7 +109,7 @@ def activations_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     """Re-express every activation Q/DQ with int8 zero point 0 as uint8 with zero point 128."""
     out = _copy(model)
     inits = _initializers(out)
-    consumers = _consumers(out)
+    consumers = consumers_of(out)
     for q in [n for n in out.graph.node if n.op_type == "QuantizeLinear"]:
         if q.input[0] in inits or len(q.input) < 3 or q.input[2] not in inits:
             continue  # weights stay int8
@@ -165,8 +161,8 @@ def quantize_conv_outputs(model: onnx.ModelProto, ranges: Mapping[str, float]) -
     quantized inputs as QLinearAdd. Not exact (a new rounding, on a calibrated grid); tensors
     without a range are left as they are."""
     out = _copy(model)
-    producer = {o: n for n in out.graph.node for o in n.output}
-    consumers = _consumers(out)
+    producer = producers(out)
+    consumers = consumers_of(out)
     added: list[onnx.NodeProto] = []
     for conv in [n for n in out.graph.node if n.op_type == "Conv"]:
         tensor = conv.output[0]
@@ -218,12 +214,25 @@ def _merge_duplicate_quantize(model: onnx.ModelProto) -> bool:
     return True
 
 
+def _quantized_operand(model: onnx.ModelProto, consts: Mapping[str, np.ndarray], new: list[onnx.NodeProto],
+                       q: onnx.NodeProto, grid: tuple[float, int, np.dtype], tensor: str, tag: str) -> str:
+    """``tensor`` on ``q``'s grid: a constant (the shift's zero padding) quantized here as an initializer, else a new
+    QuantizeLinear (appended to ``new``) reading it."""
+    scale, zero, dtype = grid
+    if tensor in consts:
+        name = f"{tensor}_{q.name}_q"
+        model.graph.initializer.append(numpy_helper.from_array(_quantize_array(consts[tensor], scale, zero, dtype), name))
+        return name
+    name = f"{tensor}_{q.name}_{tag}"
+    new.append(helper.make_node("QuantizeLinear", [tensor, q.input[1], q.input[2]], [name], name=f"{q.name}_{tag}"))
+    return name
+
+
 def _hoist_one(model: onnx.ModelProto) -> bool:
     """Move the activation QuantizeLinear nodes reading one op's output above that op, if exact: the
     op is repeated on each grid when its readers quantize on different grids."""
     consts = _Constants(model)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers = _consumers(model)
+    consumers = consumers_of(model)
     outputs = {o.name for o in model.graph.output}
     for op in model.graph.node:
         if op.op_type not in ("Relu",) + DATA_MOVEMENT + MONOTONE or len([o for o in op.output if o]) != 1 \
@@ -236,30 +245,19 @@ def _hoist_one(model: onnx.ModelProto) -> bool:
         new: list[onnx.NodeProto] = []
         for q, grid in zip(readers, grids):
             assert grid is not None
-            scale, zero, dtype = grid
-
-            def quantized(tensor: str, tag: str) -> str:
-                if tensor in consts:  # a constant operand (the shift's zero padding): quantize it here
-                    name = f"{tensor}_{q.name}_q"
-                    model.graph.initializer.append(numpy_helper.from_array(
-                        _quantize_array(consts[tensor], scale, zero, dtype), name))
-                    return name
-                name = f"{tensor}_{q.name}_{tag}"
-                new.append(helper.make_node("QuantizeLinear", [tensor, q.input[1], q.input[2]], [name],
-                                            name=f"{q.name}_{tag}"))
-                return name
-
+            _, zero, dtype = grid
             if op.op_type == "Relu":  # Q(relu(y)) = max(Q(y), z)
                 low = f"{q.name}_relu_floor"
                 model.graph.initializer.append(numpy_helper.from_array(np.array(zero, dtype=dtype), low))
-                new.append(helper.make_node("Clip", [quantized(op.input[0], "pre_relu"), low], [q.output[0]],
+                pre = _quantized_operand(model, consts, new, q, grid, op.input[0], "pre_relu")
+                new.append(helper.make_node("Clip", [pre, low], [q.output[0]],
                                             name=f"{op.name}_on_grid_{q.name}"))
             else:
                 data = range(len(op.input)) if op.op_type == "Concat" else [0]
                 moved = helper.make_node(op.op_type, list(op.input), [q.output[0]], name=f"{op.name}_on_grid_{q.name}")
                 moved.attribute.extend(op.attribute)
                 for i in data:
-                    moved.input[i] = quantized(op.input[i], f"in{i}")
+                    moved.input[i] = _quantized_operand(model, consts, new, q, grid, op.input[i], f"in{i}")
                 new.append(moved)
         gone = {op.name} | {q.name for q in readers}
         keep = [n for n in model.graph.node if n.name not in gone]
@@ -273,7 +271,7 @@ def cancel_requantize(model: onnx.ModelProto) -> onnx.ModelProto:
     """DequantizeLinear -> QuantizeLinear on the same grid is the identity: read the integers directly."""
     out = _copy(model)
     consts = _Constants(out)
-    producer = {o: n for n in out.graph.node for o in n.output}
+    producer = producers(out)
     rename = {}
     for q in out.graph.node:
         dq = producer.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
@@ -298,12 +296,61 @@ def hoist_quantize(model: onnx.ModelProto) -> onnx.ModelProto:
     return cancel_requantize(finalize(out))
 
 
-def cpu_int8_graph(model: onnx.ModelProto, ranges: Mapping[str, float] | None = None) -> onnx.ModelProto:
+# x86 features whose byte dot products accumulate in 32 bits (no saturating 16-bit step)
+EXACT_U8S8_ISA = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def exact_u8s8(isa: Sequence[str], machine: str) -> bool:
+    """Whether ONNX Runtime's u8 x s8 kernels are exact on this CPU: on x86 only with VNNI or AMX (AVX2's
+    ``vpmaddubsw`` saturates 16-bit pair sums); on Arm (``aarch64``/``arm64``) yes."""
+    if machine.lower() in ("aarch64", "arm64"):
+        return True
+    return any(f in isa for f in EXACT_U8S8_ISA)
+
+
+def weights_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every int8 weight initializer with an int8 zero point feeding a DequantizeLinear -> uint8 value + 128,
+    zero point + 128: the same real numbers, for the exact u8 x u8 kernels."""
+    out = _copy(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    done: dict[str, str] = {}
+    for n in out.graph.node:
+        if n.op_type != "DequantizeLinear" or len(n.input) < 3 or n.input[0] not in inits or n.input[2] not in inits:
+            continue
+        q, zp = (numpy_helper.to_array(inits[n.input[i]]) for i in (0, 2))
+        if q.dtype != np.int8 or zp.dtype != np.int8:
+            continue
+        for i, value in ((0, q), (2, zp)):
+            name = n.input[i]
+            if name not in done:
+                done[name] = f"{name}_u8"
+                shifted = (value.astype(np.int16) + 128).astype(np.uint8)  # same shape, int8 -> uint8 grid
+                out.graph.initializer.append(numpy_helper.from_array(shifted, done[name]))
+            n.input[i] = done[name]
+    return finalize(out)
+
+
+def cpu_int8_graph(model: onnx.ModelProto, ranges: Mapping[str, float] | None = None,
+                   signed_weights: bool | None = None) -> onnx.ModelProto:
     """The CPU engine's INT8 graph: the temporal shifts in the convolutions' layout
     (:func:`~edgefuse.backends.ort.layout.drop_unit_batch`), the calibrated grid on ONNX Runtime's
     u8 x s8 kernels, every exact move that lets a convolution run in integers, and (with
-    ``ranges``) the convolutions no QuantizeLinear follows quantized on their calibrated grids."""
+    ``ranges``) the convolutions no QuantizeLinear follows quantized on their calibrated grids.
+    ``signed_weights``: int8 weights (u8 x s8 kernels) or uint8 (u8 x u8); None: int8 where the u8 x s8
+    kernels are exact on this CPU (:func:`exact_u8s8`)."""
+    if signed_weights is None:
+        signed_weights = u8s8_exact_here()
     out = hoist_quantize(activations_to_uint8(drop_unit_batch(model)))
     if ranges:
         out = hoist_quantize(quantize_conv_outputs(out, ranges))
-    return fold_weight_quantization(out)
+    out = fold_weight_quantization(out)
+    return out if signed_weights else weights_to_uint8(out)
+
+
+def u8s8_exact_here() -> bool:
+    """:func:`exact_u8s8` for this machine's CPU."""
+    from edgefuse.backends.ort.cpu import cpu_identity
+
+    ident = cpu_identity()
+    isa = ident["isa"]
+    return exact_u8s8(isa if isinstance(isa, list) else [], str(ident["machine"]))

@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgefuse.graph.passes import finalize
+from edgefuse.graph.query import consumers as consumers_of
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,7 @@ def drop_unit_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     small = _constant_arrays(out)
     small.update({i.name: numpy_helper.to_array(i) for i in out.graph.initializer if len(i.dims) <= 5
                   and np.prod(i.dims or [1]) <= 1 << 20})
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in out.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = consumers_of(out)
     rename: dict[str, str] = {}
     drop: set[str] = set()
     done = 0

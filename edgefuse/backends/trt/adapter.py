@@ -23,6 +23,8 @@ from edgefuse.utils import atomic_path
 
 if TYPE_CHECKING:  # mypy checks this module against NVIDIA's type stubs (tensorrt-stubs)
     import tensorrt as trt
+
+    from edgefuse.graph.runner import Outputs
 else:
     trt = None  # bound by import_tensorrt(): importing edgefuse never imports TensorRT
 
@@ -184,7 +186,7 @@ class TrtRunner:
         self.context = self.engine.create_execution_context()
         major = str(trt.__version__).split(".")[0]
         scratch = _device_memory_trt86(self.engine) if major == "8" else _device_memory_trt10plus(self.engine)
-        self.gpu_memory_mb = (scratch + path.stat().st_size) / 2**20  # activations scratch + weights (engine size)
+        self.gpu_memory_mb: float | None = (scratch + path.stat().st_size) / 2**20  # activations scratch + weights (engine size)
         self.stream = self.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -227,3 +229,15 @@ class TrtRunner:
     def run(self, clips: np.ndarray) -> np.ndarray:
         out = self.run_feeds({self.inputs[0]: clips})
         return out[self.outputs[0]]
+
+    def run_logits_and(self, clips: np.ndarray, tensors: Sequence[str] = (), progress: bool = False,
+                       desc: str = "") -> Outputs:
+        """The logits and the tensors marked as engine outputs at build time (a debug engine)."""
+        from edgefuse.graph.runner import Outputs
+
+        missing = [t for t in tensors if t not in self.outputs]
+        if missing:
+            raise EdgefuseError(f"the TensorRT engine does not output {missing[0]}; build a debug engine that marks "
+                                "it as an output to compare it")
+        out = self.run_feeds({self.inputs[0]: clips})
+        return Outputs(out[self.outputs[0]], {t: out[t] for t in tensors})

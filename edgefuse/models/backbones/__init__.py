@@ -5,14 +5,15 @@ from torch import nn
 
 from edgefuse.models.backbones.mobilenetv2 import InvertedResidual, MobileNetV2
 from edgefuse.models.backbones.resnet import RESNET_SPECS, BasicBlock, Bottleneck, ResNet, resnet
+from edgefuse.models.config import BACKBONES, RESNETS
 
-BACKBONES = (*RESNET_SPECS, "mobilenetv2")
+assert tuple(RESNET_SPECS) == RESNETS, "the registry's ResNet names (models/config.py) must match RESNET_SPECS"
 
 
 def create_backbone(name: str, width: float = 1.0) -> nn.Module:
     """``width`` scales channels: ResNet base width 64*width, MobileNetV2 width multiplier."""
     if name in RESNET_SPECS:
-        return resnet(name, base_width=int(round(64 * width)))
+        return resnet(name, base_width=round(64 * width))
     if name == "mobilenetv2":
         return MobileNetV2(width_mult=width)
     raise KeyError(name)

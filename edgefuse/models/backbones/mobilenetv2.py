@@ -35,7 +35,7 @@ class ConvBNReLU6(nn.Sequential):
 class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expand_ratio: int) -> None:
         super().__init__()
-        hidden = int(round(cin * expand_ratio))
+        hidden = round(cin * expand_ratio)
         self.use_res_connect = stride == 1 and cin == cout
         self.expands = expand_ratio != 1
         self.hidden = hidden

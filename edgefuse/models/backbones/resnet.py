@@ -33,6 +33,8 @@ class _Block(nn.Module):
     """What both residual block types share: hook slots and the shortcut."""
 
     expansion = 1
+    conv1: nn.Conv2d
+    conv2: nn.Conv2d
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,7 +46,7 @@ class _Block(nn.Module):
     @property
     def width(self) -> int:
         """Output channels of conv1 (what AdaFuse decides over)."""
-        return self.conv1.out_channels  # type: ignore[no-any-return]
+        return self.conv1.out_channels
 
     def _enter(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (input of conv1, input of the shortcut)."""

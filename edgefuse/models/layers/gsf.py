@@ -86,7 +86,7 @@ class GSF(nn.Module):
     def forward(self, x_full: torch.Tensor, t: int) -> torch.Tensor:
         if self.frame_major and not self.training and not self.bn.training:
             return self._forward_frames(x_full, t)
-        nt, c, h, w = x_full.shape
+        nt, _, h, w = x_full.shape  # (N*T, C, H, W)
         f = self.fplane
         x = x_full[:, :f].reshape(-1, t, f, h, w).permute(0, 2, 1, 3, 4)  # (N, f, T, H, W)
         gate = torch.tanh(self.conv3d(self.relu(self.bn(x))))  # (N, 2, T, H, W)

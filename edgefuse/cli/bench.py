@@ -1,0 +1,39 @@
+"""``edgefuse bench``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgefuse.cli.options import json_option
+from edgefuse.cli.render import render_bench, render_json
+
+
+@click.command("bench")
+@click.argument("engines", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--device", default="auto", show_default=True,
+              help="Device profile; jetson or a Jetson profile needs one.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--duration", type=float, help="Seconds per engine instead of --iterations.")
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0))
+@click.option("--eager", type=click.Path(path_type=Path, dir_okay=False),
+              help="A checkpoint: add PyTorch eager FP32 as the baseline row.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for CPU backends (default: physical cores).")
+@click.option("--json-out", type=click.Path(path_type=Path, dir_okay=False), help="JSON with every raw timing.")
+@click.option("--estimate", is_flag=True,
+              help="Roofline estimate per engine on the --device profile (alone when that device is not this machine; "
+                   "beside the measurement when it is).")
+@click.option("--png", "png_out", type=click.Path(path_type=Path, dir_okay=False), help="Latency distribution plot.")
+@json_option
+def bench_cmd(engines: tuple[Path, ...], device: str, batch: int, iterations: int, duration: float | None,
+              warmup: int, eager: Path | None, threads: int | None, json_out: Path | None, estimate: bool,
+              png_out: Path | None, as_json: bool) -> None:
+    """Latency percentiles, throughput and memory of ENGINES side by side on the same input."""
+    from edgefuse.bench import BenchConfig, BenchReport, bench
+
+    rep = bench(BenchConfig(engines=engines, device=device, batch=batch, iterations=iterations, duration=duration,
+                            warmup=warmup, eager=eager, threads=threads, json_out=json_out, png_out=png_out,
+                            estimate=estimate))
+    click.echo(render_json(rep.to_dict(raw=False) if isinstance(rep, BenchReport) else rep.to_dict()) if as_json
+               else render_bench(rep))
