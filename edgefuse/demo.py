@@ -132,17 +132,17 @@ def demo(cfg: DemoConfig) -> DemoReport:
     rows: list[DemoRow] = []
     for label, name, policy in MODELS:
         tag = get_pretrained(name)
-        stem = work / f"{name}.{policy}"
-        fp32 = export(make_config(None, stem.with_suffix(".onnx"), model=name, policy=policy,
+        stem = f"{name}.{policy}"  # the folded and the dynamic AdaFuse keep files of their own
+        fp32 = export(make_config(None, work / f"{stem}.onnx", model=name, policy=policy,
                                   policy_clips=policy_npz if policy == "static" else None,
                                   tau=FOLD_TAU if policy == "static" else None)).path
-        int8 = calibrate(CalibrateConfig(model=fp32, clips=synth / "calib.txt", output=stem.with_suffix(".int8.onnx"),
+        int8 = calibrate(CalibrateConfig(model=fp32, clips=synth / "calib.txt", output=work / f"{stem}.int8.onnx",
                                          num_clips=cfg.num_calib, holdout=synth / "val.txt", num_holdout=cfg.num_val,
                                          cache_dir=work / "cache", progress=cfg.progress)).path
         _step(f"{label}: exported and calibrated", start)
         engines = {}
         for precision, graph in (("fp32", fp32), ("int8", int8)):
-            engines[precision] = build_engine(BuildConfig(graph, stem.with_suffix(f".{precision}.engine"),
+            engines[precision] = build_engine(BuildConfig(graph, work / f"{stem}.{precision}.engine",
                                                           device="cpu", threads=cfg.threads)).path
         checks = {p: validate(ValidateConfig(engine=e, reference=fp32, clips=synth / "val.txt", num_clips=cfg.num_val,
                                              progress=cfg.progress, max_drop=100.0))

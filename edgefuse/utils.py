@@ -7,11 +7,14 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from edgefuse.errors import EdgefuseError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextlib.contextmanager
@@ -47,6 +50,8 @@ def sha256_file(path: Path) -> str:
 
 def load_npz_clips(path: Path, what: str) -> torch.Tensor:
     """Preprocessed clips (N, T, 3, H, W) from an .npz ('clips' array)."""
+    import torch  # only this helper needs it: the ground floor stays importable without loading torch
+
     try:
         with np.load(path) as data:
             if "clips" not in data:

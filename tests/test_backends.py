@@ -129,16 +129,16 @@ def zoo_onnx(tmp_path_factory, synth_default) -> dict[str, dict[str, Path]]:  # 
     """Every zoo model exported (FP32) and calibrated to INT8."""
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
-    from edgefuse.lab.zoo import list_zoo
+    from edgefuse.models import list_pretrained
     from edgefuse.quantize import CalibrateConfig, calibrate
 
     tmp = tmp_path_factory.mktemp("engines")
     out: dict[str, dict[str, Path]] = {}
-    for e in list_zoo():
-        fp32 = export(make_config(None, tmp / f"{e['name']}.onnx", model=e["name"])).path
-        out[e["name"]] = {"fp32": fp32}
-        out[e["name"]]["int8"] = calibrate(CalibrateConfig(
-            model=fp32, clips=synth_default / "calib.txt", output=tmp / f"{e['name']}.int8.onnx", num_clips=16,
+    for e in list_pretrained():
+        fp32 = export(make_config(None, tmp / f"{e.name}.onnx", model=e.name)).path
+        out[e.name] = {"fp32": fp32}
+        out[e.name]["int8"] = calibrate(CalibrateConfig(
+            model=fp32, clips=synth_default / "calib.txt", output=tmp / f"{e.name}.int8.onnx", num_clips=16,
             holdout=synth_default / "val.txt", num_holdout=8, cache_dir=tmp / "cache", progress=False)).path
     return out
 

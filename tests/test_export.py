@@ -150,7 +150,8 @@ def test_graph_macs_equal_model_macs(tmp_path) -> None:
     assert total == dense.macs_per_clip + folded_bias
     assert by_op["Gemm"] == 4 * 1280 * 7
     info = inspect_onnx(result.path)
-    assert info["dynamic_dims"]["T"] == [2, 4, 6] and info["hygiene"]["ok"]
+    assert info.dynamic_dims["T"] == [2, 4, 6] and info.hygiene.ok
+    assert type(info).from_dict(json.loads(json.dumps(info.to_dict()))) == info
 
 
 def test_presets_are_valid() -> None:

@@ -179,3 +179,16 @@ def test_recorded_costs_match_the_registry() -> None:
     assert sorted(recorded) == list_models()
     stale = [n for n in list_models() if measure_cost(n, RECORDED_SIZE) != recorded[n]]
     assert stale == [], f"rerun edgefuse.models.listing.write_costs(): {stale}"
+
+
+@pytest.mark.parametrize("name", ["adafuse_tsn_resnet18", "tsm_mobilenetv2", "gsf_resnet18"])
+def test_model_inspection_round_trips_through_json(name: str) -> None:
+    """``edgefuse inspect``'s typed report: ModelConfig (options by type, tuples) and AdaFuse decisions survive JSON."""
+    import json
+
+    from edgefuse.models.report import InspectConfig, ModelInspection, inspect_model
+
+    report = inspect_model(InspectConfig(name, segments=4, size=64))
+    again = ModelInspection.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again == report and again.config.options == report.config.options
+    assert (report.decisions is not None) == name.startswith("adafuse")

@@ -215,9 +215,9 @@ def zoo_graphs(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-
     from edgefuse.export.config import make_config
 
     tmp = tmp_path_factory.mktemp("zoo_graphs")
-    from edgefuse.lab.zoo import list_zoo
+    from edgefuse.models import list_pretrained
 
-    shipped = {e["name"] for e in list_zoo()}
+    shipped = {p.name for p in list_pretrained()}
     names = {"tsm": "synth_tsm_r18w025", "adafuse": "synth_adafuse_tsm_r18w025"}
     return {k: export(make_config(None, tmp / f"{v}.onnx", model=v)).path for k, v in names.items() if v in shipped}
 

@@ -144,10 +144,10 @@ def test_expected_macs_and_evaluate_match_adafuse_cost() -> None:
     reference = adafuse_cost(model, clips)
     report = evaluate(model, clips, labels, batch_size=4)
     assert 0 < reference.saving < 1
-    assert report["saving_pct"] == pytest.approx(100 * reference.saving, rel=1e-5)
-    assert report["dense_gmacs_clip"] * 1e9 == reference.macs_per_clip
-    for block, got in zip(reference.decisions, report["blocks"]):
-        assert got["block"] == block.block and got["skip"] == pytest.approx(block.fractions["skip"], abs=1e-6)
+    assert report.saving_pct == pytest.approx(100 * reference.saving, rel=1e-5)
+    assert report.dense_gmacs_clip * 1e9 == reference.macs_per_clip
+    for block, got in zip(reference.decisions, report.blocks or []):
+        assert got.block == block.block and got.skip == pytest.approx(block.fractions["skip"], abs=1e-6)
     macs = adafuse_macs(model, 4, 32)
     with torch.no_grad():
         for _, f in model.adafuse_modules():
@@ -198,8 +198,8 @@ def test_prepare_clips_crops_without_flipping() -> None:
 
 def test_tsm_learns_the_direction_deterministically(tsm_runs) -> None:  # type: ignore[no-untyped-def]
     first, second = tsm_runs
-    assert first.metrics["top1"] >= 0.9 and first.metrics["within_pair"] >= 0.9
-    assert len(first.history) == 6 and first.history[-1].val_top1 == first.metrics["top1"]
+    assert first.metrics.top1 >= 0.9 and first.metrics.within_pair >= 0.9
+    assert len(first.history) == 6 and first.history[-1].val_top1 == first.metrics.top1
     a, b = first.model.state_dict(), second.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert first.model.config.class_names == ("moving left", "moving right")
@@ -208,7 +208,7 @@ def test_tsm_learns_the_direction_deterministically(tsm_runs) -> None:  # type: 
 def test_tsn_cannot_tell_time_reversed_classes(toy) -> None:  # type: ignore[no-untyped-def]
     train_data, val_data = toy
     result = train(toy_cfg("tsn_resnet18"), train_data, val_data, progress=False)
-    assert result.metrics["top1"] <= 0.7
+    assert result.metrics.top1 <= 0.7
 
 
 def test_adafuse_efficiency_loss_saves_macs(toy) -> None:  # type: ignore[no-untyped-def]
@@ -216,11 +216,11 @@ def test_adafuse_efficiency_loss_saves_macs(toy) -> None:  # type: ignore[no-unt
     small = (train_data[0][:32], train_data[1][:32]), (val_data[0][:32], val_data[1][:32])
     plain = train(toy_cfg("adafuse_tsn_resnet18", epochs=3, efficiency_weight=0.0), *small, progress=False)
     frugal = train(toy_cfg("adafuse_tsn_resnet18", epochs=3, efficiency_weight=5.0), *small, progress=False)
-    assert frugal.metrics["saving_pct"] > 0
-    assert frugal.metrics["saving_pct"] > plain.metrics["saving_pct"] + 10
+    assert frugal.metrics.saving_pct > 0
+    assert frugal.metrics.saving_pct > plain.metrics.saving_pct + 10
     assert frugal.history[-1].loss > frugal.history[-1].cross_entropy  # the efficiency term is in the loss
     assert plain.history[-1].loss == plain.history[-1].cross_entropy
-    assert 0 < frugal.metrics["gmacs_clip_given_decisions"] < frugal.metrics["dense_gmacs_clip"]
+    assert 0 < frugal.metrics.gmacs_clip_given_decisions < frugal.metrics.dense_gmacs_clip
 
 
 def test_bad_configs_and_data_fail_with_the_fix(toy) -> None:  # type: ignore[no-untyped-def]
@@ -249,7 +249,8 @@ def test_warm_start_from_tsm_and_keep_bias(tmp_path: Path) -> None:
             continue
         assert torch.equal(value, theirs[key]), key
     report = evaluate(model, torch.randn(2, SEGMENTS, 3, SIZE, SIZE), torch.tensor([0, 1]))
-    assert report["fractions"]["keep"] == 1.0 and report["saving_pct"] == 0.0
+    assert report.fractions is not None and report.fractions["keep"] == 1.0 and report.saving_pct == 0.0
+    assert type(report).from_dict(report.to_dict()) == report
     other = save_checkpoint(create_model("tsm_resnet18", num_classes=2, width=0.25), tmp_path / "wide.pth")
     with pytest.raises(EdgefuseError, match="same backbone and width"):
         build_model(toy_cfg("adafuse_tsm_resnet18", init=other))
@@ -279,7 +280,7 @@ def test_zoo_round_trip_with_half_checkpoint(tmp_path: Path, toy, monkeypatch) -
     monkeypatch.setenv("EDGEFUSE_ZOO_DIR", str(zoo))
     (listed,) = list_pretrained()
     assert listed.name == "toy_tsm" and listed.checkpoint == "toy_tsm.pth"
-    assert listed.val_top1 == result.metrics["top1"] and listed.trained_with.startswith("edgefuse train")
+    assert listed.val_top1 == result.metrics.top1 and listed.trained_with.startswith("edgefuse train")
     json.dumps(listed.to_dict())
 
     model = create_model("toy_tsm", pretrained=True)

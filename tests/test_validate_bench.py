@@ -73,18 +73,18 @@ def test_validate_catches_a_damaged_engine_and_names_the_layer(tsm, synth_defaul
 
 
 def test_validate_against_a_checkpoint_runs_pytorch_eager(tsm, synth_default) -> None:  # type: ignore[no-untyped-def]
-    from edgefuse.lab.zoo import ZOO_DIR
+    from edgefuse.models import get_pretrained
 
-    rep = validate(ValidateConfig(engine=tsm["engine"], reference=ZOO_DIR / "synth_tsm_r18w025.pth",
+    rep = validate(ValidateConfig(engine=tsm["engine"], reference=get_pretrained("synth_tsm_r18w025").path,
                                   clips=synth_default / "val.txt", num_clips=16, progress=False))
     assert rep.result.top1_agreement == 1.0 and rep.result.max_abs_error < 1e-3
 
 
 def test_bench_figures_come_from_the_raw_timings(tsm, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from edgefuse.lab.zoo import ZOO_DIR
+    from edgefuse.models import get_pretrained
 
     rep = bench(BenchConfig(engines=(tsm["engine"], tsm["fp32"]), device="cpu", iterations=6, warmup=1,
-                            eager=ZOO_DIR / "synth_tsm_r18w025.pth", json_out=tmp_path / "b.json",
+                            eager=get_pretrained("synth_tsm_r18w025").path, json_out=tmp_path / "b.json",
                             png_out=tmp_path / "b.png", progress=False))
     rows = rep.rows
     assert [r.name for r in rows] == ["PyTorch eager FP32", "tsm.engine", "tsm.onnx"]
@@ -136,7 +136,7 @@ def test_bench_estimates_beside_measurements_and_alone_for_other_devices(tsm) ->
 def test_validate_reports_adafuse_flips_and_realized_macs(synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
-    from edgefuse.lab.zoo import get_zoo_entry
+    from edgefuse.models import get_pretrained
 
     name = "synth_adafuse_tsm_r18w025"
     fp32 = export(make_config(None, tmp_path / "ada.onnx", model=name)).path
@@ -148,7 +148,7 @@ def test_validate_reports_adafuse_flips_and_realized_macs(synth_default, tmp_pat
     assert all(abs((p.engine_skip or 0) + (p.engine_reuse or 0) + (p.engine_keep or 0) - 1) < 1e-6 for p in rep.policy)
     eng, ref = np.array(rep.realized.engine), np.array(rep.realized.reference)
     assert len(eng) == 30 and np.abs(eng - ref).max() < 0.01 * rep.realized.dense
-    recorded = get_zoo_entry(name)["gmacs_clip_given_decisions"]  # measured at training on all 250 val clips
+    recorded = get_pretrained(name).gmacs_clip_given_decisions  # measured at training on all 250 val clips
     assert abs(eng.mean() - recorded) < 0.05 * recorded and eng.mean() < 0.7 * rep.realized.dense
 
 

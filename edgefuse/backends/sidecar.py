@@ -37,6 +37,30 @@ class Sidecar:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    # The backend's own settings stay a JSON object (each backend records its own); what the summary shows of
+    # them is read here, once.
+    @property
+    def backend_choice(self) -> str | None:
+        """Why ``--backend auto`` kept this backend (CPU engines), if it chose."""
+        choice = self.settings.get("backend_choice")
+        return str(choice.get("reason")) if isinstance(choice, Mapping) else None
+
+    @property
+    def int8_rewrite(self) -> str | None:
+        """What the ONNX Runtime INT8 rewrite did to the Q/DQ graph, if it ran."""
+        value = self.settings.get("int8_rewrite")
+        return str(value) if value else None
+
+    @property
+    def gpu_fallback_layers(self) -> list[str]:
+        """TensorRT with DLA: the layers that run on the GPU instead."""
+        return [str(x) for x in self.settings.get("gpu_fallback_layers") or []]
+
+    @property
+    def hardware_name(self) -> str | None:
+        name = self.hardware.get("name")
+        return None if name is None else str(name)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Sidecar:
         """From :meth:`to_dict`'s form; fields this version does not know are ignored (a newer sidecar)."""

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgefuse.cli.options import json_option
-from edgefuse.cli.render import format_table, render_export
+from edgefuse.cli.render import render_export, render_json, render_presets
 from edgefuse.errors import EdgefuseError
 
 
@@ -74,7 +73,7 @@ def export_cmd(model: str | None, preset: str | None, list_presets: bool, output
     from edgefuse.export.config import make_config
 
     if list_presets:
-        click.echo(format_table([{"name": n, "description": d} for n, d in presets()], ["name", "description"]))
+        click.echo(render_presets(presets()))
         return
     if output is None:
         raise EdgefuseError("no output path: pass -o model.onnx")
@@ -84,6 +83,6 @@ def export_cmd(model: str | None, preset: str | None, list_presets: bool, output
                       options=_parse_options(model_options), **given)
     result = export(cfg)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        click.echo(render_json(result.to_dict()))
         return
     click.echo(render_export(result, output.stat().st_size / 1e6))

@@ -1,6 +1,7 @@
 """Plain-text tables: every report a person reads in the terminal goes through here."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,10 @@ if TYPE_CHECKING:  # the results edgefuse calibrate / build-engine / devices / v
     from edgefuse.devices import DeviceProfile
     from edgefuse.estimate import Estimate
     from edgefuse.export.report import ExportReport
+    from edgefuse.graph.inspect import GraphInspection
+    from edgefuse.lab.train import TrainResult
+    from edgefuse.models.listing import ModelRow, PretrainedRow
+    from edgefuse.models.report import ModelInspection
     from edgefuse.quantize import CalibrateResult
     from edgefuse.validate import ValidateReport
 
@@ -131,14 +136,14 @@ def render_build(result: BuildResult) -> str:
     s = result.sidecar
     size = result.path.stat().st_size / 1e6
     lines = [(f"wrote {result.path} ({size:.1f} MB) and {result.sidecar_path.name}: {s.backend} {s.backend_version} "
-              f"for {s.device} ({s.hardware.get('name')}), {s.precision.upper()}, {s.build_seconds:.1f} s")]
+              f"for {s.device} ({s.hardware_name}), {s.precision.upper()}, {s.build_seconds:.1f} s")]
     lines += [f"note: {note}" for note in s.notes]
-    if s.settings.get("backend_choice"):
-        lines.append(f"backend: {s.settings['backend_choice']['reason']}")
-    if s.settings.get("int8_rewrite"):
-        lines.append(f"int8: {s.settings['int8_rewrite']}")
-    if s.settings.get("gpu_fallback_layers"):
-        lines.append("layers on the GPU instead of DLA: " + ", ".join(s.settings["gpu_fallback_layers"]))
+    if s.backend_choice:
+        lines.append(f"backend: {s.backend_choice}")
+    if s.int8_rewrite:
+        lines.append(f"int8: {s.int8_rewrite}")
+    if s.gpu_fallback_layers:
+        lines.append("layers on the GPU instead of DLA: " + ", ".join(s.gpu_fallback_layers))
     return "\n".join(lines)
 
 
@@ -232,3 +237,80 @@ def render_demo(rep: DemoReport) -> str:
                          ["model", "runs as", f"top-1 ({rep.val_clips} val clips)", "agrees with FP32", "GMACs/clip",
                           "p50 ms", "p99 ms", "vs eager"])
     return f"{table}\nedgefuse demo: {rep.seconds:.0f} s; graphs, engines and clips in {rep.work}/"
+
+
+def render_model_inspection(r: ModelInspection) -> str:
+    """``edgefuse inspect MODEL``: config, params, dense MACs; AdaFuse's decisions per block."""
+    cfg = r.config
+    lines = [f"model       {cfg.name}  ({cfg.arch} on {cfg.backbone})"]
+    if r.checkpoint:
+        lines.append(f"checkpoint  {r.checkpoint}")
+    lines.append(f"input       ({cfg.num_segments}, 3, {cfg.input_size}, {cfg.input_size}) {cfg.channel_order}, "
+                 f"mean {cfg.mean}, std {cfg.std}, resize short side {cfg.scale_size}")
+    lines.append(f"classes     {cfg.num_classes}")
+    if cfg.options is not None:
+        lines.append(f"options     {dataclasses.asdict(cfg.options)}")
+    lines.append(f"params      {r.params / 1e6:.3f} M")
+    lines.append(f"MACs        {r.gmacs_frame:.4f} G per frame, {r.gmacs_clip:.3f} G per clip of {r.frames} frames (dense)")
+    dec = r.decisions
+    if dec:
+        lines.append(f"AdaFuse     on {dec.input}: {dec.gmacs_clip_given_decisions:.3f} G per clip given the "
+                     f"decisions, {dec.saving_pct:.1f}% saved")
+        lines.append(format_table([b.__dict__ for b in dec.blocks], ["block", "skip", "reuse", "keep", "saved_gmacs_clip"],
+                                  ["block", "skip", "reuse", "keep", "saved GMACs/clip"]))
+    return "\n".join(lines)
+
+
+def render_graph_inspection(r: GraphInspection) -> str:
+    """``edgefuse inspect model.onnx``: inputs, outputs, dynamic ranges, MACs, ops, metadata, TensorRT verdicts."""
+    import json
+
+    head = f"graph       {r.path}  opset {r.opset}, {r.nodes} nodes, {r.params / 1e6:.3f} M params, "
+    lines = [head + f"producer {r.producer}"]
+    lines += [f"input       {t.name} {t.dims}" for t in r.inputs]
+    lines += [f"output      {t.name} {t.dims}" for t in r.outputs]
+    lines += [f"dynamic     {d}: min/opt/max {rng}" for d, rng in r.dynamic_dims.items()]
+    if r.macs is not None:
+        lines.append(f"MACs        {r.macs.total / 1e9:.4f} G at the {r.macs.at} "
+                     f"({', '.join(f'{k} {v / 1e9:.3f} G' for k, v in r.macs.by_op.items())})")
+    lines.append("ops         " + ", ".join(f"{k} {v}" for k, v in r.ops.items()))
+    lines += [f"meta        {k} = {json.dumps(r.metadata[k])}" for k in sorted(r.metadata) if k != "class_names"]
+    h = r.hygiene
+    lines.append("hygiene     " + ("ok" if h.ok else "; ".join(h.problems)))
+    rows = [{"tensorrt": v.version, "verdict": "ok" if v.ok else "NO: " + "; ".join(v.problems), "notes": len(v.notes)}
+            for v in h.verdicts]
+    lines.append(format_table(rows, ["tensorrt", "verdict", "notes"], ["TensorRT", "verdict", "restriction notes"]))
+    return "\n".join(lines)
+
+
+def render_train(result: TrainResult) -> str:
+    """``edgefuse train``: the checkpoint written and its validation figures."""
+    m = result.metrics
+    pair = "" if m.within_pair is None else f", within-pair {m.within_pair:.3f}"
+    cost = f"{m.dense_gmacs_clip:.3f} GMACs/clip"
+    if m.saving_pct is not None:
+        cost = f"{m.gmacs_clip_given_decisions:.3f} of {cost} given the decisions ({m.saving_pct:.1f}% saved)"
+    return (f"train: wrote {result.checkpoint} (sha256 {result.sha256}): val top1 {m.top1:.3f}{pair}, {cost}, "
+            f"{result.train_seconds:.0f} s")
+
+
+def render_models(rows: Sequence[ModelRow], trained: Sequence[PretrainedRow], frames: int, size: int) -> str:
+    """``edgefuse models``: the registered models, then the pretrained tags."""
+    parts = []
+    if rows:
+        parts.append(format_table(
+            [r.to_dict() for r in rows], ["name", "params_m", "gmacs_frame", "gmacs_clip", "description"],
+            ["model", "params (M)", "GMACs/frame", f"GMACs/clip ({frames}x{size})", "description"]))
+    if trained:
+        parts.append("\nPretrained (ship with edgefuse: create_model(NAME, pretrained=True) or the short name anywhere "
+                     "a model name goes;\nval split of 'edgefuse synth', 10 classes in 5 time-reversed pairs):")
+        parts.append(format_table(
+            [t.to_dict() for t in trained], ["pretrained", "name", "top1", "within_pair", "gmacs_clip", "saving", "mb"],
+            ["pretrained", "short name", "val top-1", "within pair", "GMACs/clip", "MACs saved", "MB"]))
+    return "\n".join(parts)
+
+
+def render_presets(presets: Sequence[tuple[str, str]]) -> str:
+    """``edgefuse export --list-presets``."""
+    return format_table([{"name": n, "description": d} for n, d in presets], ["name", "description"])
+

@@ -42,7 +42,8 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
               init: Path | None, seed: int, threads: int | None, workers: int, zoo_name: str | None, zoo_tag: str | None,
               half: bool) -> None:
     """Train MODEL (e.g. tsm_resnet18, adafuse_tsm_resnet18) from scratch on CPU on a benchmark
-    folder and write a checkpoint; per-epoch figures go to the log (-v)."""
+    folder and write a checkpoint; a line per epoch shows its figures."""
+    from edgefuse.cli.render import render_train
     from edgefuse.lab.train import TrainConfig, train_from_dir
     from edgefuse.models import get_entry
 
@@ -52,17 +53,11 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
                       tau=tau, keep_bias=keep_bias, init=init, seed=seed, threads=threads, workers=workers, out=out,
                       half=half)
     result = train_from_dir(cfg, data_dir)
-    m = result.metrics
-    pair = "" if m["within_pair"] is None else f", within-pair {m['within_pair']:.3f}"
-    cost = f"{m['dense_gmacs_clip']:.3f} GMACs/clip"
-    if m.get("saving_pct") is not None:
-        cost = f"{m['gmacs_clip_given_decisions']:.3f} of {cost} given the decisions ({m['saving_pct']:.1f}% saved)"
-    click.echo(f"train: wrote {result.checkpoint} (sha256 {result.sha256}): val top1 {m['top1']:.3f}{pair}, "
-               f"{cost}, {result.train_seconds:.0f} s")
+    click.echo(render_train(result))
     if zoo_name:
         from edgefuse.lab.zoo import add_checkpoint
-        from edgefuse.models.pretrained import pretrained_dir
+        from edgefuse.models.pretrained import get_pretrained, pretrained_dir
 
-        entry = add_checkpoint(zoo_name, out, tag=zoo_tag)
-        click.echo(f"train: added {entry['model']}.{entry['tag']} ({zoo_name}) to the pretrained tags in "
-                   f"{pretrained_dir()}")
+        add_checkpoint(zoo_name, out, tag=zoo_tag)
+        tag = get_pretrained(zoo_name)
+        click.echo(f"train: added {tag.full_name} ({tag.name}) to the pretrained tags in {pretrained_dir()}")

@@ -120,7 +120,7 @@ def export(cfg: ExportConfig) -> ExportReport:
     cost = model_cost(model, frames=cfg.segments if cfg.policy != "stream" else 1, size=cfg.size)
     save_onnx(onnx_model, cfg.output)
     seconds["total"] = time.monotonic() - t0
-    log.info("wrote %s (%d nodes)", cfg.output, len(onnx_model.graph.node))
+    log.debug("wrote %s (%d nodes)", cfg.output, len(onnx_model.graph.node))
     return ExportReport(path=cfg.output, model=model.config.name, policy=cfg.policy, shape=cfg.shape, opset=cfg.opset,
                         metadata=meta, hygiene=report, parity=tuple(parity), macs_per_clip=cost.macs_per_clip,
                         params=cost.params, seconds=seconds, fold=folded.report if folded is not None else None)

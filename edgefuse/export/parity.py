@@ -82,7 +82,7 @@ def clip_parity(
             log.warning("parity %s: error %.3g above tolerance; PyTorch fp32 itself is %.3g from fp64",
                         label, result.max_abs, noise)
         results.append(result)
-        log.info("parity %s: max abs %.3g, rel %.3g", label, results[-1].max_abs, results[-1].max_rel)
+        log.debug("parity %s: max abs %.3g, rel %.3g", label, results[-1].max_abs, results[-1].max_rel)
     return results
 
 

@@ -68,7 +68,7 @@ def to_onnx(
                         dynamic_shapes=_dynamo_shapes(input_names, dynamic_axes, ranges), optimize=True,
                     )
         model = onnx.load(str(path))
-    log.info("traced %s with the %s exporter at opset %d", type(module).__name__, kind, opset)
+    log.debug("traced %s with the %s exporter at opset %d", type(module).__name__, kind, opset)
     return model
 
 

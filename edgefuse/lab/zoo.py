@@ -19,42 +19,15 @@ from typing import TYPE_CHECKING, Any
 from edgefuse.errors import EdgefuseError
 from edgefuse.models.pretrained import (
     MANIFEST,
-    WEIGHTS_DIR,
     check_entry,
-    get_pretrained,
-    list_pretrained,
     pretrained_dir,
     read_manifest,
 )
 
 if TYPE_CHECKING:
     from edgefuse.lab.train import TrainResult
-    from edgefuse.models.video import VideoClassifier
 
-__all__ = ["ZOO_DIR", "add_checkpoint", "add_to_zoo", "get_zoo_entry", "list_zoo", "load_zoo_model", "zoo_dir",
-           "zoo_entry"]
-
-# The read side, under the names the demo, the benchmarks and older tests use (new code: edgefuse.models).
-ZOO_DIR = WEIGHTS_DIR
-zoo_dir = pretrained_dir
-
-
-def list_zoo(directory: str | Path | None = None) -> list[dict[str, Any]]:
-    """The manifest entries (as stored, JSON-ready) of the tags in ``directory``."""
-    return [p.to_dict() for p in list_pretrained(directory=directory)]
-
-
-def get_zoo_entry(name: str, directory: str | Path | None = None) -> dict[str, Any]:
-    """The manifest entry of tag ``name`` (``model.tag`` or its short name)."""
-    return get_pretrained(name, directory).to_dict()
-
-
-def load_zoo_model(name: str) -> VideoClassifier:
-    """``create_model(name, pretrained=True)``: the tag's model in eval mode, its checkpoint sha256-checked."""
-    from edgefuse.models.registry import create_model
-
-    return create_model(name, pretrained=True)
-
+__all__ = ["add_checkpoint", "add_to_zoo", "zoo_entry"]
 
 def zoo_entry(name: str, result: TrainResult, trained_with: str, tag: str | None = None) -> dict[str, Any]:
     """A manifest entry for a :class:`edgefuse.lab.train.TrainResult` saved to a checkpoint (its
@@ -68,8 +41,8 @@ def zoo_entry(name: str, result: TrainResult, trained_with: str, tag: str | None
         "num_classes": cfg.num_classes, "segments": cfg.segments, "size": cfg.size,
         "class_names": list(result.model.config.class_names or ()),
         "checkpoint": Path(result.checkpoint).name, "sha256": result.sha256,
-        "val_top1": m["top1"], "val_within_pair": m["within_pair"], "dense_gmacs_clip": m["dense_gmacs_clip"],
-        "gmacs_clip_given_decisions": m.get("gmacs_clip_given_decisions"), "saving_pct": m.get("saving_pct"),
+        "val_top1": m.top1, "val_within_pair": m.within_pair, "dense_gmacs_clip": m.dense_gmacs_clip,
+        "gmacs_clip_given_decisions": m.gmacs_clip_given_decisions, "saving_pct": m.saving_pct,
         "trained_with": trained_with, "train_seconds": round(result.train_seconds, 1),
     }
 

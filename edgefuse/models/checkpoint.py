@@ -185,7 +185,7 @@ def load_into(model: VideoClassifier, ckpt: Checkpoint) -> None:
             f"{_diagnose(model, missing, unexpected, mismatched, converted)}"
         )
     model.load_state_dict(converted, strict=True)
-    log.info("loaded %s checkpoint %s into %s", ckpt.source, ckpt.path, cfg.name)
+    log.debug("loaded %s checkpoint %s into %s", ckpt.source, ckpt.path, cfg.name)
 
 
 def save_checkpoint(model: VideoClassifier, path: str | Path, **meta: Any) -> Path:

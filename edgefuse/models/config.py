@@ -80,5 +80,19 @@ class ModelConfig:
         d["options_type"] = type(self.options).__name__ if self.options is not None else None
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """From :meth:`to_dict`'s form (JSON lists back to tuples, options by their recorded type)."""
+        kinds = {k.__name__: k for k in (TSMOptions, GSFOptions, AdaFuseOptions)}
+        fields = {k: v for k, v in d.items() if k != "options_type"}
+        opts = fields.get("options")
+        if opts is not None:
+            values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
+            fields["options"] = kinds[d["options_type"]](**values)
+        for key in ("mean", "std", "class_names"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
+
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)

@@ -129,6 +129,6 @@ def drop_unit_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.node[:]
     out.graph.node.extend(keep)
     del out.graph.value_info[:]  # shapes inside the shifts changed rank; inferred again on load
-    log.info("unit batch dropped around %d shift(s)", done)
+    log.debug("unit batch dropped around %d shift(s)", done)
     return finalize(out)
 

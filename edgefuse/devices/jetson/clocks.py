@@ -76,7 +76,7 @@ def _run_tool(command: Sequence[str], what: str) -> str | None:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     except (FileNotFoundError, PermissionError):
-        log.info("%s not available (%s not found); not a Jetson?", what, cmd[0])
+        log.debug("%s not available (%s not found); not a Jetson?", what, cmd[0])
         return None
     except subprocess.TimeoutExpired:
         log.warning("%s did not answer in 30 s", " ".join(cmd))

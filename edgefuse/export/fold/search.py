@@ -70,7 +70,7 @@ def _evaluate(folded: nn.Module, tau: float, plan: FoldPlan, batches: Sequence[t
               observed: Observed) -> _Trial:
     agreement, diff = _compare(folded, batches, observed.logits)
     trial = _Trial(tau, plan, agreement, diff, _mean_macs(folded, observed.shapes))
-    log.info("fold tau %.3g: top-1 agreement %.4f, %.4f GMACs per clip", tau, agreement, trial.macs / 1e9)
+    log.debug("fold tau %.3g: top-1 agreement %.4f, %.4f GMACs per clip", tau, agreement, trial.macs / 1e9)
     return trial
 
 

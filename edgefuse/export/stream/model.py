@@ -35,7 +35,7 @@ class StreamModel(nn.Module):
         self.context = StreamContext()
         self.slots: tuple[Slot, ...] = tuple(self._install())
         self.context.names = [s.name for s in self.slots]
-        log.info("stream model of %s: %d state tensors", model.config.name, len(self.slots))
+        log.debug("stream model of %s: %d state tensors", model.config.name, len(self.slots))
 
     @property
     def name(self) -> str:

@@ -6,7 +6,7 @@ from edgefuse.lab.train import TrainConfig, train, train_from_dir
 cfg = TrainConfig("tsm_resnet18", options={"width": 0.25}, num_classes=10, segments=8, size=112, out=Path("m.pth"))
 result = train(cfg, (train_frames, train_labels), (val_frames, val_labels))   # tensors in memory
 result = train_from_dir(cfg, "synth/")                                          # an `edgefuse synth` folder
-result.metrics["top1"], result.history[-1]
+result.metrics.top1, result.history[-1]
 ```
 
 Data are tensors: raw frames uint8 ``(N, F, H0, W0, 3)`` RGB, or preprocessed float clips

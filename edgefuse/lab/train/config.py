@@ -5,12 +5,15 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.models import VideoClassifier
+
+if TYPE_CHECKING:
+    from edgefuse.lab.train.evaluate import Evaluation
 
 SCHEDULES = ("cosine", "constant")
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -155,7 +158,7 @@ class TrainResult:
     model: VideoClassifier  # after the last epoch, in eval mode
     config: TrainConfig
     history: list[EpochStats]
-    metrics: dict[str, Any]  # evaluate() on the validation clips after the last epoch
+    metrics: Evaluation  # evaluate() on the validation clips after the last epoch
     train_seconds: float
     checkpoint: Path | None = None
     sha256: str | None = None

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,6 +12,42 @@ import torch
 from edgefuse.models import VideoClassifier
 from edgefuse.models.cost import AdaFuseMacs, adafuse_macs, decision_savings
 from edgefuse.models.layers import ACTIONS
+
+
+@dataclass(frozen=True)
+class BlockChoices:
+    """One AdaFuse block over the clips: the share of each action and the GMACs per clip its decisions save."""
+
+    block: str
+    skip: float
+    reuse: float
+    keep: float
+    saved_gmacs_clip: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """:func:`evaluate`'s figures on a clip set. The AdaFuse fields are None for models without a policy."""
+
+    n: int
+    top1: float
+    top5: float  # top-k with k = min(5, classes)
+    per_class: list[float | None]  # None for a class without clips
+    within_pair: float | None  # classes 2k and 2k+1 told apart; None without pairs
+    dense_gmacs_clip: float
+    gmacs_clip_given_decisions: float | None = None
+    saving_pct: float | None = None
+    fractions: dict[str, float] | None = None  # skip / reuse / keep, mean over blocks
+    blocks: list[BlockChoices] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if v is not None or k in ("within_pair",)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
+        blocks = d.get("blocks")
+        return cls(**{**d, "blocks": None if blocks is None else [BlockChoices(**b) for b in blocks]})
 
 
 def _pair_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
@@ -57,7 +95,7 @@ def fuse_masks(fuses: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def _decision_report(sums: dict[str, dict[str, float]], n: int, macs: AdaFuseMacs) -> dict[str, Any]:
-    blocks = [{"block": name, **{a: s[a] / n for a in ACTIONS}, "saved_gmacs_clip": s["saved"] / n / 1e9}
+    blocks = [BlockChoices(name, s["skip"] / n, s["reuse"] / n, s["keep"] / n, s["saved"] / n / 1e9)
               for name, s in sums.items()]
     saved = sum(s["saved"] for s in sums.values()) / n
     return {"gmacs_clip_given_decisions": (macs.dense_per_clip - saved) / 1e9,
@@ -67,16 +105,11 @@ def _decision_report(sums: dict[str, dict[str, float]], n: int, macs: AdaFuseMac
 
 
 def evaluate(model: VideoClassifier, clips: torch.Tensor, labels: torch.Tensor, batch_size: int = 32
-             ) -> dict[str, Any]:
-    """Accuracy of ``model`` (in eval mode) on preprocessed ``clips`` (N, T, 3, H, W).
-
-    Returns top1, top5 (top-k with k = min(5, classes)), per_class accuracy (None for a class
-    without clips), within_pair (classes 2k and 2k+1 told apart: the clip's own class against
-    its partner only; None without pairs), n, dense_gmacs_clip and, for AdaFuse (argmax or
-    the model's decision rule), the MACs given the decisions counted as ``edgefuse inspect``
-    (:func:`edgefuse.models.cost.adafuse_cost`): gmacs_clip_given_decisions, saving_pct,
-    fractions (skip/reuse/keep, mean over blocks) and blocks.
-    """
+             ) -> Evaluation:
+    """Accuracy of ``model`` (in eval mode) on preprocessed ``clips`` (N, T, 3, H, W): top-1, top-5,
+    per-class and within-pair accuracy (the clip's own class against its pair partner only), dense MACs
+    and, for AdaFuse (argmax or the model's decision rule), the MACs given the decisions counted as
+    ``edgefuse inspect`` (:func:`edgefuse.models.cost.adafuse_cost`)."""
     was_training = model.training
     model.eval()
     n, t, _, h, w = clips.shape
@@ -95,13 +128,9 @@ def evaluate(model: VideoClassifier, clips: torch.Tensor, labels: torch.Tensor, 
         model.train(was_training)
     logits = torch.cat(outputs)  # (N, K)
     pred = logits.argmax(dim=1)
-    report: dict[str, Any] = {
-        "n": n, "top1": float((pred == labels).float().mean()), "top5": _topk(logits, labels, 5),
-        "per_class": _per_class(pred, labels, logits.shape[1]), "within_pair": _pair_accuracy(logits, labels),
-        "dense_gmacs_clip": macs.dense_per_clip / 1e9,
-    }
-    if macs.blocks:
-        report.update(_decision_report(sums, n, macs))
-    return report
+    return Evaluation(n=n, top1=float((pred == labels).float().mean()), top5=_topk(logits, labels, 5),
+                      per_class=_per_class(pred, labels, logits.shape[1]), within_pair=_pair_accuracy(logits, labels),
+                      dense_gmacs_clip=macs.dense_per_clip / 1e9,
+                      **(_decision_report(sums, n, macs) if macs.blocks else {}))
 
 

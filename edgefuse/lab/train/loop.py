@@ -128,7 +128,7 @@ def _epoch(loop: _Loop, epoch: int, train_data: Data, val: Data, config: ModelCo
     tr = _train_epoch(loop, train_data, config)
     ev = evaluate(loop.model, val[0], val[1], loop.cfg.eval_batch_size)
     stats = EpochStats(epoch + 1, lr, tau, tr["loss"], tr["ce"], tr["top1"], tr["saving"],  # type: ignore[arg-type]
-                       ev["top1"], ev["within_pair"], ev.get("saving_pct"), time.monotonic() - start)
+                       ev.top1, ev.within_pair, ev.saving_pct, time.monotonic() - start)
     saving = "" if stats.val_saving_pct is None else (
         f", MACs saved: train {100 * (stats.train_saving or 0.0):.1f}% val {stats.val_saving_pct:.1f}%")
     log.info("epoch %d/%d: loss %.4f (ce %.4f), train top1 %.3f, val top1 %.3f%s, lr %.4g, tau %.3g, %.1f s",

@@ -71,8 +71,8 @@ def save_trained(result: TrainResult, path: str | Path, *, half: bool = False, *
     info = {
         "class_names": list(result.model.config.class_names or ()),
         "options": dict(cfg.options), "segments": cfg.segments, "size": cfg.size,
-        "val_top1": m["top1"], "val_within_pair": m["within_pair"], "dense_gmacs_clip": m["dense_gmacs_clip"],
-        "gmacs_clip_given_decisions": m.get("gmacs_clip_given_decisions"), "saving_pct": m.get("saving_pct"),
+        "val_top1": m.top1, "val_within_pair": m.within_pair, "dense_gmacs_clip": m.dense_gmacs_clip,
+        "gmacs_clip_given_decisions": m.gmacs_clip_given_decisions, "saving_pct": m.saving_pct,
         "train_seconds": result.train_seconds, "train_config": cfg.to_dict(),
         "weights_dtype": "float16" if half else "float32", **meta,
     }
