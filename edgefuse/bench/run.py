@@ -59,6 +59,8 @@ def check_device(device: str, estimate_only_ok: bool = False) -> tuple[DevicePro
     an error, unless only an estimate is asked for (``--estimate``)."""
     from edgefuse.devices import detect_device, get_device
 
+    if device == "cpu":  # always this machine: nothing to detect
+        return get_device("cpu"), True
     here = detect_device()
     if device == "auto":
         return here, True
