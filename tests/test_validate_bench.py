@@ -185,3 +185,39 @@ def test_reports_round_trip_through_their_json(tsm, synth_default, tmp_path) -> 
     assert "raw_ms" not in timing.to_dict(raw=False)["rows"][0]
     alone = bench(BenchConfig(engines=(tsm["engine"],), device="rtx4090", estimate=True, progress=False))
     assert isinstance(alone, EstimateReport) and EstimateReport.from_dict(alone.to_dict()) == alone
+
+
+def test_validate_reads_the_device_runners_output(tsm, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The device path: ``edgefuse device-clips`` writes preprocessed clips for device_runner.py; the runner's output
+    folder is validated here against the FP32 graph on the same arrays. TensorRT cannot run here, so the "device"
+    logits are those of an engine run here (the FP32 engine, then one with a damaged convolution), written by the
+    runner's own output writer (the files the runner writes on a Jetson); the clean one must pass, the damage fail."""
+    from edgefuse import backends
+    from edgefuse.backends import device_runner as dr
+    from edgefuse.backends.device_io import read_clip_folder
+    from edgefuse.cli import cli
+
+    folder = tmp_path / "clips"
+    res = CliRunner().invoke(cli, ["device-clips", str(tsm["fp32"]), "--clips", str(synth_default / "val.txt"),
+                                   "--num-clips", "12", "-o", str(folder)])
+    assert res.exit_code == 0, res.output
+    assert "device_runner.py" in res.output and "edgefuse validate logits/" in res.output
+    clips, ids, manifest = read_clip_folder(folder)
+    assert clips.shape == (12, 8, 3, 112, 112) and len(manifest["edgefuse"]["labels"]) == 12
+
+    def device_output(graph: Path, out: Path) -> Path:
+        logits = backends.load(graph).run(clips)
+        dr.write_outputs(str(out), ids, logits, {"tensorrt": "8.2.1", "api": "binding", "cuda": "pycuda",
+                                                  "gpu": {"name": "stand-in (no GPU here)"}, "batch": 1, "warmup": 0,
+                                                  "engine": "m.plan", "input_name": "clips", "output_name": "logits",
+                                                  "timings": dr.per_clip_timings([(ids, {"h2d_ms": 0.0, "compute_ms": 0.0,
+                                                                                         "d2h_ms": 0.0})])})
+        return out
+
+    clean = validate(ValidateConfig(engine=device_output(tsm["engine"], tmp_path / "clean"), reference=tsm["fp32"],
+                                    clips=folder, progress=False))
+    assert clean.passed and clean.result.top1_agreement == 1.0 and clean.result.clips == 12
+    assert clean.engine_info.backend_version == "8.2.1" and clean.result.top1_reference is not None
+    res = CliRunner().invoke(cli, ["validate", str(device_output(tsm["damaged"], tmp_path / "bad")), "--reference",
+                                   str(tsm["fp32"]), "--clips", str(folder)])
+    assert res.exit_code == 1 and "fail" in res.output.lower()

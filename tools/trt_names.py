@@ -26,12 +26,25 @@ good for "does version X have name Y" checks, not for listing one class's member
 the 10.13.0.35 list has all but ``PluginFieldCollection``, which 10.13's ``py::bind_vector`` builds
 into a ``std::string`` from immediates, leaving no C string behind.
 
-Each list goes to ``<out>/<version>.txt``: a header naming the wheel and its sha256, then one
-name a line, sorted. Only x86-64 Linux wheels are supported.
+Versions with no bindings wheel on PyPI (8.0, 8.2, 8.4, 8.5: JetPack 4.6 and 5.x ship them as Debian
+packages; 10.0) are read from the *source* of the bindings instead: ``python/src/**/*.cpp`` of
+github.com/NVIDIA/TensorRT at the release tag, the pybind11 registrations in it (``class_<...>(m, "Builder")``,
+``enum_<...>(m, "BuilderFlag")``, ``.def("build_engine"``, ``.def_property("max_workspace_size"``,
+``.def_static``, ``.value("FP16"``, ``.attr("...")``, ``bind_vector``), plus the bindings package's
+``tensorrt/__init__.py``. Argument names (``"network"_a``) and docstrings are left out, so a source list
+is a subset of what the same version's wheel gives. Checked when the lists were written: for 8.6.1 and
+10.3.0, which have both, every name of the source list (tags v8.6.1, v10.3.0) is in the wheel list, and of the
+wheel names that tensorrt-stubs 10.13 declares only container methods of ``bind_vector`` types (append, pop,
+...) and argument names are missing from the source list. JetPack's ``python3-libnvinfer`` holds the same
+bindings (NVIDIA publishes each release's Python bindings source there).
+
+Each list goes to ``<out>/<version>.txt``: a header naming the wheel and its sha256 (or the repository,
+tag and commit), then one name a line, sorted. Only x86-64 Linux wheels are supported.
 
     python tools/trt_names.py                      # the pinned versions below
     python tools/trt_names.py --newest             # also resolve the newest 10.x and 11.x on PyPI
     python tools/trt_names.py --wheel some.whl     # a wheel already on disk
+    python tools/trt_names.py --source MIRROR      # the SOURCE_TAGS below, from a git clone of NVIDIA/TensorRT
 """
 from __future__ import annotations
 
@@ -59,6 +72,15 @@ PINNED = (
     "tensorrt-cu12-bindings==10.16.1.11",  # newest 10.x when this was written
     "tensorrt-cu12-bindings==11.4.0.106",  # newest 11.x when this was written
 )
+# version -> release tag of github.com/NVIDIA/TensorRT, for the versions without a bindings wheel
+SOURCE_TAGS = {
+    "8.0.1": "8.0.1",  # JetPack 4.6
+    "8.2.1": "8.2.1",  # JetPack 4.6.1 - 4.6.x
+    "8.4.1": "8.4.1",  # JetPack 5.0.2
+    "8.5.2": "8.5.2",  # JetPack 5.1.x
+    "10.0.1": "v10.0.1",  # 10.0.x (10.0.0 was an early-access release)
+}
+SOURCE_URL = "https://github.com/NVIDIA/TensorRT"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64")  # 10.x from 10.8 on is 2_28 only
 PYTHON_VERSION = "3.10"
 
@@ -235,16 +257,80 @@ def write_list(wheel: Path, out_dir: Path) -> Path:
     return out
 
 
+# pybind11 registrations whose first string argument is a Python name
+_REGISTERED = re.compile(r'\.(?:def\w*|value|attr)\(\s*"([A-Za-z_][A-Za-z0-9_]*)"')
+_CLASSES = re.compile(r'\b(?:class_|enum_|bind_vector|bind_map)\s*<[^;{"]*?>\s*\w*\s*[({]\s*\w+\s*,\s*'
+                      r'"([A-Za-z_][A-Za-z0-9_]*)"')
+# methods a Python subclass overrides (IOutputAllocator.reallocate_output, IGpuAllocator.allocate, ...)
+_OVERRIDES = re.compile(r'(?:PYBIND11_OVERLOAD\w*_NAME|PYBIND11_OVERRIDE\w*_NAME)\(\s*[^,]+,\s*[^,]+,\s*"(\w+)"'
+                        r'|getOverride\([^;"]*?,\s*"(\w+)"')
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def source_names(sources: dict[str, str]) -> set[str]:
+    """Python names registered by pybind11 bindings sources (path -> text: ``*.cpp`` and the package's
+    ``__init__.py``); comments are dropped first (an old binding left in a comment is not the API)."""
+    names: set[str] = set()
+    for path, text in sources.items():
+        if path.endswith(".py"):  # a template: the build fills in ##TENSORRT_MODULE## and the like
+            names |= init_names(re.sub(r"##(\w+)##", r"\1", text))
+            continue
+        code = _COMMENTS.sub("", text)
+        names |= set(_REGISTERED.findall(code)) | set(_CLASSES.findall(code))
+        names |= {a or b for a, b in _OVERRIDES.findall(code)}
+    return {n for n in names if len(n) >= 2 and not (n.startswith("__") and n.endswith("__"))}
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def tag_sources(repo: Path, tag: str) -> dict[str, str]:
+    """The bindings sources at ``tag`` of a clone of NVIDIA/TensorRT: python/src/**/*.cpp and the bindings
+    package's __init__.py (python/packaging/tensorrt/ up to 8.5, python/packaging/bindings_wheel/tensorrt/ since)."""
+    paths = _git(repo, "ls-tree", "-r", "--name-only", tag, "--", "python/src", "python/packaging").splitlines()
+    wanted = [p for p in paths if p.startswith("python/src/") and p.endswith(".cpp")]
+    wanted += [p for p in paths if p in ("python/packaging/tensorrt/__init__.py",
+                                         "python/packaging/bindings_wheel/tensorrt/__init__.py")]
+    return {p: _git(repo, "show", f"{tag}:{p}") for p in wanted}
+
+
+def write_source_list(repo: Path, version: str, tag: str, out_dir: Path) -> Path:
+    names = source_names(tag_sources(repo, tag))
+    commit = _git(repo, "rev-list", "-n", "1", tag).strip()
+    out = out_dir / f"{version}.txt"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = [
+        f"# Python names in TensorRT {version}'s bindings, written by tools/trt_names.py",
+        f"# source: {SOURCE_URL}@{tag} (commit {commit})",
+        ("# from: python/src/**/*.cpp (pybind11 class_/enum_/def*/value/attr and override names; no argument "
+         "names) and the bindings package's tensorrt/__init__.py"),
+    ]
+    out.write_text("\n".join(header + sorted(names)) + "\n")
+    log.info("%s@%s: %d names -> %s", SOURCE_URL, tag, len(names), out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("specs", nargs="*", help="pip requirement specs (default: the pinned versions)")
     p.add_argument("--newest", action="store_true", help="also the newest 10.x and 11.x tensorrt-cu12-bindings")
     p.add_argument("--wheel", action="append", type=Path, default=[], help="a bindings wheel on disk (repeatable)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--source", type=Path, metavar="CLONE",
+                   help="a git clone of NVIDIA/TensorRT: write the lists of SOURCE_TAGS (or of --tag) from it")
+    p.add_argument("--tag", action="append", default=[], metavar="VERSION=TAG",
+                   help="with --source: a version and its release tag instead of SOURCE_TAGS (repeatable)")
     p.add_argument("--cache", type=Path, help="keep downloaded wheels here (default: a temporary folder)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    if args.source:
+        tags = dict(t.split("=", 1) for t in args.tag) if args.tag else SOURCE_TAGS
+        for version, tag in tags.items():
+            write_source_list(args.source, version, tag, args.out)
+        if not (args.specs or args.wheel or args.newest):
+            return 0
     specs = list(args.specs) or ([] if args.wheel else list(PINNED))
     if args.newest:
         for major, v in sorted(newest("tensorrt-cu12-bindings").items()):

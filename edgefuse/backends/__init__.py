@@ -10,8 +10,8 @@ logits = runner.run(clips)                # (N, T, 3, H, W) float32 -> (N, K)
 
 Backends: ONNX Runtime on the CPU (:mod:`.ort`, the default), OpenVINO on the CPU (:mod:`.openvino`,
 optional: ``edgefuse[openvino]``) and
-TensorRT on NVIDIA GPUs and Jetsons (:mod:`.trt`, needs ``tensorrt`` and ``pycuda``, imported
-only when used). Each engine ``X`` has a sidecar ``X.json`` (:mod:`.sidecar`).
+TensorRT on NVIDIA GPUs and Jetsons (:mod:`.trt`, needs ``tensorrt`` and cuda-python or pycuda, imported
+only when used; or :mod:`.trtexec` where the Python bindings are missing). Each engine ``X`` has a sidecar ``X.json`` (:mod:`.sidecar`).
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from edgefuse.backends.sidecar import Sidecar
 from edgefuse.errors import EdgefuseError
 
 if TYPE_CHECKING:
+    from edgefuse.backends.plan import BuildPlan
+    from edgefuse.devices import DeviceProfile
     from edgefuse.graph.runner import Outputs
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,10 @@ class BuildConfig:
     timing_cache: Path | None = None
     threads: int | None = None  # ONNX Runtime intra-op threads (default: ONNX Runtime's, one per physical core, pinned)
     cpu_int8: str = "auto"  # ONNX Runtime INT8: auto | exact | qdq (edgefuse.backends.ort.build.build_ort)
-    backend: str = "auto"  # cpu: onnxruntime (auto) or openvino (optional, edgefuse.backends.openvino)
+    # cpu: onnxruntime (auto) or openvino (optional, edgefuse.backends.openvino); GPU / Jetson: tensorrt (the Python
+    # bindings) or trtexec; auto = the bindings where they import, else trtexec
+    backend: str = "auto"
+    calibration_cache: Path | None = None  # DLA INT8 (implicit): the cache 'edgefuse calibrate --trt-cache' wrote
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,13 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     from edgefuse.utils import sha256_file
 
     start = time.monotonic()
-    profile = detect_device() if cfg.device == "auto" else get_device(cfg.device)
+    if cfg.device in ("auto", "jetson"):
+        profile = detect_device()
+        if cfg.device == "jetson" and profile.kind != "jetson":
+            raise EdgefuseError(f"--device jetson: this machine is not a Jetson (it is {profile.title}); build on the "
+                                "Jetson itself, or name its profile ('edgefuse devices')")
+    else:
+        profile = get_device(cfg.device)
     model = load_onnx(cfg.model)
     meta = read_metadata(model)
     graph = graph_precision(model, meta)
@@ -110,10 +121,13 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         raise EdgefuseError(f"--dla {cfg.dla}: {profile.name} has {profile.dla_cores or 0} DLA core(s); "
                             + ("build without --dla" if not profile.dla_cores else f"use 0..{profile.dla_cores - 1}"))
     calibration = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else None
-    if cfg.backend not in ("auto", "onnxruntime", "openvino"):
-        raise EdgefuseError(f"--backend {cfg.backend}: use auto, onnxruntime or openvino")
-    if cfg.backend == "openvino" and profile.kind != "cpu":
-        raise EdgefuseError(f"--backend openvino builds for the CPU, not for {profile.name}: use --device cpu")
+    if cfg.backend not in BACKENDS:
+        raise EdgefuseError(f"--backend {cfg.backend}: use one of {', '.join(BACKENDS)}")
+    if cfg.backend in ("onnxruntime", "openvino") and profile.kind != "cpu":
+        raise EdgefuseError(f"--backend {cfg.backend} builds for the CPU, not for {profile.name}: use --device cpu")
+    if cfg.backend in ("tensorrt", "trtexec") and profile.kind == "cpu":
+        raise EdgefuseError(f"--backend {cfg.backend} builds for NVIDIA GPUs and Jetsons, not for the CPU: name a GPU "
+                            "or Jetson profile with --device (or auto on that machine)")
     bf16 = cfg.precision == "bf16" and profile.kind == "cpu" and cfg.backend in ("auto", "openvino")
     if cfg.precision == "bf16" and not bf16:
         raise EdgefuseError(f"--precision bf16 is OpenVINO's on the CPU (--device cpu --backend openvino), not "
@@ -129,15 +143,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         plan = dataclasses.replace(plan, precision=precision)
         hardware = cpu_identity()
     else:
-        from edgefuse.backends.trt import adapter
-
-        version = adapter.tensorrt_version()
-        plan = plan_precision(cfg.precision, graph, profile, version)
-        from edgefuse.backends.plan import trt_major
-
-        settings = adapter.build_engine_file(cfg.model, cfg.output, trt_major(version), plan.flags, plan.network_flags,
-                                             profiles, cfg.workspace_mb, cfg.dla, cfg.gpu_fallback, cfg.timing_cache)
-        backend, hardware = "tensorrt", adapter.gpu_identity()
+        backend = "tensorrt"
+        plan, version, settings, hardware = _build_trt(cfg, graph, profile, profiles)
     for note in plan.notes:
         log.info("%s: %s", cfg.output, note)
     sidecar = Sidecar(
@@ -149,6 +156,76 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     )
     side = write_sidecar(cfg.output, sidecar)
     return BuildResult(cfg.output, side, sidecar)
+
+
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "trtexec")
+
+
+def _trt_plan(cfg: BuildConfig, graph: str, profile: DeviceProfile, version: str,
+              profiles: dict[str, list[list[int]]]) -> BuildPlan:
+    """The TensorRT build plan for ``version``: on a DLA core by the DLA rules, else on the GPU."""
+    from edgefuse.backends.plan import plan_dla, plan_precision
+
+    if cfg.dla is not None:
+        cache = cfg.calibration_cache
+        header = None
+        if cache is not None:
+            if not cache.is_file():
+                raise EdgefuseError(f"{cache}: no such calibration cache; write one with 'edgefuse calibrate ... "
+                                    "--trt-cache FILE'")
+            header = (cache.read_text(encoding="utf-8", errors="replace").splitlines() or [""])[0]
+        return plan_dla(cfg.precision, graph, profile, version, cfg.dla, profiles,
+                        str(cache) if cache is not None else None, header)
+    if cfg.calibration_cache is not None:
+        raise EdgefuseError("a calibration cache is for INT8 on a DLA core (--dla N --precision int8); on the GPU build "
+                            "from the Q/DQ graph 'edgefuse calibrate' writes")
+    return plan_precision(cfg.precision, graph, profile, version)
+
+
+def _build_trt(cfg: BuildConfig, graph: str, profile: DeviceProfile, profiles: dict[str, list[list[int]]]
+               ) -> tuple[BuildPlan, str, dict[str, Any], dict[str, Any]]:
+    """(plan, TensorRT version, sidecar settings, GPU identity) of a TensorRT engine written to ``cfg.output``: with
+    the Python bindings (the GPU's identity read before the build), or with trtexec where they are missing
+    (``backend`` auto) or asked for."""
+    from edgefuse.backends.trt import adapter
+
+    use_trtexec = cfg.backend == "trtexec"
+    if cfg.backend == "auto":
+        try:
+            adapter.import_tensorrt()
+        except EdgefuseError as missing:
+            from edgefuse.backends.trtexec import find_trtexec
+
+            try:
+                find_trtexec()
+            except EdgefuseError:
+                raise EdgefuseError(f"{missing}; or install trtexec (it ships with every JetPack and TensorRT) and "
+                                    "build with --backend trtexec") from None
+            use_trtexec = True
+    if use_trtexec:
+        from edgefuse.backends.trtexec import build_with_trtexec, probe_version
+
+        version = probe_version()
+        plan = _trt_plan(cfg, graph, profile, version, profiles)
+        if plan.calibration_cache is not None:
+            raise EdgefuseError("DLA INT8 from a calibration cache is built with the TensorRT Python bindings here; "
+                                "install them (python3-libnvinfer) or build on the GPU from the Q/DQ graph")
+        settings = build_with_trtexec(Path(cfg.model), Path(cfg.output), plan.flags, plan.network_flags, profiles,
+                                      cfg.workspace_mb, plan.dla_core, cfg.gpu_fallback, cfg.timing_cache,
+                                      version=version)
+        return plan, str(settings["trtexec_version"]), settings, dict(settings["trtexec_device"] or {})
+    from edgefuse.backends.trt.build import build_engine_file
+    from edgefuse.backends.trt.cuda import gpu_identity
+
+    version = adapter.tensorrt_version()
+    plan = _trt_plan(cfg, graph, profile, version, profiles)
+    hardware = gpu_identity()  # before anything is built: no engine without the facts of its sidecar
+    settings = build_engine_file(cfg.model, cfg.output, version, plan.flags, plan.network_flags, profiles,
+                                 cfg.workspace_mb, plan.dla_core, cfg.gpu_fallback, cfg.timing_cache,
+                                 calibration_cache=Path(plan.calibration_cache) if plan.calibration_cache else None)
+    if settings.get("timing_cache_note"):
+        plan = dataclasses.replace(plan, notes=(*plan.notes, str(settings["timing_cache_note"])))
+    return plan, version, settings, hardware
 
 
 def _build_cpu(cfg: BuildConfig, model: Any, graph: str, precision: str, bf16: bool,
@@ -239,8 +316,13 @@ def load(path: str | Path, threads: int | None = None, extra_outputs: Sequence[s
     if sidecar.backend == "tensorrt":
         from edgefuse.backends.sidecar import check_compatible, check_engine_bytes
         from edgefuse.backends.trt import adapter
+        from edgefuse.backends.trt.cuda import gpu_identity
+        from edgefuse.backends.trt.runner import TrtRunner
+        from edgefuse.devices import detect_device
 
-        check_compatible(p, sidecar, adapter.tensorrt_version(), adapter.gpu_identity())
+        here = detect_device()
+        check_compatible(p, sidecar, adapter.tensorrt_version(), gpu_identity(), device=here.name,
+                         dla_cores=here.dla_cores)
         check_engine_bytes(p, sidecar)
-        return adapter.TrtRunner(p, sidecar.to_dict())
+        return TrtRunner(p, sidecar.to_dict())
     raise EdgefuseError(f"{p}: unknown backend {sidecar.backend!r} in its sidecar; rebuild with 'edgefuse build-engine'")

@@ -57,6 +57,12 @@ class Sidecar:
         return [str(x) for x in self.settings.get("gpu_fallback_layers") or []]
 
     @property
+    def dla_core(self) -> int | None:
+        """TensorRT: the DLA core the engine was built for, which the runtime must use (None: the GPU)."""
+        core = self.settings.get("dla_core")
+        return None if core is None else int(core)
+
+    @property
     def hardware_name(self) -> str | None:
         name = self.hardware.get("name")
         return None if name is None else str(name)
@@ -97,8 +103,12 @@ def read_sidecar(engine: str | Path) -> Sidecar:
                             "'edgefuse build-engine'") from None
 
 
-def check_compatible(engine: str | Path, sidecar: Sidecar, backend_version: str, hardware: Mapping[str, Any]) -> None:
-    """An engine runs only on the backend version and hardware it was built for: one error naming both."""
+def check_compatible(engine: str | Path, sidecar: Sidecar, backend_version: str, hardware: Mapping[str, Any],
+                     device: str | None = None, dla_cores: int | None = None) -> None:
+    """An engine runs only on the backend version and hardware it was built for: one error naming both.
+    TensorRT: ``device`` (the detected device profile's name) and ``dla_cores`` (its DLA core count) are
+    compared too when given: every Orin module's GPU reports "Orin", sm 8.7, so only the profile tells an AGX
+    Orin engine from an Orin Nano's, and a DLA engine needs its DLA core on this device."""
     if sidecar.backend == "tensorrt":
         if sidecar.backend_version != backend_version:
             raise EdgefuseError(f"{engine}: built with TensorRT {sidecar.backend_version}, this machine has TensorRT "
@@ -109,6 +119,14 @@ def check_compatible(engine: str | Path, sidecar: Sidecar, backend_version: str,
             raise EdgefuseError(f"{engine}: built for {built.get('name')} (sm {built.get('compute_capability')}), this "
                                 f"GPU is {here.get('name')} (sm {here.get('compute_capability')}); rebuild it on this "
                                 "GPU with 'edgefuse build-engine'")
+        if device is not None and sidecar.device and sidecar.device != device:
+            raise EdgefuseError(f"{engine}: built for {sidecar.device}, this device is {device} (the same GPU "
+                                "name and sm, another module); rebuild it here with 'edgefuse build-engine'")
+        core = sidecar.dla_core
+        if core is not None and dla_cores is not None and core >= dla_cores:
+            fix = "'edgefuse build-engine'" + (" --dla 0" if dla_cores else "")
+            raise EdgefuseError(f"{engine}: built for DLA core {core}, this device has {dla_cores} DLA core(s); "
+                                f"rebuild it here with {fix}")
         return
     built_major = ".".join(sidecar.backend_version.split(".")[:2])
     here_major = ".".join(backend_version.split(".")[:2])

@@ -86,6 +86,7 @@ def _register() -> None:
     from edgefuse.cli import bench as _bench
     from edgefuse.cli import calibrate as _calibrate
     from edgefuse.cli import demo as _demo
+    from edgefuse.cli import device as _device
     from edgefuse.cli import engine as _engine
     from edgefuse.cli import export as _export
     from edgefuse.cli import models as _models
@@ -100,6 +101,7 @@ def _register() -> None:
     cli.add_command(_engine.build_engine_cmd)
     cli.add_command(_engine.devices_cmd)
     cli.add_command(_validate.validate_cmd)
+    cli.add_command(_device.device_clips_cmd)
     cli.add_command(_bench.bench_cmd)
     cli.add_command(_demo.demo_cmd)
     cli.add_command(_synth.synth_cmd)

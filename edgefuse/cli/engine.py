@@ -22,7 +22,8 @@ def devices_cmd(as_json: bool) -> None:
 @click.command("build-engine")
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--device", default="auto", show_default=True,
-              help="Device profile ('edgefuse devices'); auto detects a Jetson, an NVIDIA GPU, else cpu.")
+              help="Device profile ('edgefuse devices'); auto detects a Jetson, an NVIDIA GPU, else cpu; jetson: "
+                   "this Jetson (an error elsewhere).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8", "bf16"]), default="auto",
               show_default=True,
               help="auto: the graph's (INT8 needs a graph from 'edgefuse calibrate').")
@@ -40,16 +41,23 @@ def devices_cmd(as_json: bool) -> None:
               help="ONNX Runtime INT8: auto = the calibrated grid on the fast u8 x s8 kernels, residual convolutions "
                    "quantized on their calibrated grids; exact = no rounding beyond the Q/DQ graph's; qdq = the "
                    "graph as it is.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True,
-              help="CPU backend: auto = build with ONNX Runtime and, when edgefuse[openvino] is installed, OpenVINO, "
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "tensorrt", "trtexec"]), default="auto",
+              show_default=True,
+              help="CPU: auto = build with ONNX Runtime and, when edgefuse[openvino] is installed, OpenVINO, "
                    "time both here and keep the faster (OpenVINO only if >= 10% faster); openvino computes FP32 "
-                   "unless --precision bf16 (OpenVINO's own default on CPUs with bf16).")
+                   "unless --precision bf16 (OpenVINO's own default on CPUs with bf16). GPU / Jetson: auto = "
+                   "TensorRT's Python bindings where they import, else trtexec (the exact command goes into the "
+                   "sidecar).")
+@click.option("--calibration-cache", type=click.Path(path_type=Path, dir_okay=False),
+              help="DLA INT8 on TensorRT 8.x / 10.x: the cache 'edgefuse calibrate ... --trt-cache' wrote; build "
+                   "from the FP32 graph.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Engine file (a <engine>.json sidecar is written beside it).")
 @json_option
 def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str, ...], workspace: int | None,
                      dla: int | None, gpu_fallback: bool, timing_cache: Path | None, threads: int | None,
-                     cpu_int8: str, backend: str, output: Path, as_json: bool) -> None:
+                     cpu_int8: str, backend: str, calibration_cache: Path | None, output: Path,
+                     as_json: bool) -> None:
     """Build an engine from MODEL (an ONNX graph from export or calibrate) for a device: ONNX Runtime
     for cpu, TensorRT for Jetsons and NVIDIA GPUs."""
     from edgefuse.backends import BuildConfig, build_engine
@@ -57,6 +65,6 @@ def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str
 
     cfg = BuildConfig(model=model, output=output, device=device, precision=precision, shapes=parse_shapes(shapes),
                       workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, timing_cache=timing_cache,
-                      threads=threads, cpu_int8=cpu_int8, backend=backend)
+                      threads=threads, cpu_int8=cpu_int8, backend=backend, calibration_cache=calibration_cache)
     result = build_engine(cfg)
     click.echo(render_json(result.sidecar.to_dict()) if as_json else render_build(result))

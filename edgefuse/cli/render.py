@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the results edgefuse calibrate / build-engine / devices / validate / bench / demo render
     from edgefuse.backends import BuildResult
+    from edgefuse.backends.device_io import ClipFolder
     from edgefuse.bench import BenchReport, EstimateReport
     from edgefuse.demo import DemoReport
     from edgefuse.devices import DeviceProfile
@@ -313,4 +314,14 @@ def render_models(rows: Sequence[ModelRow], trained: Sequence[PretrainedRow], fr
 def render_presets(presets: Sequence[tuple[str, str]]) -> str:
     """``edgefuse export --list-presets``."""
     return format_table([{"name": n, "description": d} for n, d in presets], ["name", "description"])
+
+
+def render_clip_folder(folder: ClipFolder) -> str:
+    """``edgefuse device-clips``: what was written and the commands that use it on the device and back here."""
+    shape = "x".join(str(d) for d in folder.clip_shape)
+    labelled = ", labelled" if folder.labelled else ""
+    wrote = f"wrote {folder.clips} clips of {shape} ({folder.input_name}{labelled}) to {folder.path}"
+    device = f"on the device:  python3 device_runner.py model.engine {folder.path.name}/ -o logits/"
+    return "\n".join([wrote, f"{device}   (the runner: {folder.runner})",
+                      f"back here:      edgefuse validate logits/ --reference MODEL.onnx --clips {folder.path}"])
 

@@ -11,7 +11,7 @@ from edgefuse.cli.render import render_json, render_validate
 
 
 @click.command("validate")
-@click.argument("engine", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("engine", type=click.Path(path_type=Path))
 @click.option("--reference", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The FP32 reference: the .onnx from 'edgefuse export', or a checkpoint (PyTorch eager).")
 @clip_options(default_num=256)
@@ -25,7 +25,10 @@ from edgefuse.cli.render import render_json, render_validate
 def validate_cmd(engine: Path, reference: Path, clips: Path, root: Path | None, num_clips: int, seed: int,
                  workers: int, max_drop: float, report: Path | None, html: Path | None, per_layer: bool,
                  layer_tolerance: float, as_json: bool) -> None:
-    """Run ENGINE and its FP32 reference on the same clips and compare them; exit 1 over the budget."""
+    """Run ENGINE and its FP32 reference on the same clips and compare them; exit 1 over the budget.
+
+    ENGINE may also be the output folder of device_runner.py (a device where edgefuse cannot be installed), with
+    --clips the folder 'edgefuse device-clips' wrote for it: the reference then runs here on the same arrays."""
     from edgefuse.validate import ValidateConfig, validate
 
     rep = validate(ValidateConfig(engine=engine, reference=reference, clips=clips, num_clips=num_clips, seed=seed,

@@ -61,8 +61,8 @@ def trt_engine_tensors(engine_path: Path, info: dict[str, Any], clips: np.ndarra
     """For :func:`first_departure` on TensorRT: rebuild the engine from its source graph with the wanted
     tensors marked as outputs (a debug engine beside it), run it, return those it produced. Not run in
     edgefuse's CI: no GPU there."""
-    from edgefuse.backends.plan import trt_major
-    from edgefuse.backends.trt import adapter
+    from edgefuse.backends.trt.build import build_engine_file
+    from edgefuse.backends.trt.runner import TrtRunner
 
     def run(names: list[str]) -> dict[str, np.ndarray]:
         source = Path(info.get("source_onnx") or "")
@@ -71,10 +71,14 @@ def trt_engine_tensors(engine_path: Path, info: dict[str, Any], clips: np.ndarra
                                 f"{source}, which is not on this machine; copy it beside the engine")
         debug = engine_path.with_name(engine_path.name + ".per-layer.plan")
         settings = info.get("settings") or {}
-        adapter.build_engine_file(source, debug, trt_major(str(info["backend_version"])), settings.get("flags", []),
-                                  settings.get("network_flags", []), info.get("profiles") or {}, mark=names)
-        runner = adapter.TrtRunner(debug, info)
-        return runner.run_feeds({runner.inputs[0]: clips})
+        build_engine_file(source, debug, str(info["backend_version"]), settings.get("flags", []),
+                          settings.get("network_flags", []), info.get("profiles") or {}, mark=names,
+                          dla_core=settings.get("dla_core"))
+        runner = TrtRunner(debug, info)
+        try:
+            return runner.run_feeds({runner.inputs[0]: clips})
+        finally:
+            runner.close()
     return run
 
 

@@ -45,6 +45,47 @@ def _reference(cfg: ValidateConfig, metadata: dict[str, Any]) -> Any:
     return backends.load(cfg.reference)
 
 
+def _write(report: ValidateReport, cfg: ValidateConfig) -> ValidateReport:
+    if cfg.report:
+        with atomic_path(cfg.report) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
+    if cfg.html:
+        from edgefuse.validate.html import write_html
+
+        write_html(report, cfg.html)
+    return report
+
+
+def validate_device_logits(cfg: ValidateConfig) -> ValidateReport:
+    """``cfg.engine`` is the output folder of ``device_runner.py`` (logits.npy + logits.json, run on a device where
+    edgefuse cannot be installed) and ``cfg.clips`` the clip folder it ran on (``edgefuse device-clips``): the
+    reference runs here on the same preprocessed arrays, and the two are compared as for any engine."""
+    from edgefuse.backends.device_io import read_clip_folder, read_runner_logits
+    from edgefuse.progress import Progress
+
+    if cfg.per_layer:
+        raise EdgefuseError(f"{cfg.engine}: the per-layer check needs the engine here; run it where edgefuse and "
+                            "TensorRT are installed")
+    clips, ids, manifest = read_clip_folder(cfg.clips)
+    got = read_runner_logits(cfg.engine, expect_ids=ids)
+    meta = dict(manifest.get("edgefuse") or {})
+    reference = _reference(cfg, meta)
+    ref_logits = []
+    bar = Progress(len(clips), "validate (reference)", enabled=cfg.progress)
+    for i in range(0, len(clips), CHUNK):
+        ref_logits.append(reference.run(clips[i:i + CHUNK]))
+        bar.update(len(clips[i:i + CHUNK]))
+    bar.close()
+    labels = meta.get("labels")
+    names = list(meta.get("class_names") or []) or list(meta.get("source_class_names") or [])
+    result = compare_logits(np.concatenate(ref_logits), got.logits, np.asarray(labels) if labels else None,
+                            names or None, ids)
+    run = got.timings
+    info = EngineInfo("tensorrt", run.tensorrt, str(run.gpu.get("name") or "device"), meta.get("precision"))
+    return _write(ValidateReport(str(cfg.engine), str(cfg.reference), str(cfg.clips), info, cfg.max_drop, result,
+                                 None, None, None), cfg)
+
+
 def validate(cfg: ValidateConfig) -> ValidateReport:
     from edgefuse import backends
     from edgefuse.backends.sidecar import sidecar_path
@@ -55,6 +96,8 @@ def validate(cfg: ValidateConfig) -> ValidateReport:
     from edgefuse.progress import Progress
     from edgefuse.quantize.evaluate import decision_tensors
 
+    if Path(cfg.engine).is_dir():  # the output folder of device_runner.py
+        return validate_device_logits(cfg)
     # AdaFuse: the decisions of both come out of the same runs as the logits (ONNX Runtime graphs with a policy)
     is_graph = cfg.reference.suffix.lower() == ".onnx" and not sidecar_path(cfg.reference).is_file()
     ref_graph = load_onnx(cfg.reference) if is_graph else None
@@ -110,14 +153,7 @@ def validate(cfg: ValidateConfig) -> ValidateReport:
                             EngineInfo(info.get("backend"), info.get("backend_version"), info.get("device"),
                                        info.get("precision")),
                             cfg.max_drop, result, policy, realized, per_layer)
-    if cfg.report:
-        with atomic_path(cfg.report) as tmp:
-            tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
-    if cfg.html:
-        from edgefuse.validate.html import write_html
-
-        write_html(report, cfg.html)
-    return report
+    return _write(report, cfg)
 
 
 def _per_layer(cfg: ValidateConfig, ref_graph: Any, engine: Any, probe: np.ndarray) -> Any:
