@@ -433,3 +433,39 @@ def test_build_engine_command_falls_back_to_trtexec(standin: Path, monkeypatch: 
     res = CliRunner().invoke(cli, ["build-engine", str(tmp_path / "m.onnx"), "--device", "jetson_orin_nx",
                                    "--backend", "tensorrt", "-o", str(tmp_path / "n.plan")])
     assert res.exit_code == 1 and "python3-libnvinfer" in res.output and not (tmp_path / "n.plan").exists()
+
+
+def test_bench_times_tensorrt_engines_with_trtexec(standin: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    """``edgefuse bench`` on a TensorRT engine where the Python bindings do not import: trtexec times it (the
+    STAND-IN replays a recorded 8.4.0 timing and copies per-run times written here in --exportTimes' format), and the
+    row's figures are bench's own arithmetic on those runs, beside an ONNX Runtime row timed as usual."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgefuse.bench import BenchConfig, bench
+    from edgefuse.graph.metadata import set_metadata
+
+    x = helper.make_tensor_value_info("clips", TensorProto.FLOAT, [1, 2, 3, 4, 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 3, 4, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["clips"], ["logits"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model = set_metadata(model, {"segments": 2, "input_size": 4})
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    replay(monkeypatch, "trt10.16.2_orin_nx_build_start.log", "build_engine_built.log")
+    from edgefuse.backends import BuildConfig, build_engine
+
+    engine = build_engine(BuildConfig(tmp_path / "m.onnx", tmp_path / "m.plan", device="jetson_orin_nx")).path
+    raw = [0.40, 0.41, 0.39, 0.45, 0.40]
+    monkeypatch.setenv("EDGEFUSE_TRTEXEC_STANDIN_TIMES", str(write_times(tmp_path / "t.json", raw)))
+    replay(monkeypatch, "trt8.4.0_xavier_agx.log")
+    rep = bench(BenchConfig(engines=(engine, tmp_path / "m.onnx"), device="cpu", iterations=5, warmup=1,
+                            progress=False))
+    trt_row, ort_row = rep.rows
+    assert trt_row.backend == "tensorrt (trtexec)" and trt_row.raw_ms == raw and trt_row.command
+    assert trt_row.latency == Latency.of(raw, 1, 2) and "--iterations=5" in json.loads(standin.read_text())
+    assert ort_row.backend == "onnxruntime" and len(ort_row.raw_ms) == 5
+    assert type(rep).from_dict(json.loads(json.dumps(rep.to_dict()))).rows[0].command == trt_row.command
+    with pytest.raises(EdgefuseError, match="TensorRT engines only"):
+        bench(BenchConfig(engines=(tmp_path / "m.onnx",), device="cpu", timer="trtexec", progress=False,
+                          iterations=1))

@@ -28,6 +28,9 @@ class BenchConfig:
     names: tuple[str, ...] = field(default_factory=tuple)  # row labels (default: file names)
     estimate: bool = False  # add a roofline estimate per engine on the device profile (measured too where possible)
     energy_seconds: float = 3.0  # Jetson: seconds each engine runs under tegrastats for energy per clip
+    # TensorRT engines: "python" (edgefuse's runner), "trtexec", or auto = the runner where TensorRT's Python
+    # bindings import, else trtexec (edgefuse.bench.trtexec)
+    timer: str = "auto"
 
 
 

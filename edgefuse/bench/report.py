@@ -52,7 +52,7 @@ class JetsonPower:
 LATENCY_KEYS = tuple(f.name for f in dataclasses.fields(Latency))
 POWER_KEYS = tuple(f.name for f in dataclasses.fields(JetsonPower))
 ROW_KEYS = ("name", "backend", "precision", "rss_mb", "raw_ms", "gpu_memory_mb", "estimate_ms", "estimate_error_pct",
-            "speedup_vs_first")
+            "speedup_vs_first", "command")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class BenchRow:
     estimate_error_pct: float | None = None  # of the estimate against the measured median
     power: JetsonPower | None = None
     speedup_vs_first: float | None = None
+    command: str | None = None  # the exact trtexec command, for rows trtexec timed
 
     def to_dict(self, raw: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "backend": self.backend, "precision": self.precision,
@@ -85,6 +86,8 @@ class BenchRow:
         if self.power is not None:
             d.update(dataclasses.asdict(self.power))
         d["speedup_vs_first"] = self.speedup_vs_first
+        if self.command is not None:
+            d["command"] = self.command
         return d
 
     @classmethod
@@ -95,7 +98,7 @@ class BenchRow:
                    latency=Latency(**{k: d[k] for k in LATENCY_KEYS}), rss_mb=d["rss_mb"], raw_ms=list(d["raw_ms"]),
                    gpu_memory_mb=d.get("gpu_memory_mb"), timings={k: v for k, v in d.items() if k not in known},
                    estimate_ms=d.get("estimate_ms"), estimate_error_pct=d.get("estimate_error_pct"), power=power,
-                   speedup_vs_first=d.get("speedup_vs_first"))
+                   speedup_vs_first=d.get("speedup_vs_first"), command=d.get("command"))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from edgefuse.errors import EdgefuseError
 
 if TYPE_CHECKING:
     from edgefuse.backends import Runner
+    from edgefuse.backends.sidecar import Sidecar
     from edgefuse.devices import DeviceProfile
 
 
@@ -79,24 +80,32 @@ def check_device(device: str, estimate_only_ok: bool = False) -> tuple[DevicePro
                         "is needed to measure; run bench there, or add --estimate for a roofline estimate")
 
 
-def _load(cfg: BenchConfig) -> tuple[list[Entry], dict[str, Any]]:
-    """The rows (the eager baseline first when asked for) and the first engine's metadata; one input shape."""
+def _load(cfg: BenchConfig) -> tuple[list[Entry], dict[str, Sidecar], dict[str, Any]]:
+    """The rows run here (the eager baseline first when asked for), the rows trtexec times (by name: their sidecar)
+    and the first engine's metadata; one input shape."""
     from edgefuse import backends
+    from edgefuse.bench.trtexec import timed_by_trtexec
 
-    entries = [Entry(name, backends.load(path, threads=cfg.threads), Path(path))
-               for name, path in zip(row_names(cfg.engines, cfg.names), cfg.engines)]
-    meta = dict(entries[0].runner.metadata)
-    for e in entries:
-        m = e.runner.metadata
+    entries, by_trtexec, metas = [], {}, []
+    for name, path in zip(row_names(cfg.engines, cfg.names), cfg.engines):
+        sidecar = timed_by_trtexec(Path(path), cfg.timer)
+        if sidecar is not None:
+            by_trtexec[name] = sidecar
+            metas.append((Path(path), dict(sidecar.metadata)))
+        else:
+            entries.append(Entry(name, backends.load(path, threads=cfg.threads), Path(path)))
+            metas.append((Path(path), dict(entries[-1].runner.metadata)))
+    meta = metas[0][1]
+    for path, m in metas:
         if (m.get("segments"), m.get("input_size")) != (meta.get("segments"), meta.get("input_size")):
-            raise EdgefuseError(f"{e.path}: takes {m.get('segments')}x{m.get('input_size')} clips, "
+            raise EdgefuseError(f"{path}: takes {m.get('segments')}x{m.get('input_size')} clips, "
                                 f"{cfg.engines[0]} takes {meta.get('segments')}x{meta.get('input_size')}; "
                                 "bench engines of one input shape together")
     if cfg.eager is not None:
         from edgefuse.backends.eager import EagerRunner
 
         entries.insert(0, Entry(EAGER, EagerRunner(cfg.eager, meta, threads=cfg.threads), None))
-    return entries, meta
+    return entries, by_trtexec, meta
 
 
 def _measure(entries: list[Entry], x: np.ndarray, cfg: BenchConfig) -> None:
@@ -144,16 +153,26 @@ def bench(cfg: BenchConfig) -> BenchReport | EstimateReport:
         from edgefuse.bench.estimates import estimate_report
 
         return estimate_report(cfg, profile)
-    entries, meta = _load(cfg)
+    entries, by_trtexec, meta = _load(cfg)
     x = _input(meta, cfg.batch, cfg.seed, cfg.engines[0])
     _measure(entries, x, cfg)
-    rows = [_row(e, cfg.batch, int(meta["segments"])) for e in entries]
+    measured = {e.name: _row(e, cfg.batch, int(meta["segments"])) for e in entries}
+    if by_trtexec:
+        from edgefuse.bench.trtexec import trtexec_row
+
+        for name, sidecar in by_trtexec.items():
+            path = Path(cfg.engines[row_names(cfg.engines, cfg.names).index(name)])
+            measured[name] = trtexec_row(name, path, sidecar, list(x.shape), cfg.batch, int(meta["segments"]),
+                                         cfg.iterations, cfg.warmup)
+    order = ([EAGER] if cfg.eager is not None else []) + row_names(cfg.engines, cfg.names)
+    rows = [measured[name] for name in order]
+    entries_by_name = {e.name: e for e in entries}
     if cfg.estimate:
         from edgefuse.bench.estimates import with_estimate
 
-        rows = [with_estimate(row, e.path, e.runner, profile) if e.path is not None else row
-                for row, e in zip(rows, entries)]
-    if profile.kind == "jetson":
+        rows = [with_estimate(row, e.path, e.runner, profile) if (e := entries_by_name.get(row.name)) is not None
+                and e.path is not None else row for row in rows]
+    if profile.kind == "jetson" and not by_trtexec:  # energy runs each engine under tegrastats with its runner
         from edgefuse.bench.power import jetson_power
 
         rows = jetson_power(rows, [e.runner for e in entries], x, cfg.batch, cfg.energy_seconds)

@@ -25,15 +25,18 @@ from edgefuse.cli.render import render_bench, render_json
               help="Roofline estimate per engine on the --device profile (alone when that device is not this machine; "
                    "beside the measurement when it is).")
 @click.option("--png", "png_out", type=click.Path(path_type=Path, dir_okay=False), help="Latency distribution plot.")
+@click.option("--timer", type=click.Choice(["auto", "python", "trtexec"]), default="auto", show_default=True,
+              help="TensorRT engines: edgefuse's runner (python), trtexec, or auto = the runner where TensorRT's "
+                   "Python bindings import, else trtexec.")
 @json_option
 def bench_cmd(engines: tuple[Path, ...], device: str, batch: int, iterations: int, duration: float | None,
               warmup: int, eager: Path | None, threads: int | None, json_out: Path | None, estimate: bool,
-              png_out: Path | None, as_json: bool) -> None:
+              png_out: Path | None, timer: str, as_json: bool) -> None:
     """Latency percentiles, throughput and memory of ENGINES side by side on the same input."""
     from edgefuse.bench import BenchConfig, BenchReport, bench
 
     rep = bench(BenchConfig(engines=engines, device=device, batch=batch, iterations=iterations, duration=duration,
                             warmup=warmup, eager=eager, threads=threads, json_out=json_out, png_out=png_out,
-                            estimate=estimate))
+                            estimate=estimate, timer=timer))
     click.echo(render_json(rep.to_dict(raw=False) if isinstance(rep, BenchReport) else rep.to_dict()) if as_json
                else render_bench(rep))
