@@ -59,21 +59,32 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--min-agreement", type=click.FloatRange(0, 1), help="Top-1 agreement folded vs dynamic that --tau must keep [0.99].")
 @click.option("--parity-clips", type=click.Path(path_type=Path, dir_okay=False), help="Real clips (.npz) for the parity check.")
 @click.option("--tolerance", type=click.FloatRange(min=0), help="Max relative logit error ONNX vs PyTorch [1e-4].")
-@click.option("--opset", type=click.IntRange(7, 25), help="ONNX opset [17: TensorRT 8.6, 10.x and 11.x all read it].")
+@click.option("--target", metavar="NAME",
+              help="Deployment target: jetpack4.6, jetpack5, jetpack6, jetpack7, trt8.0 ... trt11 (--list-targets); "
+                   "exports at the highest opset it reads and checks the graph against its TensorRT release(s).")
+@click.option("--list-targets", is_flag=True, help="List the deployment targets and exit.")
+@click.option("--opset", type=click.IntRange(7, 25),
+              help="ONNX opset [the target's highest; without --target 17: TensorRT 8.4 to 11 read it].")
 @click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), help="torch.onnx exporter [auto].")
 @click.option("--simplify", type=click.Choice(["auto", "onnxsim", "onnxslim", "none"]),
               help="Graph simplifier [auto: onnxsim if installed, else onnxslim].")
 @click.option("--option", "-O", "model_options", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. ratio=25.")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Output .onnx path.")
 @json_option
-def export_cmd(model: str | None, preset: str | None, list_presets: bool, output: Path | None, ranges: tuple[str, ...],
-               model_options: tuple[str, ...], as_json: bool, **given: Any) -> None:
+def export_cmd(model: str | None, preset: str | None, list_presets: bool, list_targets: bool, output: Path | None,
+               ranges: tuple[str, ...], model_options: tuple[str, ...], as_json: bool, **given: Any) -> None:
     """Trace MODEL (with its checkpoint) into a checked, TensorRT-ready ONNX graph."""
     from edgefuse.export.config import list_presets as presets
     from edgefuse.export.config import make_config
 
     if list_presets:
         click.echo(render_presets(presets()))
+        return
+    if list_targets:
+        from edgefuse.graph.targets import resolve, target_names
+
+        rows = [resolve(n) for n in target_names()]
+        click.echo(render_presets([(t.name, f"TensorRT {t.tensorrt}, opset {t.max_opset}: {t.description}") for t in rows]))
         return
     if output is None:
         raise EdgefuseError("no output path: pass -o model.onnx")

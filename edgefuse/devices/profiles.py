@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgefuse.data import data_dir
 from edgefuse.errors import EdgefuseError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6's): the same parser from PyPI
+    import tomli as tomllib
 
 KINDS = ("jetson", "gpu", "cpu")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8", "fp4")

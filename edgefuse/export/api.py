@@ -19,7 +19,7 @@ from edgefuse.export.parity import Parity, clip_parity, enforce, stream_parity
 from edgefuse.export.passes import name_graph, simplifier
 from edgefuse.export.report import ExportReport
 from edgefuse.export.trace import to_onnx
-from edgefuse.graph import hygiene
+from edgefuse.graph import hygiene, targets
 from edgefuse.graph.io import save_onnx
 from edgefuse.graph.metadata import set_metadata
 from edgefuse.graph.passes import run_passes
@@ -113,10 +113,14 @@ def export(cfg: ExportConfig) -> ExportReport:
         am = adafuse_macs(model, cfg.segments, cfg.size)
         meta["adafuse_macs"] = {"frames": am.frames, "dense_per_clip": am.dense_per_clip,
                                 "blocks": {name.removeprefix("backbone."): list(v) for name, v in am.blocks.items()}}
+    if cfg.target is not None:
+        meta.update(target=targets.resolve(cfg.target).name, tensorrt=targets.resolve(cfg.target).tensorrt)
     onnx_model = set_metadata(onnx_model, meta)
     report = hygiene.check(onnx_model)
     if not report.ok:
         raise EdgefuseError(f"{cfg.output}: the exported graph fails hygiene: {'; '.join(report.problems[:3])}")
+    if cfg.target is not None:
+        _check_target(onnx_model, cfg)
     cost = model_cost(model, frames=cfg.segments if cfg.policy != "stream" else 1, size=cfg.size)
     save_onnx(onnx_model, cfg.output)
     seconds["total"] = time.monotonic() - t0
@@ -124,6 +128,14 @@ def export(cfg: ExportConfig) -> ExportReport:
     return ExportReport(path=cfg.output, model=model.config.name, policy=cfg.policy, shape=cfg.shape, opset=cfg.opset,
                         metadata=meta, hygiene=report, parity=tuple(parity), macs_per_clip=cost.macs_per_clip,
                         params=cost.params, seconds=seconds, fold=folded.report if folded is not None else None)
+
+
+def _check_target(onnx_model: onnx.ModelProto, cfg: ExportConfig) -> None:
+    """Every TensorRT release of ``cfg.target`` must parse the graph; the first failure is one line with the fix."""
+    target = targets.resolve(str(cfg.target))
+    problem = targets.failure(targets.check(onnx_model, target), target)
+    if problem is not None:
+        raise EdgefuseError(f"{cfg.output}: {problem}")
 
 
 def _shapes(cfg: ExportConfig, ranges: dict[str, tuple[int, int, int]]) -> list[tuple[int, ...]]:

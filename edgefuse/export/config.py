@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,13 @@ from typing import Any
 from edgefuse.data import data_dir
 from edgefuse.errors import EdgefuseError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6's): the same parser from PyPI
+    import tomli as tomllib
+
 SHAPES = ("static", "dynamic")
+DEFAULT_OPSET = 17  # without --target: TensorRT 8.4 to 11 read it (8.0 and 8.2 read up to 13: --target jetpack4.6)
 POLICIES = ("dynamic", "static", "stream")
 DIMS = ("N", "T", "H", "W")
 
@@ -27,7 +33,7 @@ class ExportConfig:
     size: int = 224
     shape: str = "static"
     policy: str = "dynamic"
-    opset: int = 17
+    opset: int = 0  # 0: the highest the target's parsers read (--target), else DEFAULT_OPSET
     exporter: str = "auto"
     simplify: str = "auto"
     ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # dynamic dims: name -> (min, opt, max)
@@ -38,18 +44,35 @@ class ExportConfig:
     tolerance: float = 1e-4
     options: dict[str, Any] = field(default_factory=dict)  # model options (ratio, shift_div, ...)
     preset: str | None = None
+    target: str | None = None  # a deployment target (jetpack4.6, trt8.6, ...: edgefuse.graph.targets)
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
             raise EdgefuseError(f"export shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
         if self.policy not in POLICIES:
             raise EdgefuseError(f"AdaFuse policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+        self._resolve_opset()
         if not 7 <= self.opset <= 25:
-            raise EdgefuseError(f"opset {self.opset} is outside 7-25 (TensorRT 8.6 reads up to 17, 10.x up to "
-                                "24, 11.x 25); choose an opset in that range")
+            raise EdgefuseError(f"opset {self.opset} is outside 7-25 (TensorRT 8.0 and 8.2 read up to 13, 8.4-8.6 17, "
+                                "10.x up to 24, 11.x 25); choose an opset in that range or pass --target")
         for name, (lo, opt, hi) in self.resolved_ranges().items():
             if not 1 <= lo <= opt <= hi:
                 raise EdgefuseError(f"dynamic range of {name} must satisfy 1 <= min <= opt <= max, got {lo},{opt},{hi}")
+
+    def _resolve_opset(self) -> None:
+        """Picks the opset (the target's highest the exporter writes) and checks a given one against the target."""
+        if self.target is None:
+            if self.opset == 0:
+                object.__setattr__(self, "opset", DEFAULT_OPSET)
+            return
+        from edgefuse.graph.targets import export_opset, resolve
+
+        t = resolve(self.target)
+        if self.opset == 0:
+            object.__setattr__(self, "opset", export_opset(t, exporter_max_opset(self.exporter)))
+        elif not t.min_opset <= self.opset <= t.max_opset:
+            raise EdgefuseError(f"opset {self.opset} is outside {t.min_opset}-{t.max_opset}, what TensorRT {t.tensorrt} "
+                                f"({t.name}) reads; drop --opset to export at {t.max_opset}")
 
     def resolved_ranges(self) -> dict[str, tuple[int, int, int]]:
         """min/opt/max of each dynamic dimension (defaults around the static shape)."""
@@ -64,6 +87,16 @@ class ExportConfig:
 
     def replace(self, **changes: Any) -> ExportConfig:
         return dataclasses.replace(self, **changes)
+
+
+def exporter_max_opset(exporter: str) -> int:
+    """The highest opset ``exporter`` writes (auto: the dynamo exporter's, which it picks above 17)."""
+    try:
+        from torch.onnx import _constants
+        torchscript, newest = _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET, _constants.ONNX_MAX_OPSET
+    except (ImportError, AttributeError):  # private names; torch 2.x values
+        torchscript, newest = 20, 23
+    return int(torchscript if exporter == "torchscript" else newest)
 
 
 def preset_path(name: str) -> Path:

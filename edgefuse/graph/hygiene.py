@@ -8,12 +8,15 @@ Checks:
   activation-like shape (>= 3 dims, not a weight of Conv/Gemm/MatMul/BN, not uniform
   like zero padding) feeding a data input. That is what an in-place temporal shift traced into a graph becomes:
   the shifted values frozen from the example input;
-- every operator supported by the ONNX parser of each target TensorRT version, and
-  the opset inside the range each parser accepts.
+- every operator supported by the ONNX parser of each TensorRT version (8.0 to 11), the
+  opset inside the range each parser accepts, and explicit INT8 (Q/DQ) written the way
+  that version takes it (:func:`qdq_problems`).
 
 The operator tables come from onnx/onnx-tensorrt ``docs/operators.md`` per release
 (``data/trt_onnx_ops.json``, with the ref of each table and how 10.3 and 11.x were
-derived where the exact file was not available).
+derived where the exact file was not available); the Q/DQ rules of each version from the
+parser source and ``NvInfer.h`` of that release (the ``qdq`` entry of each version).
+Deployment targets (JetPack and TensorRT names) are in :mod:`edgefuse.graph.targets`.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import Any
 
 import onnx
 
+from edgefuse.graph.qdq_rules import qdq_problems
 from edgefuse.graph.query import producers
 
 FORBIDDEN = {
@@ -45,7 +49,7 @@ _WEIGHT_INPUTS = {
     "QuantizeLinear": {1, 2}, "DequantizeLinear": {0, 1, 2}, "PRelu": {1},
 }
 
-TARGETS = ("8.6", "10.3", "10.x-latest", "11")
+TARGETS = ("8.0", "8.2", "8.4", "8.5", "8.6", "10.0", "10.3", "10.x-latest", "11")
 
 
 @lru_cache(maxsize=1)
@@ -56,7 +60,7 @@ def trt_tables() -> dict[str, Any]:
 
 @dataclass
 class Verdict:
-    target: str  # key in the tables: 8.6, 10.3, 10.x-latest, 11
+    target: str  # key in the tables: 8.0, 8.2, 8.4, 8.5, 8.6, 10.0, 10.3, 10.x-latest, 11
     version: str  # the TensorRT version the table is for
     ok: bool
     problems: list[str] = field(default_factory=list)
@@ -150,13 +154,17 @@ def check(model: onnx.ModelProto, targets: tuple[str, ...] = TARGETS) -> Hygiene
     return Hygiene(problems, [verdict(model, t, nodes) for t in targets])
 
 
-def verdict(model: onnx.ModelProto, target: str, nodes: list[onnx.NodeProto] | None = None) -> Verdict:
+def verdict(model: onnx.ModelProto, target: str, nodes: list[onnx.NodeProto] | None = None, *,
+            max_opset: int | None = None, exclude_ops: tuple[str, ...] = (), version: str | None = None) -> Verdict:
+    """``model`` against the parser of table ``target``; ``max_opset`` / ``exclude_ops`` narrow the table to a release it
+    covers only in part (see :mod:`edgefuse.graph.targets`), ``version`` names that release."""
     table = trt_tables()["versions"][target]
     nodes = nodes if nodes is not None else _all_nodes(model.graph)
-    v = Verdict(target, table["version"], ok=True)
+    v = Verdict(target, version or table["version"], ok=True)
     opset = opset_of(model)
-    if not table["min_opset"] <= opset <= table["max_opset"]:
-        v.problems.append(f"opset {opset} outside the parser's range {table['min_opset']}-{table['max_opset']}")
+    hi = min(table["max_opset"], max_opset or table["max_opset"])
+    if not table["min_opset"] <= opset <= hi:
+        v.problems.append(f"opset {opset} outside the parser's range {table['min_opset']}-{hi}")
     if table.get("table_status") != "verbatim":
         v.notes.append(f"operator table {table['table_status']} ({table['ref']})")
     seen: set[str] = set()
@@ -169,12 +177,21 @@ def verdict(model: onnx.ModelProto, target: str, nodes: list[onnx.NodeProto] | N
         if n.op_type in seen:
             continue
         seen.add(n.op_type)
-        row = table["ops"].get(n.op_type)
+        row = None if n.op_type in exclude_ops else table["ops"].get(n.op_type)
         if row is None:
             v.problems.append(f"{n.op_type}: not in the parser's operator table")
         elif not row.get("supported"):
             v.problems.append(f"{n.op_type}: not supported")
         elif row.get("restrictions"):
             v.notes.append(f"{n.op_type}: {row['restrictions']}")
+    problems, notes = qdq_problems(model, table.get("qdq", {}), opset)
+    v.problems += problems
+    v.notes += notes
     v.ok = not v.problems
     return v
+
+
+def first_supporting(op_type: str) -> str | None:
+    """The oldest table key (in :data:`TARGETS` order) whose parser supports ``op_type``."""
+    versions = trt_tables()["versions"]
+    return next((k for k in TARGETS if versions[k]["ops"].get(op_type, {}).get("supported")), None)

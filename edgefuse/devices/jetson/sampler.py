@@ -11,10 +11,13 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING
 
 from edgefuse.devices.jetson.tegrastats import TegraSample, parse_tegrastats
 from edgefuse.errors import EdgefuseError
+
+if TYPE_CHECKING:  # annotations only (not evaluated at run time): no typing_extensions needed on Python 3.10
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
