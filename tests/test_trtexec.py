@@ -469,3 +469,59 @@ def test_bench_times_tensorrt_engines_with_trtexec(standin: Path, monkeypatch: p
     with pytest.raises(EdgefuseError, match="TensorRT engines only"):
         bench(BenchConfig(engines=(tmp_path / "m.onnx",), device="cpu", timer="trtexec", progress=False,
                           iterations=1))
+
+
+def _clip_graph(path: Path, batch: int | str = 1) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgefuse.graph.metadata import set_metadata
+
+    x = helper.make_tensor_value_info("clips", TensorProto.FLOAT, [batch, 2, 3, 4, 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 2, 3, 4, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["clips"], ["logits"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    meta = {"segments": 2, "input_size": 4} | ({"dynamic_ranges": {"N": [1, 1, 4]}} if batch == "N" else {})
+    onnx.save(set_metadata(model, meta), str(path))
+    return path
+
+
+def test_dla_rules_reach_the_command_line_before_a_build(standin: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """Every DLA refusal is one line and exit 1, with no engine written; the version facts come from the trtexec
+    STAND-IN's recorded 8.4.0 / 10.16.2 output (TensorRT cannot exist here). A valid DLA INT8 build passes the
+    calibration cache to trtexec (--calib) with --useDLACore and the INT8 + FP16 flags."""
+    from click.testing import CliRunner
+
+    from edgefuse.cli import cli
+
+    static, dynamic = _clip_graph(tmp_path / "s.onnx"), _clip_graph(tmp_path / "d.onnx", batch="N")
+    cache = tmp_path / "m.cache"
+    cache.write_text("TRT-8400-EntropyCalibration2\nclips: 3c010a14\n", encoding="utf-8")
+
+    def build(graph: Path, *extra: str) -> tuple[int, str]:
+        out = tmp_path / "m.plan"
+        out.unlink(missing_ok=True)
+        res = CliRunner().invoke(cli, ["build-engine", str(graph), "--device", "jetson_agx_orin", "-o", str(out),
+                                       *extra])
+        assert res.exit_code != 0 or out.is_file()
+        errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+        if res.exit_code:  # status lines (the trtexec probe) may precede it; the failure is one line
+            assert not out.exists() and len(errors) == 1 and "Traceback" not in res.output, res.output
+        return res.exit_code, errors[0] if errors else res.output
+
+    replay(monkeypatch, "trt8.4.0_xavier_agx.log", "build_engine_built.log")
+    assert build(static, "--dla", "2")[1].count("0..1") == 1  # AGX Orin has DLA cores 0 and 1
+    code, text = build(static, "--dla", "0", "--precision", "fp32")
+    assert code == 1 and "FP16 or INT8 only" in text
+    code, text = build(dynamic, "--dla", "0")
+    assert code == 1 and "min = opt = max" in text and "--shapes clips:1x2x3x4x4" in text
+    code, text = build(static, "--dla", "0", "--precision", "int8")
+    assert code == 1 and "calibration cache" in text
+    code, text = build(static, "--dla", "0", "--precision", "int8", "--calibration-cache", str(cache))
+    assert code == 0, text
+    args = json.loads(standin.read_text())
+    assert "--useDLACore=0" in args and f"--calib={cache}" in args and {"--int8", "--fp16"} <= set(args)
+    replay(monkeypatch, "trt10.16.2_orin_nx_build_start.log")
+    code, text = build(static, "--dla", "0", "--precision", "fp16")
+    assert code == 1 and "DLA" in text and "10.16" in text

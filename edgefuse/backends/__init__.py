@@ -134,9 +134,11 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
                             f"{'ONNX Runtime' if profile.kind == 'cpu' else profile.name}'s: use fp32 or int8")
     if bf16 and graph != "fp32":
         raise EdgefuseError("--precision bf16 (OpenVINO) computes an FP32 graph in bf16: build from the FP32 graph")
-    # the device's verdict, before any backend is imported
-    plan = plan_precision("auto" if bf16 else cfg.precision, graph, profile)
+    # the device's verdict, before any backend is imported (a DLA build has its own rules: backends.plan.plan_dla)
+    if cfg.dla is None:
+        plan_precision("auto" if bf16 else cfg.precision, graph, profile)
     if profile.kind == "cpu":
+        plan = plan_precision("auto" if bf16 else cfg.precision, graph, profile)
         from edgefuse.backends.ort.cpu import cpu_identity
 
         backend, version, settings, precision = _build_cpu(cfg, model, graph, plan.precision, bf16, profiles, meta)
@@ -207,12 +209,10 @@ def _build_trt(cfg: BuildConfig, graph: str, profile: DeviceProfile, profiles: d
 
         version = probe_version()
         plan = _trt_plan(cfg, graph, profile, version, profiles)
-        if plan.calibration_cache is not None:
-            raise EdgefuseError("DLA INT8 from a calibration cache is built with the TensorRT Python bindings here; "
-                                "install them (python3-libnvinfer) or build on the GPU from the Q/DQ graph")
         settings = build_with_trtexec(Path(cfg.model), Path(cfg.output), plan.flags, plan.network_flags, profiles,
                                       cfg.workspace_mb, plan.dla_core, cfg.gpu_fallback, cfg.timing_cache,
-                                      version=version)
+                                      version=version,
+                                      calibration_cache=Path(plan.calibration_cache) if plan.calibration_cache else None)
         return plan, str(settings["trtexec_version"]), settings, dict(settings["trtexec_device"] or {})
     from edgefuse.backends.trt.build import build_engine_file
     from edgefuse.backends.trt.cuda import gpu_identity

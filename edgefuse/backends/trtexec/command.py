@@ -108,6 +108,7 @@ class BuildSpec:
     timing_cache: Path | None = None
     workspace_mb: int | None = None
     verbose: bool = False
+    calibration_cache: Path | None = None  # implicit INT8 (DLA on 8.x / 10.x): trtexec --calib
 
 
 def build_argv(spec: BuildSpec, exe: str = TRTEXEC) -> list[str]:
@@ -146,6 +147,10 @@ def build_argv(spec: BuildSpec, exe: str = TRTEXEC) -> list[str]:
         argv.append(workspace_flag(spec.version, spec.workspace_mb))
     if spec.timing_cache is not None:
         argv.append(f"--timingCacheFile={spec.timing_cache}")
+    if spec.calibration_cache is not None:
+        if not spec.int8:
+            raise EdgefuseError("a calibration cache gives INT8 scales: build with INT8 too, or leave the cache out")
+        argv.append(f"--calib={spec.calibration_cache}")  # 'Read INT8 calibration cache file' (8.x, 10.x)
     argv.append(build_only_flag(spec.version))
     if spec.verbose:
         argv.append("--verbose")

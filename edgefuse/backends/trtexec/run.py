@@ -94,7 +94,7 @@ def build_with_trtexec(onnx: Path, engine: Path, flags: Sequence[str] = (), netw
                        profiles: Mapping[str, Sequence[Sequence[int]]] | None = None, workspace_mb: int | None = None,
                        dla_core: int | None = None, gpu_fallback: bool = False, timing_cache: Path | None = None,
                        version: str | None = None, best: bool = False, verbose: bool = False,
-                       timeout_s: float = BUILD_TIMEOUT_S) -> dict[str, Any]:
+                       timeout_s: float = BUILD_TIMEOUT_S, calibration_cache: Path | None = None) -> dict[str, Any]:
     """Build ``engine`` from ``onnx`` with trtexec; returns the sidecar's settings (the adapter's keys, plus the
     exact command and trtexec's version). ``flags`` / ``network_flags``: TensorRT BuilderFlag /
     NetworkDefinitionCreationFlag names as backends.plan decides them (FP16, INT8; STRONGLY_TYPED)."""
@@ -107,7 +107,8 @@ def build_with_trtexec(onnx: Path, engine: Path, flags: Sequence[str] = (), netw
     spec = BuildSpec(onnx=Path(onnx), engine=Path(engine), version=version, fp16="FP16" in flags,
                      int8="INT8" in flags, best=best, strongly_typed="STRONGLY_TYPED" in network_flags,
                      shapes=dict(profiles or {}), dla_core=dla_core, gpu_fallback=gpu_fallback,
-                     timing_cache=timing_cache, workspace_mb=workspace_mb, verbose=verbose)
+                     timing_cache=timing_cache, workspace_mb=workspace_mb, verbose=verbose,
+                     calibration_cache=calibration_cache)
     argv = build_argv(spec, exe=str(find_trtexec()))  # the command recorded is the one that ran
     engine.unlink(missing_ok=True)  # a stale engine must not pass for a new one
     out = run_trtexec(argv, timeout_s, step="build")
