@@ -26,6 +26,8 @@ class InspectConfig:
 
 @dataclass(frozen=True)
 class BlockShare:
+    """One AdaFuse block over some clips: the share of each action and the GMACs per clip its decisions save."""
+
     block: str
     skip: float
     reuse: float

@@ -12,17 +12,7 @@ import torch
 from edgefuse.models import VideoClassifier
 from edgefuse.models.cost import AdaFuseMacs, adafuse_macs, decision_savings
 from edgefuse.models.layers import ACTIONS
-
-
-@dataclass(frozen=True)
-class BlockChoices:
-    """One AdaFuse block over the clips: the share of each action and the GMACs per clip its decisions save."""
-
-    block: str
-    skip: float
-    reuse: float
-    keep: float
-    saved_gmacs_clip: float
+from edgefuse.models.report import BlockShare
 
 
 @dataclass(frozen=True)
@@ -38,7 +28,7 @@ class Evaluation:
     gmacs_clip_given_decisions: float | None = None
     saving_pct: float | None = None
     fractions: dict[str, float] | None = None  # skip / reuse / keep, mean over blocks
-    blocks: list[BlockChoices] | None = None
+    blocks: list[BlockShare] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -47,7 +37,7 @@ class Evaluation:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
         blocks = d.get("blocks")
-        return cls(**{**d, "blocks": None if blocks is None else [BlockChoices(**b) for b in blocks]})
+        return cls(**{**d, "blocks": None if blocks is None else [BlockShare(**b) for b in blocks]})
 
 
 def _pair_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
@@ -95,7 +85,7 @@ def fuse_masks(fuses: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def _decision_report(sums: dict[str, dict[str, float]], n: int, macs: AdaFuseMacs) -> dict[str, Any]:
-    blocks = [BlockChoices(name, s["skip"] / n, s["reuse"] / n, s["keep"] / n, s["saved"] / n / 1e9)
+    blocks = [BlockShare(name, s["skip"] / n, s["reuse"] / n, s["keep"] / n, s["saved"] / n / 1e9)
               for name, s in sums.items()]
     saved = sum(s["saved"] for s in sums.values()) / n
     return {"gmacs_clip_given_decisions": (macs.dense_per_clip - saved) / 1e9,
