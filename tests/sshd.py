@@ -89,8 +89,14 @@ class Sshd:
                 self.proc.wait()
 
 
-def start_sshd(directory: Path, *, user_key: Path | None = None, timeout: float = 15.0) -> Sshd:
-    """Start sshd in ``directory`` (made if needed) and wait until it accepts connections."""
+def start_sshd(directory: Path, *, user_key: Path | None = None, timeout: float = 15.0,
+               extra_path: tuple[str, ...] = (), session_env: dict[str, str] | None = None) -> Sshd:
+    """Start sshd in ``directory`` (made if needed) and wait until it accepts connections. ``extra_path``: folders
+    put before the device PATH in the sessions' environment (sshd's SetEnv), e.g. this interpreter's folder;
+    ``session_env``: more variables set there (plain values, no spaces)."""
+    env = dict(session_env or {})
+    if extra_path:
+        env["PATH"] = ":".join([*extra_path, DEVICE_PATH])
     directory.mkdir(parents=True, exist_ok=True)
     host_key = make_key(directory / "host_ed25519")
     user_key = user_key or make_key(directory / "user_ed25519")
@@ -102,7 +108,8 @@ def start_sshd(directory: Path, *, user_key: Path | None = None, timeout: float 
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {directory / 'sshd.pid'}",
         f"AuthorizedKeysFile {directory / 'authorized_keys'}", "StrictModes no",
         "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "UsePAM no", f"AllowUsers {user}", "Subsystem sftp internal-sftp", "LogLevel VERBOSE", ""]))
+        "UsePAM no", f"AllowUsers {user}", "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
+        *([f"SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}"] if env else []), ""]))
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
     log = directory / "sshd.log"

@@ -1,6 +1,7 @@
 """``edgefuse bench``."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -25,18 +26,42 @@ from edgefuse.cli.render import render_bench, render_json
               help="Roofline estimate per engine on the --device profile (alone when that device is not this machine; "
                    "beside the measurement when it is).")
 @click.option("--png", "png_out", type=click.Path(path_type=Path, dir_okay=False), help="Latency distribution plot.")
+@click.option("--host", "hosts", multiple=True,
+              help="Bench on this device over SSH (edgefuse installed there): USER@HOST[:PORT] or a name from "
+                   "--hosts-file; repeatable, the hosts run in parallel.")
+@click.option("--hosts-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="TOML with a [hosts] table (nano = \"jetson@10.0.0.5\"); without --host: every host in it.")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="Add the key of a host not yet in ~/.ssh/known_hosts (a changed key is always refused).")
 @click.option("--timer", type=click.Choice(["auto", "python", "trtexec"]), default="auto", show_default=True,
               help="TensorRT engines: edgefuse's runner (python), trtexec, or auto = the runner where TensorRT's "
                    "Python bindings import, else trtexec.")
 @json_option
 def bench_cmd(engines: tuple[Path, ...], device: str, batch: int, iterations: int, duration: float | None,
               warmup: int, eager: Path | None, threads: int | None, json_out: Path | None, estimate: bool,
-              png_out: Path | None, timer: str, as_json: bool) -> None:
+              png_out: Path | None, hosts: tuple[str, ...], hosts_file: Path | None, accept_new_host_key: bool,
+              timer: str, as_json: bool) -> None:
     """Latency percentiles, throughput and memory of ENGINES side by side on the same input."""
     from edgefuse.bench import BenchConfig, BenchReport, bench
 
-    rep = bench(BenchConfig(engines=engines, device=device, batch=batch, iterations=iterations, duration=duration,
-                            warmup=warmup, eager=eager, threads=threads, json_out=json_out, png_out=png_out,
-                            estimate=estimate, timer=timer))
+    cfg = BenchConfig(engines=engines, device=device, batch=batch, iterations=iterations, duration=duration,
+                      warmup=warmup, eager=eager, threads=threads, json_out=json_out, png_out=png_out,
+                      estimate=estimate, timer=timer)
+    if hosts or hosts_file:
+        from edgefuse.backends.remote import load_hosts_file, resolve_hosts
+        from edgefuse.bench.remote import bench_remote
+        from edgefuse.cli.render import render_fleet
+
+        if hosts:
+            specs = resolve_hosts(hosts, hosts_file)
+        else:
+            assert hosts_file is not None
+            specs = list(load_hosts_file(hosts_file).values())
+        fleet = bench_remote(cfg, specs, accept_new_host_key=accept_new_host_key)
+        click.echo(render_json(fleet.to_dict(raw=False)) if as_json else render_fleet(fleet))
+        if not fleet.ok:
+            sys.exit(1)  # a host failed (its line is in the table); the others' results are kept
+        return
+    rep = bench(cfg)
     click.echo(render_json(rep.to_dict(raw=False) if isinstance(rep, BenchReport) else rep.to_dict()) if as_json
                else render_bench(rep))

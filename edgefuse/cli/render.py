@@ -9,6 +9,7 @@ if TYPE_CHECKING:  # the results edgefuse calibrate / build-engine / devices / v
     from edgefuse.backends import BuildResult
     from edgefuse.backends.device_io import ClipFolder
     from edgefuse.bench import BenchReport, EstimateReport
+    from edgefuse.bench.remote import FleetReport
     from edgefuse.demo import DemoReport
     from edgefuse.devices import DeviceProfile
     from edgefuse.estimate import Estimate
@@ -325,3 +326,27 @@ def render_clip_folder(folder: ClipFolder) -> str:
     return "\n".join([wrote, f"{device}   (the runner: {folder.runner})",
                       f"back here:      edgefuse validate logits/ --reference MODEL.onnx --clips {folder.path}"])
 
+
+
+def render_fleet(rep: FleetReport) -> str:
+    """``edgefuse bench --host ...``: one row per host x engine, each host's device, and each failed host's line."""
+    rows = [{"host": h.host, "name": r.name, "backend": r.backend, "precision": r.precision,
+             "median_ms": r.latency.median_ms, "p90_ms": r.latency.p90_ms, "p99_ms": r.latency.p99_ms,
+             "cov_pct": f"{100 * r.latency.cov:.1f}%", "clips_per_s": r.latency.clips_per_s,
+             "frames_per_s": r.latency.frames_per_s, "rss_mb": r.rss_mb,
+             "energy": f"{r.power.energy_mj_per_clip:.1f}" if r.power and r.power.energy_mj_per_clip else "-"}
+            for h in rep.hosts if h.report is not None for r in h.report.rows]
+    lines = [format_table(rows, ["host", "name", "backend", "precision", "median_ms", "p90_ms", "p99_ms", "cov_pct",
+                                 "clips_per_s", "frames_per_s", "rss_mb", "energy"],
+                          ["host", "engine", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "CoV", "clips/s",
+                           "frames/s", "RSS MB", "mJ/clip"])] if rows else []
+    for h in rep.hosts:
+        if h.report is not None:
+            lines.append(f"{h.host}: {h.device or 'device unknown'}; profile {h.report.device}, input "
+                         f"{'x'.join(str(d) for d in h.report.input)}, {h.report.rows[0].latency.iterations} runs each "
+                         f"after {h.report.warmup} warm-up")
+    for h in rep.hosts:
+        if h.report is None:
+            lines.append(f"FAILED {h.error}")
+    lines.append(f"{len(rep.hosts) - len(rep.failed)} of {len(rep.hosts)} hosts benched")
+    return "\n".join(lines)
