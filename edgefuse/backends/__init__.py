@@ -192,18 +192,15 @@ def _build_trt(cfg: BuildConfig, graph: str, profile: DeviceProfile, profiles: d
     from edgefuse.backends.trt import adapter
 
     use_trtexec = cfg.backend == "trtexec"
-    if cfg.backend == "auto":
-        try:
-            adapter.import_tensorrt()
-        except EdgefuseError as missing:
-            from edgefuse.backends.trtexec import find_trtexec
+    if cfg.backend == "auto" and not adapter.bindings_available():
+        from edgefuse.backends.trtexec import find_trtexec
 
-            try:
-                find_trtexec()
-            except EdgefuseError:
-                raise EdgefuseError(f"{missing}; or install trtexec (it ships with every JetPack and TensorRT) and "
-                                    "build with --backend trtexec") from None
-            use_trtexec = True
+        try:
+            find_trtexec()
+        except EdgefuseError:
+            raise EdgefuseError(f"{adapter.INSTALL_HINT}; or install trtexec (it ships with every JetPack and "
+                                "TensorRT) and build with --backend trtexec") from None
+        use_trtexec = True
     if use_trtexec:
         from edgefuse.backends.trtexec import build_with_trtexec, probe_version
 

@@ -13,16 +13,6 @@ from edgefuse.errors import EdgefuseError
 TIMERS = ("auto", "python", "trtexec")
 
 
-def python_bindings_import() -> bool:
-    from edgefuse.backends.trt.adapter import import_tensorrt
-
-    try:
-        import_tensorrt()
-    except EdgefuseError:
-        return False
-    return True
-
-
 def timed_by_trtexec(path: Path, timer: str) -> Sidecar | None:
     """The engine's sidecar when trtexec times it (a TensorRT engine, with ``timer`` trtexec, or auto and no Python
     bindings here), else None."""
@@ -40,7 +30,9 @@ def timed_by_trtexec(path: Path, timer: str) -> Sidecar | None:
         if timer == "trtexec":
             raise EdgefuseError(f"{path}: a {sidecar.backend} engine; trtexec times TensorRT engines only")
         return None
-    return sidecar if timer == "trtexec" or not python_bindings_import() else None
+    from edgefuse.backends.trt.adapter import bindings_available
+
+    return sidecar if timer == "trtexec" or not bindings_available() else None
 
 
 def trtexec_row(name: str, path: Path, sidecar: Sidecar, input_shape: list[int], batch: int, frames: int,

@@ -1,18 +1,18 @@
 """What a remote device is and has, from one shell script run over SSH: the L4T release, the device-tree model
 and compatible strings, nvidia-smi's GPUs, the TensorRT version (dpkg, else the Python bindings), trtexec,
 python3 and edgefuse. :func:`parse_detection` is pure (tested on recorded outputs); :func:`device_profile` maps
-the result to an edgefuse device profile with :func:`edgefuse.devices.detect_device`, the local detection.
+the result to an edgefuse device profile by the local detection's rules
+(:func:`edgefuse.devices.detect.profile_from_readings`).
 """
 from __future__ import annotations
 
 import re
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgefuse.devices import DeviceProfile, JetPack, detect_device, detect_l4t, jetpack_for_l4t
+from edgefuse.devices import DeviceProfile, JetPack, jetpack_for_l4t
+from edgefuse.devices.detect import l4t_of, profile_from_readings
 
 if TYPE_CHECKING:
     from edgefuse.backends.remote.connection import RemoteHost
@@ -104,11 +104,8 @@ def split_sections(text: str) -> dict[str, str]:
 
 
 def parse_l4t(text: str) -> str | None:
-    """The L4T version in the text of ``/etc/nv_tegra_release`` (read by edgefuse.devices.detect_l4t)."""
-    with tempfile.TemporaryDirectory() as root:
-        (Path(root) / "etc").mkdir()
-        (Path(root) / "etc" / "nv_tegra_release").write_text(text, encoding="utf-8")
-        return detect_l4t(Path(root))
+    """The L4T version in the text of ``/etc/nv_tegra_release``, by the local detection's rule."""
+    return l4t_of(text)
 
 
 def parse_nvidia_smi(text: str) -> tuple[Gpu, ...]:
@@ -164,25 +161,10 @@ def parse_detection(text: str) -> RemoteDevice:
 
 
 def device_profile(device: RemoteDevice, directory: Path | None = None) -> DeviceProfile:
-    """The edgefuse device profile of ``device``, by :func:`edgefuse.devices.detect_device` on its readings
-    (the device-tree and release files written to a scratch root; nvidia-smi's answer replayed)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        if device.l4t is not None:
-            major, _, rev = device.l4t.partition(".")
-            (root / "etc").mkdir()
-            (root / "etc" / "nv_tegra_release").write_text(f"# R{major} (release), REVISION: {rev}\n")
-        if device.model or device.compatible:
-            dt = root / "proc" / "device-tree"
-            dt.mkdir(parents=True)
-            if device.model:
-                (dt / "model").write_text(device.model + "\x00")
-            if device.compatible:
-                (dt / "compatible").write_text("\x00".join(device.compatible) + "\x00")
-        # the remote's first GPU name, answered the way nvidia-smi answers detect_device's query (no compute_cap)
-        replay = [sys.executable, "-c", "import sys; print(sys.argv[1] + ', ')", device.gpus[0].name] \
-            if device.gpus else None
-        return detect_device(root=root, nvidia_smi=replay, directory=directory)
+    """The edgefuse device profile of ``device``: its readings through the same rules as local detection
+    (:func:`edgefuse.devices.detect.profile_from_readings`)."""
+    gpus = [f"{device.gpus[0].name}, "] if device.gpus else []  # nvidia-smi's "name, compute_cap" (cap not asked)
+    return profile_from_readings(device.model, "\n".join(device.compatible) or None, device.l4t, gpus, directory)
 
 
 def jetpack(device: RemoteDevice, profile: DeviceProfile) -> JetPack | None:

@@ -41,6 +41,15 @@ def import_tensorrt() -> Any:
     return module
 
 
+def bindings_available() -> bool:
+    """Whether TensorRT's Python bindings import here (else trtexec builds and times, where it exists)."""
+    try:
+        import_tensorrt()
+    except EdgefuseError:
+        return False
+    return True
+
+
 def tensorrt_version() -> str:
     """The running TensorRT's version, checked: an unsupported one is one error naming the supported ones."""
     from edgefuse.backends.trt.versions import parse_version

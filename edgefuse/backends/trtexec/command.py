@@ -54,11 +54,15 @@ def version_string(version: str) -> str:
 
 
 def checked_version(version: str) -> tuple[int, int, int]:
-    """The version as numbers; TensorRT before 8.0 (and 9.x, never released for Jetson or desktop) is refused."""
+    """The version as numbers, supported as :func:`edgefuse.backends.trt.versions.parse_version` decides (one rule
+    for the Python bindings and trtexec); TensorRT 7's trtexec is named as such."""
+    from edgefuse.backends.trt.versions import parse_version as supported
+
     v = parse_version(version)
-    if v[0] < 8 or v[0] == 9:
+    if v[0] < 8:
         raise EdgefuseError(f"trtexec of TensorRT {version_string(version)}: edgefuse drives trtexec of TensorRT 8.0 "
                             "and later (JetPack 4.6+); upgrade JetPack or TensorRT")
+    supported(version_string(version))
     return v
 
 
