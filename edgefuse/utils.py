@@ -40,6 +40,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def cache_root() -> Path:
+    """edgefuse's cache folder on this machine: $EDGEFUSE_CACHE_DIR, else $XDG_CACHE_HOME/edgefuse or
+    ~/.cache/edgefuse."""
+    base = os.environ.get("EDGEFUSE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgefuse")
+    return Path(base)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -21,6 +21,26 @@ DEVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MISSING = f"{SSHD} is missing: install OpenSSH's server (apt-get install openssh-server; .ci/run does)"
 
 
+def device_bin(folder: Path, *, edgefuse: bool = True, tools: tuple[Path, ...] = ()) -> Path:
+    """A folder to put first on a test device's PATH: ``python3`` runs this interpreter (a wrapper, so a virtual
+    environment stays one), importing edgefuse and its dependencies, or with ``edgefuse=False`` the same interpreter
+    isolated from every installed package (``-I -S``: the standard library only, as a device without edgefuse);
+    ``tools``: executables linked in by their names (e.g. the stand-in trtexec)."""
+    import sys
+
+    import edgefuse as package
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = Path(package.__file__).resolve().parent.parent  # the edgefuse these tests import, whatever installed it
+    line = f'exec "{sys.executable}" -I -S "$@"' if not edgefuse else \
+        f'PYTHONPATH="{source}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" "$@"'
+    (folder / "python3").write_text(f"#!/bin/sh\n{line}\n")
+    (folder / "python3").chmod(0o755)
+    for tool in tools:
+        (folder / tool.name).symlink_to(tool.resolve())
+    return folder
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -47,6 +67,11 @@ class Sshd:
     user: str
     log: Path
     proc: subprocess.Popen[bytes]
+
+    @property
+    def home(self) -> Path:
+        """The device's home folder (``~`` there)."""
+        return self.directory / "home"
 
     @property
     def address(self) -> str:
@@ -92,12 +117,12 @@ class Sshd:
 def start_sshd(directory: Path, *, user_key: Path | None = None, timeout: float = 15.0,
                extra_path: tuple[str, ...] = (), session_env: dict[str, str] | None = None) -> Sshd:
     """Start sshd in ``directory`` (made if needed) and wait until it accepts connections. ``extra_path``: folders
-    put before the device PATH in the sessions' environment (sshd's SetEnv), e.g. this interpreter's folder;
+    put before the device PATH, e.g. a folder from :func:`device_bin`;
     ``session_env``: more variables set there (plain values, no spaces)."""
-    env = dict(session_env or {})
-    if extra_path:
-        env["PATH"] = ":".join([*extra_path, DEVICE_PATH])
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / "home").mkdir(exist_ok=True)
+    env = {"HOME": str(directory / "home"), **(session_env or {})}  # the device's home: its own, not this user's
+    path = ":".join([*extra_path, DEVICE_PATH])
     host_key = make_key(directory / "host_ed25519")
     user_key = user_key or make_key(directory / "user_ed25519")
     (directory / "authorized_keys").write_text(Path(str(user_key) + ".pub").read_text())
@@ -109,7 +134,10 @@ def start_sshd(directory: Path, *, user_key: Path | None = None, timeout: float 
         f"AuthorizedKeysFile {directory / 'authorized_keys'}", "StrictModes no",
         "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "UsePAM no", f"AllowUsers {user}", "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
-        *([f"SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}"] if env else []), ""]))
+        *([f"SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}"] if env else []),
+        # every command runs under /bin/sh with the device PATH, whatever the user's shell start-up files (this
+        # machine's ~/.bashrc puts pyenv first) would make of it
+        f'ForceCommand PATH={path}; export PATH; exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"', ""]))
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
     log = directory / "sshd.log"

@@ -68,3 +68,73 @@ def test_read_runner_logits_refusals(tmp_path: Path) -> None:
     (tmp_path / "logits.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(EdgefuseError, match="not the output of this edgefuse's device_runner.py"):
         device_io.read_runner_logits(tmp_path)
+
+
+def test_read_runner_logits_of_each_backend(tmp_path: Path) -> None:
+    """Records without "backend" (device_runner.py before it) are TensorRT's; ``edgefuse infer`` records name theirs
+    and need no TensorRT keys; a record that names neither version is incomplete."""
+    ids = ["a", "b"]
+    timings = dr.per_clip_timings([(ids, {"h2d_ms": 0.0, "compute_ms": 3.0, "d2h_ms": 0.0})])
+    common = {"batch": 2, "warmup": 1, "engine": "m.engine", "input_name": "clips", "output_name": "logits",
+              "timings": timings}
+    old = {"tensorrt": "8.2.1.8", "api": "binding", "cuda": "pycuda", "gpu": {"name": "Xavier"}, **common}
+    dr.write_outputs(str(tmp_path / "old"), ids, np.ones((2, 3)), old)
+    run = device_io.read_runner_logits(tmp_path / "old").timings
+    assert (run.backend, run.backend_version, run.tensorrt, run.device_name) == ("tensorrt", "8.2.1.8", "8.2.1.8",
+                                                                                 "Xavier")
+    cpu = {"backend": "onnxruntime", "backend_version": "1.32.0", "hardware": {"name": "EPYC"}, **common}
+    dr.write_outputs(str(tmp_path / "cpu"), ids, np.ones((2, 3)), cpu)
+    run = device_io.read_runner_logits(tmp_path / "cpu").timings
+    assert (run.backend, run.backend_version, run.tensorrt, run.api, run.cuda, run.gpu) == (
+        "onnxruntime", "1.32.0", "", "", "", {})
+    assert run.device_name == "EPYC" and run.batch_compute_ms() == [3.0]
+    dr.write_outputs(str(tmp_path / "bad"), ids, np.ones((2, 3)), {"backend": "openvino", **common})
+    with pytest.raises(EdgefuseError, match="incomplete runner record .*backend_version"):
+        device_io.read_runner_logits(tmp_path / "bad")
+
+
+SPECIAL = np.array([[0.1, -0.0, 1e-45, -3.4028235e38, np.inf], [-np.inf, 1.0, 2.5e-39, 123456.789, -7.25]],
+                   np.float32)  # a subnormal, the extremes, values float64 cannot hold as written
+
+
+def test_stream_line_round_trip_is_exact_to_float32_bits() -> None:
+    rng = np.random.default_rng(3)
+    logits = np.concatenate([SPECIAL, (rng.standard_normal((3, 5)) * 10.0 ** rng.integers(-8, 8, (3, 5)))
+                             .astype(np.float32)])
+    ids = [f"v{i}" for i in range(len(logits))]
+    line = dr.stream_line(4, ids, logits, {"h2d_ms": 0.5, "compute_ms": 2.25, "d2h_ms": 0.125})
+    assert line.startswith(dr.STREAM_MARK + " {") and "\n" not in line
+    batch = device_io.parse_stream_line(line + "\n")
+    assert batch is not None and batch.batch_index == 4 and batch.ids == tuple(ids)
+    assert batch.logits.dtype == np.float32 and np.array_equal(batch.logits.view(np.uint32), logits.view(np.uint32))
+    assert (batch.h2d_ms, batch.compute_ms, batch.d2h_ms) == (0.5, 2.25, 0.125)
+    assert batch.line() == line  # a StreamBatch writes the line it was read from
+
+
+def test_parse_stream_line_ignores_other_lines() -> None:
+    line = dr.stream_line(0, ["a"], np.ones((1, 2), np.float32), {})
+    for other in ["", "\n", "progress 3/6", '{"batch_index": 0}', " " + line, "edgefuse-batch {}", "@@other {}"]:
+        assert device_io.parse_stream_line(other) is None
+    parsed = device_io.parse_stream_line(line)
+    assert parsed is not None and parsed.compute_ms == 0.0 and parsed.logits.shape == (1, 2)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("", "no space and JSON after @@edgefuse-batch"), ("x", "no space and JSON"),
+    (' {"batch_index": 0, "ids": ["a"], "logits": [[1.0, 2', "not JSON"), (" [1, 2]", "not a JSON object"),
+    (' {"batch_index": 0, "ids": ["a"], "logits": [[1.0]]}', "no h2d_ms, compute_ms, d2h_ms"),
+    (' {"batch_index": -1, "ids": ["a"], "logits": [[1.0]], "h2d_ms": 0, "compute_ms": 0, "d2h_ms": 0}',
+     "batch_index -1 is not a count"),
+    (' {"batch_index": 0, "ids": [], "logits": [], "h2d_ms": 0, "compute_ms": 0, "d2h_ms": 0}', "ids is not"),
+    (' {"batch_index": 0, "ids": ["a", "b"], "logits": [[1.0]], "h2d_ms": 0, "compute_ms": 0, "d2h_ms": 0}',
+     "logits is not 2 rows of one length"),
+    (' {"batch_index": 0, "ids": ["a"], "logits": [["x"]], "h2d_ms": 0, "compute_ms": 0, "d2h_ms": 0}',
+     "a logit is not a number"),
+    (' {"batch_index": 0, "ids": ["a"], "logits": [[1.0]], "h2d_ms": "fast", "compute_ms": 0, "d2h_ms": 0}',
+     "a value is not a number")])
+def test_malformed_stream_line_is_one_line_error(body: str, message: str) -> None:
+    with pytest.raises(EdgefuseError) as e:
+        device_io.parse_stream_line(dr.STREAM_MARK + body + "\n")
+    text = str(e.value)
+    assert text.startswith("stream line '@@edgefuse-batch") and message in text and "\n" not in text, text
+    assert "device_runner.py" in text  # what to do

@@ -107,7 +107,8 @@ def test_runner_imports_only_the_standard_library_and_numpy() -> None:
 
 def test_arguments_and_missing_files(python: str, tmp_path: Path, folder: Path) -> None:
     helped = run_runner(python, "--help", cwd=tmp_path)
-    assert helped.returncode == 0 and all(w in helped.stdout for w in ("ENGINE", "CLIPS_DIR", "--batch", "--warmup"))
+    assert helped.returncode == 0 and all(w in helped.stdout for w in ("ENGINE", "CLIPS_DIR", "--batch", "--warmup",
+                                                                       "--stream"))
     assert "required" in one_line_error(run_runner(python, cwd=tmp_path))
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not an engine")
@@ -188,6 +189,11 @@ res = {"ids": ids,
        "api_err": err(dr.api_for_version, "7.1.3"),
        "shape_ok": err(dr.check_clip_shape, (-1, 2, 3, -1, 4), [2, 3, 4, 4], "clips"),
        "shape_err": err(dr.check_clip_shape, (-1, 8, 3, 224, 224), [2, 3, 4, 4], "clips")}
+vals = np.array([[0.1, -0.0, 1e-45, -3.4028235e38, float("inf")], [1.0 / 3, 2.5e-39, 123456.789, -7.25, 1e-7]],
+                dtype="float32")  # a subnormal, the extremes, values no float64 literal holds as written
+res["stream"] = dr.stream_line(2, ids[:2], vals, {"h2d_ms": 0.5, "compute_ms": 1.25})
+res["stream_bits"] = vals.view("uint32").tolist()
+res["stream_err"] = err(dr.stream_line, 0, ids[:3], vals, {})
 runs = [(ids[i:i + 3], {"h2d_ms": 0.5, "compute_ms": 2.0 + i, "d2h_ms": 0.1}) for i in range(0, len(ids), 3)]
 record = {"tensorrt": "8.2.1.8", "api": "binding", "cuda": "pycuda", "gpu": {"name": "Xavier"}, "batch": 3,
           "warmup": 2, "engine": "m.engine", "input_name": "clips", "output_name": "logits",
@@ -220,6 +226,12 @@ def test_pure_helpers_under_each_python(python: str, tmp_path: Path, folder: Pat
     assert back.ids == ids and back.logits.shape == (7, 5) and back.logits[6, 4] == 34.0
     assert back.timings.tensorrt == "8.2.1.8" and back.timings.batch_compute_ms() == [2.0, 5.0, 8.0]
     assert back.timings.per_clip[6].clips_in_batch == 1
+    # --stream's line, made by that Python's stream_line, read here to the same float32 bits
+    batch = device_io.parse_stream_line(res["stream"])
+    assert batch is not None and (batch.batch_index, batch.ids) == (2, tuple(ids[:2]))
+    assert batch.logits.view(np.uint32).tolist() == res["stream_bits"]
+    assert (batch.h2d_ms, batch.compute_ms, batch.d2h_ms) == (0.5, 1.25, 0.0)
+    assert res["stream_err"] == [1, "batch 0: logits of shape [2, 5] for 3 clips"]
 
 
 # --- the run loop, in-process, with stand-ins for TensorRT and CUDA (neither exists here) -----------------
@@ -410,6 +422,44 @@ def test_run_loop_per_tensorrt_version(version: str, static: int, tmp_path: Path
     assert back.timings.tensorrt == version and back.timings.batch == (static or 3)
     sizes = [t.clips_in_batch for t in back.timings.per_clip]
     assert sizes == ([2] * 6 + [1] if static else [3] * 6 + [1])  # the last run padded (static) or smaller
+
+
+@pytest.mark.parametrize("version, static", [("8.2.1.8", 2), ("10.3.0.26", 0)])
+def test_stream_prints_each_batch_on_stdout_and_nothing_else(version: str, static: int, tmp_path: Path, folder: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capfd: pytest.CaptureFixture[str]) -> None:
+    """--stream: one line per batch on stdout (file descriptor 1), together logits.npy to the bit; the summary and
+    whatever else writes to stdout during the run (here TensorRT's stand-in, straight to the file descriptor) go to
+    stderr; stdout is back as it was afterwards."""
+    cuda = StandInCuda()
+    trt = stand_in_tensorrt(version, static, cuda)
+    deserialize = type(trt.Runtime(None)).deserialize_cuda_engine
+
+    def noisy(self: Any, data: bytes) -> Any:
+        os.write(1, b"[TensorRT] a log line of the library itself, without its newline ")
+        print("a stray print")
+        return deserialize(self, data)
+
+    monkeypatch.setattr(type(trt.Runtime(None)), "deserialize_cuda_engine", noisy)
+    monkeypatch.setattr(dr, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(dr, "import_cuda", lambda: cuda)
+    (tmp_path / "m.engine").write_bytes(b"engine")
+    batch = [] if static else ["--batch", "3"]
+    assert dr.main([str(tmp_path / "m.engine"), str(folder), "-o", str(tmp_path / "out"), "--stream", *batch]) == 0
+    captured = capfd.readouterr()
+    batches = [device_io.parse_stream_line(line) for line in captured.out.splitlines()]
+    assert batches and all(b is not None for b in batches), captured.out
+    got = [b for b in batches if b is not None]
+    _, ids = clips_and_ids()
+    assert [len(b.ids) for b in got] == ([2, 2, 2, 1] if static else [3, 3, 1])  # the padding left out
+    assert [b.batch_index for b in got] == list(range(len(got))) and [i for b in got for i in b.ids] == ids
+    back = device_io.read_runner_logits(tmp_path / "out", expect_ids=ids)
+    assert np.array_equal(np.concatenate([b.logits for b in got]).view(np.uint32), back.logits.view(np.uint32))
+    assert back.timings.backend == "tensorrt" and back.timings.backend_version == version
+    assert "a stray print" in captured.err and "[TensorRT] a log line" in captured.err
+    assert json.loads(captured.err.splitlines()[-1])["clips"] == 7  # the summary, last, on stderr
+    print("stdout is back")
+    assert capfd.readouterr().out == "stdout is back\n"
 
 
 @pytest.mark.parametrize("version", ["8.2.1.8", "10.3.0.26"])

@@ -190,12 +190,8 @@ def test_run_put_get_round_trip(server: Sshd, tmp_path: Path) -> None:
                 await dev.get("/nonexistent", tmp_path / "missing.bin")
             assert "No such file" in _one_line(e, "command-failed", server)
             assert not (tmp_path / "missing.bin").exists() and not list(tmp_path.glob(".missing.bin*"))
-            Path(first.remote).unlink()
-    try:
-        asyncio.run(go())
-    finally:
-        import shutil
-        shutil.rmtree(Path.home() / ".cache" / "edgefuse-test-remote", ignore_errors=True)
+            assert Path(first.remote).parent == server.home / ".cache" / "edgefuse-test-remote"  # "~": the device's
+    asyncio.run(go())
 
 
 @needs_sshd
@@ -207,7 +203,7 @@ def test_failed_command_and_full_disk_are_one_line(server: Sshd, tmp_path: Path)
             assert _one_line(e, "command-failed", server).endswith("build: remote command failed (exit 3): "
                                                                    "trtexec: parse error")
             with pytest.raises(RemoteError) as e:  # /dev/full: every write fails with ENOSPC, a real full disk
-                await dev.run("echo x > /dev/full", step="copy")
+                await dev.run("cat /etc/hostname > /dev/full", step="copy")
             assert "disk full on the device" in _one_line(e, "disk-full", server)
             assert "No space left on device" in str(e.value)
     asyncio.run(go())

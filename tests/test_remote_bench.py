@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sshd import MISSING, SSHD, Sshd, free_port, start_sshd
+from sshd import MISSING, SSHD, Sshd, device_bin, free_port, start_sshd
 
 from edgefuse.backends.remote import HostSpec, Timeouts
+from edgefuse.backends.remote.build import MISSING_TOOLS, STORE, RemoteOptions
 from edgefuse.bench import BenchConfig
 from edgefuse.bench.remote import FleetReport, bench_remote, check_fleet_config, remote_bench_argv
 from edgefuse.cli.render import render_fleet
@@ -43,8 +43,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Sshd]]:
         pytest.skip(MISSING)
     root = tmp_path_factory.mktemp("fleet-sshd")
     bin_dir = root / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
+    device_bin(bin_dir)
     out: list[Sshd] = []
     try:
         for name in ("a", "b"):  # each device's TMPDIR is its own, to see its temporary folders removed
@@ -61,6 +60,12 @@ def _known(tmp: Path, *servers: Sshd) -> Path:
     f = tmp / "known_hosts"
     f.write_text("".join(s.known_hosts_line() for s in servers))
     return f
+
+
+def _remote(tmp: Path, *servers: Sshd, store: str = STORE) -> RemoteOptions:
+    """Keys known, the record of built engines in this test's folder, engines on the devices under ``store`` (by
+    default in each device's own home)."""
+    return RemoteOptions(known_hosts=_known(tmp, *servers), timeouts=FAST, record=tmp / "record.json", store=store)
 
 
 def _spec(s: Sshd, name: str) -> HostSpec:
@@ -112,8 +117,7 @@ def test_fleet_bench_two_hosts_and_one_unreachable(engine: Path, servers: list[S
     cfg = BenchConfig(engines=(engine, engine.with_name("tsm.onnx")), iterations=4, warmup=1,
                       json_out=tmp_path / "fleet.json", progress=False)
     with caplog.at_level(logging.DEBUG):
-        rep = bench_remote(cfg, [_spec(a, "nano"), down, _spec(b, "orin")], known_hosts=_known(tmp_path, a, b),
-                           timeouts=FAST)
+        rep = bench_remote(cfg, [_spec(a, "nano"), down, _spec(b, "orin")], _remote(tmp_path, a, b))
     assert [h.host for h in rep.hosts] == [f"nano ({a.address})", f"gone ({down.address})", f"orin ({b.address})"]
     ok = [h for h in rep.hosts if not h.failed]
     assert len(ok) == 2 and not rep.ok and [h.host for h in rep.failed] == [rep.hosts[1].host]
@@ -122,6 +126,8 @@ def test_fleet_bench_two_hosts_and_one_unreachable(engine: Path, servers: list[S
         assert h.report.device == "cpu"
         assert [r.name for r in h.report.rows] == ["tsm.engine", "tsm.onnx"] == rep.engines
         assert h.report.rows[0].backend == "onnxruntime"
+        # the engine file was copied; the graph was built there by edgefuse (and recorded here)
+        assert [e.builder for e in h.engines] == ["copied", "edgefuse"]
         assert all(len(r.raw_ms) == 4 and r.latency.iterations == 4 for r in h.report.rows)
     gone = rep.hosts[1]
     assert gone.device is None and gone.step == "connect" and gone.kind in ("refused", "unreachable")
@@ -154,42 +160,32 @@ def test_fleet_bench_two_hosts_and_one_unreachable(engine: Path, servers: list[S
 def test_engine_copies_are_reused_and_sidecar_kept_beside(engine: Path, servers: list[Sshd], tmp_path: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     a = servers[0]
-    cache = f"~/.cache/edgefuse-test-fleet-{a.port}"
+    cache = f"~/.cache/edgefuse-test-fleet-{tmp_path.name}"  # "~": the device's home
     cfg = BenchConfig(engines=(engine,), iterations=2, warmup=0, progress=False)
-    kh = _known(tmp_path, a)
     with caplog.at_level(logging.INFO, logger="edgefuse.backends.remote"):
-        first = bench_remote(cfg, [_spec(a, "nano")], known_hosts=kh, timeouts=FAST, remote_cache=cache)
+        first = bench_remote(cfg, [_spec(a, "nano")], _remote(tmp_path, a, store=cache))
         caplog.clear()
-        second = bench_remote(cfg, [_spec(a, "nano")], known_hosts=kh, timeouts=FAST, remote_cache=cache)
-    try:
-        assert first.ok and second.ok
-        # the second bench sent nothing: engine and sidecar were already there (content-addressed)
-        assert caplog.text.count("already there") == 2 and "copied" not in caplog.text
-        folder = Path(cache.replace("~", str(Path.home()), 1))
-        placed = sorted(p.name for p in next(folder.iterdir()).iterdir())
-        assert "tsm.engine" in placed and "tsm.engine.json" in placed  # the sidecar under its engine's name
-    finally:
-        import shutil
-
-        shutil.rmtree(Path(cache.replace("~", str(Path.home()), 1)), ignore_errors=True)
+        second = bench_remote(cfg, [_spec(a, "nano")], _remote(tmp_path, a, store=cache))
+    assert first.ok and second.ok
+    # the second bench sent nothing: engine and sidecar were already there (content-addressed)
+    assert caplog.text.count("already there") == 2 and "copied" not in caplog.text
+    folder = a.home / ".cache" / f"edgefuse-test-fleet-{tmp_path.name}"
+    placed = sorted(p.name for p in next(folder.iterdir()).iterdir())
+    assert "tsm.engine" in placed and "tsm.engine.json" in placed  # the sidecar under its engine's name
 
 
 @needs_sshd
-def test_host_without_edgefuse_is_one_line(engine: Path, tmp_path: Path) -> None:
-    # a device whose python3 cannot import edgefuse: PYTHONPATH there holds an edgefuse package that fails to import
-    broken = tmp_path / "broken" / "edgefuse"
-    broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text("raise ImportError('not installed here')\n")
-    s = start_sshd(tmp_path / "sshd", session_env={"PYTHONPATH": str(broken.parent)})
+def test_host_without_edgefuse_or_trtexec_is_one_line(engine: Path, tmp_path: Path) -> None:
+    # a device whose python3 cannot import edgefuse (isolated from site-packages) and without trtexec
+    s = start_sshd(tmp_path / "sshd", extra_path=(str(device_bin(tmp_path / "bin", edgefuse=False)),))
     try:
         rep = bench_remote(BenchConfig(engines=(engine,), iterations=2, warmup=0, progress=False),
-                           [_spec(s, "nano")], known_hosts=_known(tmp_path, s), timeouts=FAST)
+                           [_spec(s, "nano")], _remote(tmp_path, s))
     finally:
         s.stop()
     (h,) = rep.hosts
-    assert h.failed and h.kind == "edgefuse-missing" and h.device is not None and "no edgefuse" in h.device
-    assert h.error == (f"nano ({s.address}): bench: edgefuse is not installed on nano ({s.address}); the trtexec "
-                       "path is not wired yet")
+    assert h.failed and h.kind == "missing-tool" and h.device is not None and "no edgefuse" in h.device
+    assert h.error == f"nano ({s.address}): bench: {MISSING_TOOLS}"
     assert render_fleet(rep).splitlines()[-2] == f"FAILED {h.error}"
 
 
@@ -207,6 +203,8 @@ def test_bench_command_on_hosts(engine: Path, servers: list[Sshd], tmp_path: Pat
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "known_hosts").write_text(a.known_hosts_line())
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("EDGEFUSE_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     hosts = tmp_path / "devices.toml"
     hosts.write_text(f'[hosts]\nnano = {{ host = "{a.user}@127.0.0.1", port = {a.port}, '
                      f'identity = "{a.user_key}" }}\n')

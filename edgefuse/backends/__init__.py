@@ -163,7 +163,7 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "trtexec")
 
 
-def _trt_plan(cfg: BuildConfig, graph: str, profile: DeviceProfile, version: str,
+def trt_plan(cfg: BuildConfig, graph: str, profile: DeviceProfile, version: str,
               profiles: dict[str, list[list[int]]]) -> BuildPlan:
     """The TensorRT build plan for ``version``: on a DLA core by the DLA rules, else on the GPU."""
     from edgefuse.backends.plan import plan_dla, plan_precision
@@ -205,7 +205,7 @@ def _build_trt(cfg: BuildConfig, graph: str, profile: DeviceProfile, profiles: d
         from edgefuse.backends.trtexec import build_with_trtexec, probe_version
 
         version = probe_version()
-        plan = _trt_plan(cfg, graph, profile, version, profiles)
+        plan = trt_plan(cfg, graph, profile, version, profiles)
         settings = build_with_trtexec(Path(cfg.model), Path(cfg.output), plan.flags, plan.network_flags, profiles,
                                       cfg.workspace_mb, plan.dla_core, cfg.gpu_fallback, cfg.timing_cache,
                                       version=version,
@@ -215,7 +215,7 @@ def _build_trt(cfg: BuildConfig, graph: str, profile: DeviceProfile, profiles: d
     from edgefuse.backends.trt.cuda import gpu_identity
 
     version = adapter.tensorrt_version()
-    plan = _trt_plan(cfg, graph, profile, version, profiles)
+    plan = trt_plan(cfg, graph, profile, version, profiles)
     hardware = gpu_identity()  # before anything is built: no engine without the facts of its sidecar
     settings = build_engine_file(cfg.model, cfg.output, version, plan.flags, plan.network_flags, profiles,
                                  cfg.workspace_mb, plan.dla_core, cfg.gpu_fallback, cfg.timing_cache,

@@ -6,16 +6,18 @@ preprocesses the clips (``edgefuse.clips``) and writes them with :func:`write_cl
 
     python3 device_runner.py model.engine clips/ -o logits/
 
-and :func:`read_runner_logits` reads ``logits/`` back for comparison. The folder layouts are defined in
-``device_runner.py``'s docstring; the manifest is read here by the runner's own reader, so the workstation
-refuses a folder exactly where the device would.
+and :func:`read_runner_logits` reads ``logits/`` back for comparison (``edgefuse infer``, the same run through any
+edgefuse engine where edgefuse is installed, writes the same folder). The folder layouts and the ``--stream`` line
+format are defined in ``device_runner.py``'s docstring; the manifest is read here by the runner's own reader, so
+the workstation refuses a folder exactly where the device would, and :func:`parse_stream_line` reads the lines
+``--stream`` prints, batch by batch, while a run goes on.
 """
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,8 +29,8 @@ from edgefuse.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClipFolder", "ClipTiming", "RunnerLogits", "RunnerRun", "prepare_clip_folder", "read_clip_folder",
-           "read_runner_logits", "runner_path", "write_clip_folder"]
+__all__ = ["ClipFolder", "ClipTiming", "RunnerLogits", "RunnerRun", "StreamBatch", "parse_stream_line",
+           "prepare_clip_folder", "read_clip_folder", "read_runner_logits", "runner_path", "write_clip_folder"]
 
 
 def runner_path() -> Path:
@@ -111,11 +113,13 @@ class ClipTiming:
 
 @dataclass(frozen=True)
 class RunnerRun:
-    """What the runner recorded besides the logits: versions, device, batching, per-clip timings."""
+    """What the runner (device_runner.py, or ``edgefuse infer``) recorded besides the logits: backend and its
+    version, device, batching, per-clip timings. ``tensorrt``, ``api``, ``cuda`` and ``gpu`` are TensorRT's
+    (empty for other backends); ``backend``, ``backend_version`` and :attr:`device_name` hold for every backend."""
 
-    tensorrt: str
-    api: str  # "binding" (TensorRT 8.0-8.4) or "tensor" (8.5 and later)
-    cuda: str  # "cuda-python" or "pycuda"
+    tensorrt: str  # the TensorRT version; "" when another backend ran
+    api: str  # "binding" (TensorRT 8.0-8.4) or "tensor" (8.5 and later); "" for other backends
+    cuda: str  # "cuda-python" or "pycuda"; "" for other backends
     gpu: dict[str, Any]
     batch: int
     warmup: int
@@ -123,6 +127,14 @@ class RunnerRun:
     input_name: str
     output_name: str
     per_clip: tuple[ClipTiming, ...]
+    backend: str = "tensorrt"  # "tensorrt", "onnxruntime", "openvino" (records without it are TensorRT's)
+    backend_version: str = ""
+    hardware: dict[str, Any] = field(default_factory=dict)  # what ran it: the GPU, or the CPU (name, isa, ...)
+
+    @property
+    def device_name(self) -> str:
+        """The GPU's or CPU's name as recorded, else "device"."""
+        return str(self.hardware.get("name") or self.gpu.get("name") or "device")
 
     def batch_compute_ms(self) -> list[float]:
         """GPU compute milliseconds of each timed run, in order."""
@@ -146,14 +158,15 @@ def read_runner_logits(out_dir: str | Path, expect_ids: Sequence[str] | None = N
     for path in (meta, npy):
         if not path.is_file():
             raise EdgefuseError(f"{folder}: no {path.name}; run 'python3 device_runner.py ENGINE CLIPS_DIR -o OUT_DIR' "
-                                "on the device and copy OUT_DIR back whole")
+                                "(or 'edgefuse infer ENGINE CLIPS_DIR -o OUT_DIR') on the device and copy OUT_DIR "
+                                "back whole")
     try:
         info = json.loads(meta.read_text())
         logits = np.load(npy, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise EdgefuseError(f"{folder}: unreadable runner output ({e}); copy the folder again") from None
     if not isinstance(info, dict) or info.get("format") != dr.LOGITS_FORMAT or info.get("version") != dr.VERSION:
-        raise EdgefuseError(f"{meta}: not the output of this edgefuse's device_runner.py (format "
+        raise EdgefuseError(f"{meta}: not the output of this edgefuse's device_runner.py or 'edgefuse infer' (format "
                             f"{dr.LOGITS_FORMAT!r} version {dr.VERSION}); run the runner from the same edgefuse")
     ids = [str(i) for i in info.get("ids", [])]
     if logits.ndim != 2 or len(logits) != len(ids) or list(logits.shape) != info.get("shape"):
@@ -164,14 +177,87 @@ def read_runner_logits(out_dir: str | Path, expect_ids: Sequence[str] | None = N
                             f"{len(expect_ids)}; run the runner on the same clip folder")
     try:
         per_clip = tuple(ClipTiming.from_dict(t) for t in info["timings"])
-        run = RunnerRun(str(info["tensorrt"]), str(info["api"]), str(info["cuda"]), dict(info.get("gpu") or {}),
+        backend = str(info.get("backend") or "tensorrt")  # device_runner.py before "backend": TensorRT
+        trt = backend == "tensorrt"  # TensorRT's record names its version, API and CUDA bindings
+        version = str(info["tensorrt"] if trt and "backend_version" not in info else info["backend_version"])
+        gpu = dict(info.get("gpu") or {})
+        run = RunnerRun(str(info["tensorrt"] if trt else info.get("tensorrt") or ""),
+                        str(info["api"] if trt else info.get("api") or ""),
+                        str(info["cuda"] if trt else info.get("cuda") or ""), gpu,
                         int(info["batch"]), int(info["warmup"]), str(info["engine"]), str(info["input_name"]),
-                        str(info["output_name"]), per_clip)
+                        str(info["output_name"]), per_clip, backend, version, dict(info.get("hardware") or gpu))
     except (KeyError, TypeError, ValueError) as e:
         raise EdgefuseError(f"{meta}: incomplete runner record ({type(e).__name__}: {e}); copy it again") from None
     if [t.id for t in per_clip] != ids:
         raise EdgefuseError(f"{meta}: {len(per_clip)} timings for {len(ids)} clips; copy the folder again")
     return RunnerLogits(logits.astype(np.float32, copy=False), ids, run)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: an array field makes == ambiguous
+class StreamBatch:
+    """One batch's results as ``--stream`` reports them (device_runner.py or ``edgefuse infer``): the clip ids in
+    the clip folder's order, their logits (len(ids), K) float32, and the batch's H2D / compute / D2H ms."""
+
+    batch_index: int
+    ids: tuple[str, ...]
+    logits: np.ndarray
+    h2d_ms: float = 0.0
+    compute_ms: float = 0.0
+    d2h_ms: float = 0.0
+
+    @property
+    def timing(self) -> dict[str, float]:
+        return {"h2d_ms": self.h2d_ms, "compute_ms": self.compute_ms, "d2h_ms": self.d2h_ms}
+
+    def line(self) -> str:
+        """The ``--stream`` line of this batch (no newline), written by device_runner's ``stream_line``."""
+        try:
+            return dr.stream_line(self.batch_index, self.ids, self.logits, self.timing)
+        except dr.RunnerError as e:
+            raise EdgefuseError(str(e)) from None
+
+
+def _bad_stream_line(line: str, what: str) -> EdgefuseError:
+    head = line if len(line) <= 80 else line[:77] + "..."
+    return EdgefuseError(f"stream line {head!r}: {what}; the device's runner is not this edgefuse's (copy "
+                         "device_runner.py, or install the same edgefuse, on the device)")
+
+
+def parse_stream_line(line: str) -> StreamBatch | None:
+    """The batch a ``--stream`` line reports, or None for any line that does not start with the marker
+    (``@@edgefuse-batch``: other output on the way). A marker line that does not parse is an error: a reader that
+    skipped it would lose those clips silently. Logits come back as the same float32 values the runner had."""
+    text = line.rstrip("\r\n")
+    if not text.startswith(dr.STREAM_MARK):
+        return None
+    payload = text[len(dr.STREAM_MARK):]
+    if not payload.startswith(" "):
+        raise _bad_stream_line(text, f"no space and JSON after {dr.STREAM_MARK}")
+    try:
+        body = json.loads(payload)
+    except ValueError as e:
+        raise _bad_stream_line(text, f"not JSON ({e}), perhaps cut off") from None
+    if not isinstance(body, dict):
+        raise _bad_stream_line(text, "not a JSON object")
+    missing = [k for k in dr.STREAM_KEYS if k not in body]
+    if missing:
+        raise _bad_stream_line(text, f"no {', '.join(missing)}")
+    index, ids, rows = body["batch_index"], body["ids"], body["logits"]
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise _bad_stream_line(text, f"batch_index {index!r} is not a count")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise _bad_stream_line(text, "ids is not a non-empty list of strings")
+    if (not isinstance(rows, list) or len(rows) != len(ids) or not all(isinstance(r, list) for r in rows)
+            or len({len(r) for r in rows}) != 1 or not rows[0]):
+        raise _bad_stream_line(text, f"logits is not {len(ids)} rows of one length, one row per id")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in rows for v in r):
+        raise _bad_stream_line(text, "a logit is not a number")
+    try:
+        logits = np.array(rows, dtype=np.float64).astype(np.float32)  # the JSON floats are float32 values: exact
+        timing = [float(body[k]) for k in dr.TIMING_KEYS]
+    except (TypeError, ValueError) as e:
+        raise _bad_stream_line(text, f"a value is not a number ({e})") from None
+    return StreamBatch(index, tuple(ids), logits, *timing)
 
 
 @dataclass(frozen=True)

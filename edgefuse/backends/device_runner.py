@@ -6,7 +6,7 @@ Python 3.8, TensorRT 8.4/8.5). One self-contained file: the standard library, nu
 cuda-python (``cuda.bindings.runtime``, or the older ``cuda.cudart``) or pycuda. Runs on Python 3.6 and later.
 Copy it to the device (``edgefuse.backends.device_io.runner_path()`` is where the package installed it)::
 
-    python3 device_runner.py ENGINE CLIPS_DIR -o OUT_DIR [--batch N] [--warmup N] [--dry-run]
+    python3 device_runner.py ENGINE CLIPS_DIR -o OUT_DIR [--batch N] [--warmup N] [--stream] [--dry-run]
 
 CLIPS_DIR, written on the workstation by ``edgefuse.backends.device_io.write_clip_folder``:
   manifest.json  {"format": "edgefuse-clips", "version": 1, "input_name": "clips", "dtype": "float32",
@@ -16,10 +16,21 @@ CLIPS_DIR, written on the workstation by ``edgefuse.backends.device_io.write_cli
                  a file of one clip may hold just clip_shape
 OUT_DIR, read back by ``edgefuse.backends.device_io.read_runner_logits``:
   logits.npy     (N, K) float32, rows in manifest order
-  logits.json    {"format": "edgefuse-logits", "version": 1, "ids": [...], "shape": [N, K], "tensorrt": "8.2.1.8",
-                  "api": "binding" | "tensor", "cuda": "cuda-python" | "pycuda", "gpu": {...}, "batch": B,
-                  "warmup": W, "input_name": ..., "output_name": ..., "engine": file name,
+  logits.json    {"format": "edgefuse-logits", "version": 1, "ids": [...], "shape": [N, K], "backend": "tensorrt",
+                  "backend_version": "8.2.1.8", "tensorrt": "8.2.1.8", "api": "binding" | "tensor",
+                  "cuda": "cuda-python" | "pycuda", "gpu": {...}, "batch": B, "warmup": W, "input_name": ...,
+                  "output_name": ..., "engine": file name,
                   "timings": [{"id", "batch_index", "clips_in_batch", "h2d_ms", "compute_ms", "d2h_ms"}, ...]}
+                 (``edgefuse infer``, the same run through any edgefuse engine, writes the same files with its
+                 own "backend" and "backend_version"; records without "backend" are TensorRT's)
+With --stream, each batch's results are also printed as soon as it has run, one line per batch on stdout
+(flushed; read with ``edgefuse.backends.device_io.parse_stream_line``), so a reader keeps every clip reported
+before a device drops; anything else the run prints (the final summary, TensorRT's or CUDA's own output) goes to
+stderr while it streams:
+  @@edgefuse-batch {"batch_index": i, "ids": [...], "logits": [[float, ...], ...], "h2d_ms": x,
+                    "compute_ms": y, "d2h_ms": z}
+  one row of logits per id (the padding of a static batch left out), each value float() of the float32 logit,
+  so it reads back to the same float32 bits (:func:`stream_line` writes it, ``edgefuse infer --stream`` too).
 Exit status: 0 done; 2 bad arguments, unreadable files, TensorRT or CUDA bindings missing; 1 TensorRT or CUDA
 failing at run time. Every error is one line on stderr.
 
@@ -35,7 +46,7 @@ import importlib
 import json
 import os
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,7 +56,11 @@ import numpy as np
 FORMAT, LOGITS_FORMAT, VERSION = "edgefuse-clips", "edgefuse-logits", 1
 MANIFEST, LOGITS_NPY, LOGITS_JSON = "manifest.json", "logits.npy", "logits.json"
 DTYPES = ("float32", "float16")
-USAGE = "python3 device_runner.py ENGINE CLIPS_DIR -o OUT_DIR [--batch N] [--warmup N] [--dry-run]"
+USAGE = "python3 device_runner.py ENGINE CLIPS_DIR -o OUT_DIR [--batch N] [--warmup N] [--stream] [--dry-run]"
+# --stream: one line per batch on stdout, STREAM_MARK, a space, then a JSON object of STREAM_KEYS (stream_line)
+STREAM_MARK = "@@edgefuse-batch"
+STREAM_KEYS = ("batch_index", "ids", "logits", "h2d_ms", "compute_ms", "d2h_ms")
+TIMING_KEYS = ("h2d_ms", "compute_ms", "d2h_ms")
 TRT_HINT = ("TensorRT's Python package (tensorrt) is not installed for this Python: on a Jetson it comes with "
             "JetPack for the system python3 (sudo apt install python3-libnvinfer; check with 'dpkg -l | grep "
             "nvinfer'; a virtualenv needs --system-site-packages), on a desktop GPU 'pip install tensorrt'")
@@ -222,6 +237,48 @@ def write_outputs(out_dir: str, ids: Sequence[str], logits: np.ndarray, record: 
     with open(tmp, "w") as f:
         json.dump(body, f, indent=1)
     os.replace(tmp, os.path.join(out_dir, LOGITS_JSON))
+
+
+def stream_line(batch_index: int, ids: Sequence[str], logits: Any, timing: Mapping[str, float]) -> str:
+    """The --stream line of one batch (no newline): STREAM_MARK, a space, then compact JSON of STREAM_KEYS.
+    ``logits`` (len(ids), K) are written as float() of each float32 value, which reads back to the same float32;
+    ``timing`` gives h2d_ms, compute_ms and d2h_ms (a missing one is 0.0)."""
+    rows = np.asarray(logits, dtype=np.float32)
+    if rows.ndim != 2 or len(rows) != len(ids) or not len(ids):
+        raise RunnerError(f"batch {batch_index}: logits of shape {list(rows.shape)} for {len(ids)} clips", 1)
+    body = {"batch_index": int(batch_index), "ids": [str(i) for i in ids],
+            "logits": rows.astype(np.float64).tolist()}  # type: Dict[str, Any]  # = float() of each float32
+    for key in TIMING_KEYS:
+        body[key] = float(timing.get(key, 0.0))
+    return STREAM_MARK + " " + json.dumps(body, separators=(",", ":"))
+
+
+class StreamOut:
+    """Where --stream lines go: the process's standard output (file descriptor 1), one flushed write per line.
+    While it is open, everything else written to file descriptor 1 (a print, TensorRT's or CUDA's own output)
+    goes to stderr instead, so stdout carries stream lines only; :meth:`close` puts stdout back."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        try:
+            self.fd = os.dup(1)
+            os.dup2(2, 1)
+        except OSError as e:
+            raise RunnerError(f"--stream: no standard output to stream to ({e})")
+        self.out = os.fdopen(self.fd, "w", closefd=False)
+        self.stdout, sys.stdout = sys.stdout, sys.stderr  # Python's own prints too, whatever sys.stdout was
+
+    def write(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        try:
+            self.out.close()  # flushed; the descriptor stays open (closefd=False) until put back below
+        finally:
+            sys.stdout = self.stdout
+            os.dup2(self.fd, 1)
+            os.close(self.fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,6 +605,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, metavar="N", help="clips per run for a dynamic-batch engine "
                    "(default: the profile's opt batch; a static batch is used as built)")
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed runs of the first batch (default 2)")
+    p.add_argument("--stream", action="store_true", help="print each batch's logits and timings as one line on "
+                   "stdout as soon as it has run ('@@edgefuse-batch {json}'; the summary goes to stderr)")
     p.add_argument("--dry-run", action="store_true", help="read and check every clip, print one summary line, "
                    "run nothing (no TensorRT needed)")
     args = p.parse_args(list(argv))
@@ -567,7 +626,8 @@ def dry_run(clips_dir: str, manifest: Dict[str, Any], batch: int) -> Dict[str, A
             "runs": runs, "sum": total, "first": seen[0], "last": seen[-1]}
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
+def run(args: argparse.Namespace, emit: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """The whole run; ``emit`` (--stream) takes each batch's :func:`stream_line` as soon as it has run."""
     if not os.path.isfile(args.engine) and not args.dry_run:
         raise RunnerError(f"{args.engine}: no such engine file")
     manifest = read_manifest(args.clips)
@@ -587,19 +647,28 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for ids, data, n in iter_batches(args.clips, manifest, batch, pad):
         logits, times = session.run(inp, out, data)
         rows.append(logits.reshape(len(data), -1)[:n])
+        if emit is not None:
+            emit(stream_line(len(runs), ids, rows[-1], times))
         runs.append((ids, times))
     ids_all = manifest_ids(manifest)
-    record = {"tensorrt": str(trt.__version__), "api": api, "cuda": cuda.name, "gpu": cuda.gpu, "batch": batch,
-              "padded": pad, "warmup": args.warmup, "input_name": inp["name"], "output_name": out["name"],
-              "input_dtype": str(inp["dtype"]), "clips_dtype": manifest["dtype"],
+    version = str(trt.__version__)
+    record = {"backend": "tensorrt", "backend_version": version, "tensorrt": version, "api": api, "cuda": cuda.name,
+              "gpu": cuda.gpu, "batch": batch, "padded": pad, "warmup": args.warmup, "input_name": inp["name"],
+              "output_name": out["name"], "input_dtype": str(inp["dtype"]), "clips_dtype": manifest["dtype"],
               "engine": os.path.basename(args.engine), "timings": per_clip_timings(runs)}
     write_outputs(args.out, ids_all, np.concatenate(rows), record)
     return {"clips": len(ids_all), "out": args.out, "tensorrt": record["tensorrt"], "batch": batch}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    stream, say = None, sys.stdout  # type: Optional[StreamOut], Any
     try:
-        summary = run(parse_args(sys.argv[1:] if argv is None else argv))
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.stream:
+            say = sys.stderr  # stdout carries the stream lines only
+            if not args.dry_run:
+                stream = StreamOut()
+        summary = run(args, stream.write if stream is not None else None)
     except RunnerError as e:
         sys.stderr.write("device_runner: error: " + str(e).replace("\n", " ") + "\n")
         return e.code
@@ -612,7 +681,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         first = (str(e).strip().splitlines() or [""])[0]
         sys.stderr.write(f"device_runner: error: {type(e).__name__}: {first} (DEVICE_RUNNER_TRACEBACK=1 shows where)\n")
         return 1
-    sys.stdout.write(json.dumps(summary) + "\n")
+    finally:
+        if stream is not None:
+            stream.close()
+    say.write(json.dumps(summary) + "\n")
     return 0
 
 

@@ -1,14 +1,16 @@
 """``edgefuse bench --host``: the same bench on one device or a fleet over SSH, every host in parallel.
 
-Per host: connect (host key checked, :mod:`edgefuse.backends.remote`), detect the device, copy every engine and its
-sidecar into one remote folder named by the engine's sha256 under their own file names (the sidecar is found beside
-its engine by name), run ``python3 -m edgefuse bench`` there, fetch its JSON and read it as a :class:`BenchReport`.
-A host that fails gives one line naming the host and the step; the other hosts go on. The remote temporary folder
-is removed on the way out (also on a failure or Ctrl-C).
+Per host: connect (host key checked, :mod:`edgefuse.backends.remote`) and detect the device; then each engine is
+put there: an engine file with its sidecar is copied (content-addressed, into a folder named by its sha256, under its
+own file name, beside its sidecar), and an ONNX graph is built there or found already built in the local record
+(:func:`edgefuse.backends.remote.build.ensure_engine`). The timing runs where the device allows: ``python3 -m edgefuse
+bench`` when edgefuse is installed there (its JSON fetched and read as a :class:`BenchReport`), else trtexec for
+TensorRT engines (:mod:`edgefuse.bench.remote_trtexec`, with energy from the device's tegrastats). A host that fails
+gives one line naming the host and the step; the other hosts go on. The remote temporary folder is removed on the
+way out (also on a failure or Ctrl-C).
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -16,21 +18,30 @@ import shlex
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgefuse.backends.remote import HostSpec, RemoteError, RemoteHost, Timeouts, detect_remote
-from edgefuse.backends.sidecar import sidecar_path
+from edgefuse.backends.remote import HostSpec, RemoteHost, detect_remote
+from edgefuse.backends.remote.build import (
+    HOST_ERRORS,
+    MISSING_TOOLS,
+    HostFailure,
+    RemoteBuildOptions,
+    RemoteEngine,
+    RemoteOptions,
+    engines_on,
+    failure_of,
+    is_graph,
+    run_hosts,
+)
+from edgefuse.backends.remote.detect import RemoteDevice
+from edgefuse.backends.sidecar import read_sidecar
 from edgefuse.bench.config import BenchConfig, row_names, write_json
 from edgefuse.bench.report import BenchReport
 from edgefuse.errors import EdgefuseError
-from edgefuse.utils import sha256_file
 
 log = logging.getLogger(__name__)
-
-TIMEOUTS = Timeouts()
-NO_EDGEFUSE = "edgefuse is not installed on {host}; the trtexec path is not wired yet"
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,8 @@ class HostBench:
     report: BenchReport | None = None
     error: str | None = None  # one line: "<host>: <step>: <what>; <fix>"
     step: str | None = None  # the step that failed
-    kind: str | None = None  # RemoteError.kind, "edgefuse-missing", or "error"
+    kind: str | None = None  # RemoteError.kind, "missing-tool", or "error"
+    engines: list[RemoteEngine] = field(default_factory=list)  # the engines on the device (built, reused, copied)
 
     @property
     def failed(self) -> bool:
@@ -54,12 +66,19 @@ class HostBench:
             d["report"] = self.report.to_dict(raw)
         else:
             d.update(error=self.error, step=self.step, kind=self.kind)
+        d["engines"] = [e.to_dict() for e in self.engines]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HostBench:
         report = BenchReport.from_dict(d["report"]) if d.get("report") is not None else None
-        return cls(d["host"], d.get("device"), report, d.get("error"), d.get("step"), d.get("kind"))
+        return cls(d["host"], d.get("device"), report, d.get("error"), d.get("step"), d.get("kind"),
+                   [RemoteEngine.from_dict(e) for e in d.get("engines", [])])
+
+    @classmethod
+    def failed_with(cls, host: str, device: str | None, failure: HostFailure,
+                    engines: list[RemoteEngine] | None = None) -> HostBench:
+        return cls(host, device, error=failure.error, step=failure.step, kind=failure.kind, engines=engines or [])
 
 
 @dataclass(frozen=True)
@@ -116,21 +135,8 @@ def check_fleet_config(cfg: BenchConfig, hosts: Sequence[HostSpec]) -> None:
     for path in cfg.engines:
         if not Path(path).is_file():
             raise EdgefuseError(f"{path}: no such engine file to copy to the devices; check the path")
-
-
-async def _put_engine(dev: RemoteHost, engine: Path, base: str) -> str:
-    """Copy ``engine`` (and its sidecar, when it has one) into ``<base>/<engine sha256>/`` under their own file
-    names; the copies are content-addressed (a file already there is not sent again). Returns the engine's path."""
-    if (base == "~" or base.startswith("~/")) and dev.home:
-        base = str(PurePosixPath(dev.home) / base[2:])
-    folder = str(PurePosixPath(base) / sha256_file(engine))
-    files = [engine] + ([sidecar_path(engine)] if sidecar_path(engine).is_file() else [])
-    links = []
-    for f in files:
-        copied = await dev.put(f, folder)
-        links.append(f"ln -f -- {shlex.quote(copied.remote)} {shlex.quote(f'{folder}/{f.name}')}")
-    await dev.run(" && ".join(links), step=f"place {engine.name} beside its sidecar", timeout=dev.timeouts.copy)
-    return f"{folder}/{engine.name}"
+        if not is_graph(Path(path)):
+            read_sidecar(path)  # an engine without its sidecar cannot be placed or timed there
 
 
 def _renamed(report: BenchReport, names: list[str]) -> BenchReport:
@@ -140,59 +146,85 @@ def _renamed(report: BenchReport, names: list[str]) -> BenchReport:
     return dataclasses.replace(report, rows=[dataclasses.replace(r, name=n) for r, n in zip(report.rows, names)])
 
 
-async def bench_host(cfg: BenchConfig, spec: HostSpec, *, known_hosts: Path | None = None,
-                     accept_new_host_key: bool = False, timeouts: Timeouts = TIMEOUTS,
-                     remote_cache: str | None = None) -> HostBench:
+async def _bench_with_edgefuse(dev: RemoteHost, cfg: BenchConfig, engines: list[RemoteEngine]) -> BenchReport:
+    assert dev.tmpdir is not None
+    out = f"{dev.tmpdir}/bench.json"
+    argv = remote_bench_argv(cfg, [e.path for e in engines], out)
+    await dev.run(f"cd {shlex.quote(dev.tmpdir)} && python3 -m edgefuse " + " ".join(shlex.quote(a) for a in argv),
+                  step="bench")
+    with tempfile.TemporaryDirectory(prefix="edgefuse-fleet-") as tmp:
+        local = await dev.get(out, Path(tmp) / "bench.json")
+        data = json.loads(local.read_text(encoding="utf-8"))
+    if data.get("estimate_only"):
+        raise EdgefuseError(f"the device gave roofline estimates only (device {data.get('device')}); use "
+                            "--device auto")
+    return BenchReport.from_dict(data)
+
+
+async def _bench_with_trtexec(dev: RemoteHost, found: RemoteDevice, cfg: BenchConfig, engines: list[RemoteEngine],
+                              names: list[str], on_step: Any) -> BenchReport:
+    from edgefuse.bench.remote_trtexec import trtexec_row_remote
+
+    not_trt = [e for e in engines if e.sidecar.backend != "tensorrt"]
+    if not_trt:
+        raise EdgefuseError(f"{PurePosixPath(not_trt[0].path).name} is a {not_trt[0].sidecar.backend} engine and the "
+                            "device has no edgefuse to run it; trtexec times TensorRT engines only")
+    meta = engines[0].sidecar.metadata
+    t, size = int(meta["segments"]), int(meta["input_size"])
+    shape = [cfg.batch, t, 3, size, size]  # (N, T, 3, H, W)
+    rows = []
+    for name, e in zip(names, engines):
+        on_step(f"trtexec timing of {name}")
+        rows.append(await trtexec_row_remote(dev, found, e.path, e.sidecar, name, batch=cfg.batch, frames=t,
+                                             input_shape=shape, iterations=cfg.iterations, warmup_runs=cfg.warmup))
+    base = rows[0].latency.median_ms
+    rows = [dataclasses.replace(r, speedup_vs_first=base / r.latency.median_ms if r.latency.median_ms else None)
+            for r in rows]
+    return BenchReport(device=engines[0].sidecar.device, hardware=dict(engines[0].sidecar.hardware), batch=cfg.batch,
+                       input=shape, warmup=cfg.warmup, peak_rss_mb=0.0, threads=None, rows=rows,
+                       date=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+async def bench_host(cfg: BenchConfig, spec: HostSpec, remote: RemoteOptions, build: RemoteBuildOptions) -> HostBench:
     """Bench ``cfg.engines`` on one host; a failure is returned as a :class:`HostBench` with its one line."""
     device: str | None = None
     step = "connect"
+    engines: list[RemoteEngine] = []
+
+    def on_step(s: str) -> None:
+        nonlocal step
+        step = s
+
     try:
-        async with RemoteHost(spec, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
-                              timeouts=timeouts) as dev:
+        async with remote.host(spec) as dev:
             step = "detect the device"
             found = await detect_remote(dev)
             device = found.describe()
             log.info("%s: %s", spec.label, device)
-            if found.edgefuse is None:
+            if not found.edgefuse and not found.trtexec:
                 step = "bench"
-                return HostBench(spec.label, device, error=f"{spec.label}: bench: "
-                                 + NO_EDGEFUSE.format(host=spec.label), step=step, kind="edgefuse-missing")
-            assert dev.tmpdir is not None
-            base = remote_cache or dev.tmpdir
-            remote = []
-            for engine in cfg.engines:
-                step = f"copy {Path(engine).name}"
-                remote.append(await _put_engine(dev, Path(engine), base))
+                raise EdgefuseError(MISSING_TOOLS)
+            engines = await engines_on(dev, found, [Path(p) for p in cfg.engines], remote, build, on_step)
+            names = row_names(cfg.engines, cfg.names)
             step = "bench"
-            out = f"{dev.tmpdir}/bench.json"
-            argv = remote_bench_argv(cfg, remote, out)
-            await dev.run(f"cd {shlex.quote(dev.tmpdir)} && python3 -m edgefuse "
-                          + " ".join(shlex.quote(a) for a in argv), step=step)
-            step = "fetch the report"
-            with tempfile.TemporaryDirectory(prefix="edgefuse-fleet-") as tmp:
-                local = await dev.get(out, Path(tmp) / "bench.json")
-                data = json.loads(local.read_text(encoding="utf-8"))
-            if data.get("estimate_only"):
-                raise EdgefuseError(f"{spec.label}: bench: the device gave roofline estimates only (device "
-                                    f"{data.get('device')}); use --device auto")
-            report = _renamed(BenchReport.from_dict(data), row_names(cfg.engines, cfg.names))
-            return HostBench(spec.label, device, report)
-    except RemoteError as e:
-        return HostBench(spec.label, device, error=str(e), step=e.step, kind=e.kind)
-    except EdgefuseError as e:
-        line = " ".join(str(e).split())
-        return HostBench(spec.label, device, error=line if line.startswith(spec.label) else
-                         f"{spec.label}: {step}: {line}", step=step, kind="error")
-    except (ValueError, KeyError, TypeError, OSError) as e:  # a report that does not read, a local file problem
-        what = " ".join(f"{type(e).__name__}: {e}".split())
-        return HostBench(spec.label, device, error=f"{spec.label}: {step}: {what}", step=step, kind="error")
+            if found.edgefuse:
+                report = await _bench_with_edgefuse(dev, cfg, engines)
+            else:
+                report = await _bench_with_trtexec(dev, found, cfg, engines, names, on_step)
+            return HostBench(spec.label, device, _renamed(report, names), engines=engines)
+    except HOST_ERRORS as e:
+        return HostBench.failed_with(spec.label, device, failure_of(spec.label, step, e), engines)
 
 
-async def bench_fleet(cfg: BenchConfig, hosts: Sequence[HostSpec], **kw: Any) -> FleetReport:
-    """Every host at once (asyncio.gather); one failing never stops the others. Cancelling (Ctrl-C) stops every
-    host's remote command and removes its temporary folder."""
+def bench_remote(cfg: BenchConfig, hosts: Sequence[HostSpec], remote: RemoteOptions | None = None,
+                 build: RemoteBuildOptions | None = None) -> FleetReport:
+    """Bench ``cfg.engines`` on every host in ``hosts`` in parallel; one failing never stops the others, and Ctrl-C
+    stops every host's remote command and removes its temporary folder. ``remote``: how the hosts are reached and
+    where engines are kept on them (engine files copied there stay for the next bench); ``build``: the options of
+    graphs built there. ``cfg.json_out`` receives the :class:`FleetReport` with every raw timing per host."""
     check_fleet_config(cfg, hosts)
-    results = await asyncio.gather(*(bench_host(cfg, h, **kw) for h in hosts))
+    reach, opts = remote or RemoteOptions(), build or RemoteBuildOptions()
+    results = run_hosts(lambda h: bench_host(cfg, h, reach, opts), hosts)
     for r in results:
         if r.failed:
             log.warning("%s", r.error)
@@ -201,17 +233,3 @@ async def bench_fleet(cfg: BenchConfig, hosts: Sequence[HostSpec], **kw: Any) ->
     if cfg.json_out:
         write_json(report.to_dict(), cfg.json_out)
     return report
-
-
-def bench_remote(cfg: BenchConfig, hosts: list[HostSpec], *, known_hosts: Path | None = None,
-                 accept_new_host_key: bool = False, timeouts: Timeouts = TIMEOUTS,
-                 remote_cache: str | None = None) -> FleetReport:
-    """Bench ``cfg.engines`` on every host in ``hosts`` in parallel (see :func:`bench_fleet`).
-
-    ``known_hosts``: default ``~/.ssh/known_hosts``; ``accept_new_host_key`` adds a host's key when it has none there
-    (never a changed one). ``remote_cache``: a folder on the devices (e.g. ``~/.cache/edgefuse/engines``) that keeps
-    the copied engines for the next bench; default the remote temporary folder, removed at the end.
-    ``cfg.json_out`` receives the :class:`FleetReport` with every raw timing per host.
-    """
-    return asyncio.run(bench_fleet(cfg, hosts, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
-                                   timeouts=timeouts, remote_cache=remote_cache))

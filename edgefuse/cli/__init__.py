@@ -89,6 +89,7 @@ def _register() -> None:
     from edgefuse.cli import device as _device
     from edgefuse.cli import engine as _engine
     from edgefuse.cli import export as _export
+    from edgefuse.cli import infer as _infer
     from edgefuse.cli import models as _models
     from edgefuse.cli import synth as _synth
     from edgefuse.cli import train as _train
@@ -102,6 +103,7 @@ def _register() -> None:
     cli.add_command(_engine.devices_cmd)
     cli.add_command(_validate.validate_cmd)
     cli.add_command(_device.device_clips_cmd)
+    cli.add_command(_infer.infer_cmd)
     cli.add_command(_bench.bench_cmd)
     cli.add_command(_demo.demo_cmd)
     cli.add_command(_synth.synth_cmd)

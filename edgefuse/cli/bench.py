@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgefuse.cli.options import json_option
+from edgefuse.cli.options import host_specs, json_option, remote_options
 from edgefuse.cli.render import render_bench, render_json
 
 
@@ -26,13 +26,7 @@ from edgefuse.cli.render import render_bench, render_json
               help="Roofline estimate per engine on the --device profile (alone when that device is not this machine; "
                    "beside the measurement when it is).")
 @click.option("--png", "png_out", type=click.Path(path_type=Path, dir_okay=False), help="Latency distribution plot.")
-@click.option("--host", "hosts", multiple=True,
-              help="Bench on this device over SSH (edgefuse installed there): USER@HOST[:PORT] or a name from "
-                   "--hosts-file; repeatable, the hosts run in parallel.")
-@click.option("--hosts-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="TOML with a [hosts] table (nano = \"jetson@10.0.0.5\"); without --host: every host in it.")
-@click.option("--accept-new-host-key", is_flag=True,
-              help="Add the key of a host not yet in ~/.ssh/known_hosts (a changed key is always refused).")
+@remote_options("Bench (an .onnx graph is built there first, or its recorded engine reused)")
 @click.option("--timer", type=click.Choice(["auto", "python", "trtexec"]), default="auto", show_default=True,
               help="TensorRT engines: edgefuse's runner (python), trtexec, or auto = the runner where TensorRT's "
                    "Python bindings import, else trtexec.")
@@ -47,17 +41,13 @@ def bench_cmd(engines: tuple[Path, ...], device: str, batch: int, iterations: in
     cfg = BenchConfig(engines=engines, device=device, batch=batch, iterations=iterations, duration=duration,
                       warmup=warmup, eager=eager, threads=threads, json_out=json_out, png_out=png_out,
                       estimate=estimate, timer=timer)
-    if hosts or hosts_file:
-        from edgefuse.backends.remote import load_hosts_file, resolve_hosts
+    specs = host_specs(hosts, hosts_file)
+    if specs:
+        from edgefuse.backends.remote.build import RemoteOptions
         from edgefuse.bench.remote import bench_remote
         from edgefuse.cli.render import render_fleet
 
-        if hosts:
-            specs = resolve_hosts(hosts, hosts_file)
-        else:
-            assert hosts_file is not None
-            specs = list(load_hosts_file(hosts_file).values())
-        fleet = bench_remote(cfg, specs, accept_new_host_key=accept_new_host_key)
+        fleet = bench_remote(cfg, specs, RemoteOptions(accept_new_host_key=accept_new_host_key))
         click.echo(render_json(fleet.to_dict(raw=False)) if as_json else render_fleet(fleet))
         if not fleet.ok:
             sys.exit(1)  # a host failed (its line is in the table); the others' results are kept

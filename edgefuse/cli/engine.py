@@ -1,11 +1,12 @@
 """``edgefuse build-engine`` and ``edgefuse devices``."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from edgefuse.cli.options import json_option
+from edgefuse.cli.options import host_specs, json_option, remote_options
 from edgefuse.cli.render import device_rows, render_build, render_devices, render_json
 
 
@@ -51,17 +52,48 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--calibration-cache", type=click.Path(path_type=Path, dir_okay=False),
               help="DLA INT8 on TensorRT 8.x / 10.x: the cache 'edgefuse calibrate ... --trt-cache' wrote; build "
                    "from the FP32 graph.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="Engine file (a <engine>.json sidecar is written beside it).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Engine file (a <engine>.json sidecar is written beside it). With --host: optional, one host "
+                   "only, fetches the device's engine and sidecar here.")
+@remote_options("Build")
+@click.option("--rebuild", is_flag=True, help="With --host: build again even when the device holds the engine.")
 @json_option
 def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str, ...], workspace: int | None,
                      dla: int | None, gpu_fallback: bool, timing_cache: Path | None, threads: int | None,
-                     cpu_int8: str, backend: str, calibration_cache: Path | None, output: Path,
+                     cpu_int8: str, backend: str, calibration_cache: Path | None, output: Path | None,
+                     hosts: tuple[str, ...], hosts_file: Path | None, accept_new_host_key: bool, rebuild: bool,
                      as_json: bool) -> None:
     """Build an engine from MODEL (an ONNX graph from export or calibrate) for a device: ONNX Runtime
-    for cpu, TensorRT for Jetsons and NVIDIA GPUs."""
-    from edgefuse.backends import BuildConfig, build_engine
+    for cpu, TensorRT for Jetsons and NVIDIA GPUs.
+
+    With --host the engine is built on each device over SSH (edgefuse there, else trtexec) and stays there;
+    its sidecar is recorded here, so bench and validate on that device reuse it."""
     from edgefuse.backends.plan import parse_shapes
+    from edgefuse.errors import EdgefuseError
+
+    specs = host_specs(hosts, hosts_file)
+    if specs:
+        from edgefuse.backends.remote.build import RemoteBuildOptions, RemoteOptions, build_remote
+        from edgefuse.cli.render_remote import render_fleet_build
+
+        for flag, value in (("--timing-cache", timing_cache), ("--threads", threads),
+                            ("--calibration-cache", calibration_cache)):
+            if value is not None:
+                raise EdgefuseError(f"{flag} is not sent to devices yet: build without it, or on the device itself")
+        opts = RemoteBuildOptions(device=device, precision=precision, shapes=parse_shapes(shapes),
+                                  workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, backend=backend,
+                                  cpu_int8=cpu_int8)
+        fleet = build_remote(model, specs, opts, RemoteOptions(accept_new_host_key=accept_new_host_key),
+                             rebuild=rebuild, output=output)
+        click.echo(render_json(fleet.to_dict()) if as_json else render_fleet_build(fleet))
+        if not fleet.ok:
+            sys.exit(1)
+        return
+    if output is None:
+        raise EdgefuseError("build-engine needs -o ENGINE (the file to write), or --host to build on a device")
+    if rebuild:
+        raise EdgefuseError("--rebuild is for --host (a local build always builds)")
+    from edgefuse.backends import BuildConfig, build_engine
 
     cfg = BuildConfig(model=model, output=output, device=device, precision=precision, shapes=parse_shapes(shapes),
                       workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, timing_cache=timing_cache,

@@ -46,3 +46,34 @@ def clip_options(default_num: int) -> Callable[[F], F]:
             f = opt(f)
         return f
     return deco
+
+
+def remote_options(what: str) -> Callable[[F], F]:
+    """--host, --hosts-file, --accept-new-host-key: the devices to reach over SSH (``what``: what runs there)."""
+    def deco(f: F) -> F:
+        for opt in reversed([
+            click.option("--host", "hosts", multiple=True, metavar="USER@HOST[:PORT]|NAME",
+                         help=f"{what} on this device over SSH: USER@HOST[:PORT] or a name from --hosts-file; "
+                              "repeatable, the hosts run in parallel."),
+            click.option("--hosts-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                         help="TOML with a [hosts] table (nano = \"jetson@10.0.0.5\"); without --host: every host "
+                              "in it."),
+            click.option("--accept-new-host-key", is_flag=True,
+                         help="Add the key of a host not yet in ~/.ssh/known_hosts (a changed key is always "
+                              "refused)."),
+        ]):
+            f = opt(f)
+        return f
+    return deco
+
+
+def host_specs(hosts: tuple[str, ...], hosts_file: Path | None) -> list[Any]:
+    """The HostSpecs of --host / --hosts-file (every host of the file when no --host is given); [] for neither."""
+    if not hosts and hosts_file is None:
+        return []
+    from edgefuse.backends.remote import load_hosts_file, resolve_hosts
+
+    if hosts:
+        return resolve_hosts(hosts, hosts_file)
+    assert hosts_file is not None
+    return list(load_hosts_file(hosts_file).values())

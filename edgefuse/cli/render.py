@@ -350,3 +350,15 @@ def render_fleet(rep: FleetReport) -> str:
             lines.append(f"FAILED {h.error}")
     lines.append(f"{len(rep.hosts) - len(rep.failed)} of {len(rep.hosts)} hosts benched")
     return "\n".join(lines)
+
+
+if TYPE_CHECKING:  # edgefuse infer's result
+    from edgefuse.backends.infer import InferResult
+
+
+def render_infer(result: InferResult) -> str:
+    """``edgefuse infer``: what ran, how fast, where the logits are and the command that compares them."""
+    ran = (f"ran {result.engine} ({result.backend} {result.backend_version}) on {result.clips} clips, {result.batch} "
+           f"per run: {result.runs} runs, {result.mean_compute_ms:.2f} ms per run on average")
+    return "\n".join([ran, f"wrote {result.out_dir}/logits.npy and logits.json",
+                      f"compare:  edgefuse validate {result.out_dir} --reference MODEL.onnx --clips CLIPS_DIR"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from edgefuse.errors import EdgefuseError
 from edgefuse.graph.query import dims, graph_inputs
 from edgefuse.quantize import qdq
 from edgefuse.quantize.config import MIN_CLIPS, STATS_VERSION, CalibrateConfig
-from edgefuse.utils import atomic_path
+from edgefuse.utils import atomic_path, cache_root
 
 if TYPE_CHECKING:
     from edgefuse.clips import ClipSet
@@ -82,9 +81,7 @@ def cache_key(graph: onnx.ModelProto, cfg: CalibrateConfig, meta: dict[str, Any]
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("EDGEFUSE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgefuse")
-    return Path(base) / "calibrate"
+    return cache_root() / "calibrate"
 
 
 def _open(src: Path, meta: dict[str, Any], cfg: CalibrateConfig, n: int | None, seed: int) -> ClipSet:

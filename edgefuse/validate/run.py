@@ -81,7 +81,7 @@ def validate_device_logits(cfg: ValidateConfig) -> ValidateReport:
     result = compare_logits(np.concatenate(ref_logits), got.logits, np.asarray(labels) if labels else None,
                             names or None, ids)
     run = got.timings
-    info = EngineInfo("tensorrt", run.tensorrt, str(run.gpu.get("name") or "device"), meta.get("precision"))
+    info = EngineInfo(run.backend, run.backend_version, run.device_name or "device", meta.get("precision"))
     return _write(ValidateReport(str(cfg.engine), str(cfg.reference), str(cfg.clips), info, cfg.max_drop, result,
                                  None, None, None), cfg)
 

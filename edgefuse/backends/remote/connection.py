@@ -11,6 +11,7 @@ import logging
 import re
 import shlex
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # RemoteError.kind: what went wrong, for callers that go on with the other hosts and mark partial results
 KINDS = ("unreachable", "refused", "auth", "host-key-unknown", "host-key-changed", "identity", "timeout",
-         "command-failed", "disk-full", "connection-lost")
+         "command-failed", "disk-full", "connection-lost", "missing-tool")
 DISK_FULL = "No space left on device"
 
 
@@ -44,6 +45,7 @@ class Timeouts:
 
     connect: float = 20.0
     command: float = 600.0
+    build: float = 3600.0  # an engine build: a Nano takes minutes for a ResNet-50, far longer for large graphs
     copy: float = 600.0
     cleanup: float = 15.0
 
@@ -77,7 +79,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _quote(path: str) -> str:
+def quote(path: str) -> str:
     """``path`` for a remote shell; a leading ``~/`` becomes ``"$HOME"/``."""
     if path == "~" or path.startswith("~/"):
         rest = path[2:]
@@ -225,8 +227,10 @@ class RemoteHost:
                                                    "then run again")
 
     async def run(self, command: str, *, timeout: float | None = None, step: str | None = None,
-                  check: bool = True, input: str | None = None) -> RunResult:
-        """Run ``command`` (a shell line) on the device; a non-zero exit raises unless ``check=False``."""
+                  check: bool = True, input: str | None = None,
+                  on_line: Callable[[str], None] | None = None) -> RunResult:
+        """Run ``command`` (a shell line) on the device; a non-zero exit raises unless ``check=False``.
+        ``on_line``: called with each line of its output as it arrives (the result's stdout is then empty)."""
         asyncssh = _asyncssh()
         if self._conn is None:
             raise EdgefuseError(f"{self.spec.label}: not connected; use 'async with RemoteHost(...)'")
@@ -239,34 +243,44 @@ class RemoteHost:
             # an interruption or close(); the pid file goes when the command ends by itself
             self._runs += 1
             pidfile = f"{self.tmpdir}/run.{self._runs}.pid"
-            command = f"echo $$ > {shlex.quote(pidfile)} && trap 'rm -f {pidfile}' EXIT\n{command}"
+            # a stop marker (this command's, or the connection's on close) written before the pid file was read
+            # stops the command before it starts: no command escapes a stop however late it starts
+            command = (f"{{ echo $$ > {pidfile} && trap 'rm -f {pidfile}' EXIT; }} || exit 125\n"
+                       f"[ -e {pidfile}.stop ] || [ -e {self.tmpdir}/stop ] && exit 130\n{command}")
         try:
             proc = await self._conn.create_process(command, encoding="utf-8", errors="replace")
             if input is not None:
                 proc.stdin.write(input)
             proc.stdin.write_eof()
             try:
-                done = await self._wait(proc, t, step)
+                done = await (self._wait(proc, t, step) if on_line is None else
+                              self._wait_lines(proc, t, step, on_line))
             except RemoteError as e:
                 if e.kind == "timeout" and pidfile is not None:
-                    await self._stop_remote(pidfile)
+                    await self._stop_remote(pidfile, f"{pidfile}.stop")
+                raise
+            except Exception:  # on_line refused a line: the command is stopped, not left running
+                proc.close()
+                if pidfile is not None:
+                    await self._stop_remote(pidfile, f"{pidfile}.stop")
                 raise
         except (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError,
                 ConnectionError, BrokenPipeError) as e:
             raise self._lost(step, e) from None
         result = RunResult(str(done.stdout or ""), str(done.stderr or ""), done.exit_status)
         if check and result.exit_status != 0:
-            raise self._command_failed(step, result.exit_status, result.stderr)
+            raise self.command_failed(step, result.exit_status, result.stderr)
         return result
 
-    async def _stop_remote(self, pidfiles: str) -> None:
-        """Kill the process groups of the commands whose pid files match ``pidfiles`` (a shell glob)."""
+    async def _stop_remote(self, pidfiles: str, marker: str) -> None:
+        """Kill the process groups of the commands whose pid files match ``pidfiles`` (a shell glob), after writing
+        ``marker``, which the commands not yet started see (see :meth:`run`)."""
         if self._conn is None:
             return
         try:
             await asyncio.wait_for(self._conn.run(
-                f'for f in {pidfiles}; do [ -f "$f" ] && kill -KILL -- "-$(cat "$f")"; rm -f "$f"; done 2>/dev/null',
-                check=False), timeout=self.timeouts.cleanup)
+                f'touch {marker}; for f in {pidfiles}; do [ -f "$f" ] && kill -s KILL -- "-$(cat "$f")"; rm -f "$f"; '
+                'done 2>/dev/null', check=False), timeout=self.timeouts.cleanup)
         except (_asyncssh().Error, OSError, asyncio.TimeoutError) as e:
             log.warning("%s: could not stop a remote command (%s)", self.spec.label, type(e).__name__)
 
@@ -284,7 +298,32 @@ class RemoteHost:
             raise self._lost(step, "the channel closed without an exit status")
         return done
 
-    def _command_failed(self, step: str, status: int | None, stderr: str) -> RemoteError:
+    async def _wait_lines(self, proc: Any, t: float, step: str, on_line: Callable[[str], None]) -> Any:
+        """:meth:`_wait` with stdout handed to ``on_line`` line by line as it comes (stderr read alongside, so a
+        chatty command never stalls on a full channel)."""
+        async def lines() -> None:
+            async for line in proc.stdout:
+                on_line(line)
+
+        end = asyncio.get_running_loop().time() + t
+        errors = asyncio.ensure_future(proc.stderr.read())
+        try:
+            await asyncio.wait_for(lines(), timeout=t)
+        except asyncio.TimeoutError:
+            errors.cancel()
+            proc.close()
+            raise self._fail(step, "timeout", f"no end within {t:g} s; stopped it (raise the timeout if it is "
+                                              "just slow)") from None
+        except BaseException:
+            errors.cancel()
+            raise
+        stderr = await errors
+        done = await self._wait(proc, max(1.0, end - asyncio.get_running_loop().time()), step)
+        if not done.stderr:
+            done.stderr = stderr  # what was read alongside (asyncssh's record of the exit is a plain object)
+        return done
+
+    def command_failed(self, step: str, status: int | None, stderr: str) -> RemoteError:
         if DISK_FULL in stderr:
             return self._fail(step, "disk-full", f"disk full on the device ({_last_line(stderr)}); free space "
                                                  "there (df -h) and run again")
@@ -292,6 +331,12 @@ class RemoteHost:
         return self._fail(step, "command-failed", f"remote command failed (exit {status}): {last}")
 
     # -- copies ------------------------------------------------------------------------------------------------
+    def expand(self, path: str) -> str:
+        """``path`` on the device with a leading ``~`` as the remote home folder."""
+        if (path == "~" or path.startswith("~/")) and self.home:
+            return str(PurePosixPath(self.home) / path[2:])
+        return path
+
     async def _stream(self, command: str, step: str, **redirect: str) -> None:
         asyncssh = _asyncssh()
         try:
@@ -302,7 +347,7 @@ class RemoteHost:
             raise self._lost(step, e) from None
         if done.exit_status != 0:
             err = done.stderr.decode("utf-8", "replace") if isinstance(done.stderr, bytes) else str(done.stderr)
-            raise self._command_failed(step, done.exit_status if done.exit_status is not None else -1, err)
+            raise self.command_failed(step, done.exit_status if done.exit_status is not None else -1, err)
 
     async def put(self, local: Path, remote_dir: str | None = None) -> Copied:
         """Copy ``local`` into ``remote_dir`` (default: the temporary folder) as ``<stem>.<sha256><suffix>``;
@@ -313,25 +358,32 @@ class RemoteHost:
         if not local.is_file():
             raise EdgefuseError(f"{local}: no such file to copy to {self.spec.label}")
         digest = sha256_file(local)
-        folder = remote_dir or self.tmpdir
-        if folder == "~" or folder.startswith("~/"):
-            folder = str(PurePosixPath(self.home or "~") / folder[2:])
+        folder = self.expand(remote_dir or self.tmpdir)
         name = f"{local.name.split('.')[0]}.{digest}{''.join(local.suffixes)}"
         target = str(PurePosixPath(folder) / name)
         step = f"copy {local.name} to {folder}"
-        have = await self.run(f"sha256sum -- {_quote(target)} 2>/dev/null", step=step, check=False,
+        have = await self.run(f"sha256sum -- {quote(target)} 2>/dev/null", step=step, check=False,
                               timeout=self.timeouts.copy)
         if have.stdout.split()[:1] == [digest]:
             log.info("%s: %s already there (sha256 %s)", self.spec.label, name, digest[:12])
             return Copied(target, digest, copied=False)
-        part = f"{target}.part"
-        await self._stream(f"mkdir -p -- {_quote(folder)} && cat > {_quote(part)} && mv -f -- {_quote(part)} "
-                           f"{_quote(target)}", step, stdin=str(local))
-        check = await self.run(f"sha256sum -- {_quote(target)}", step=step, timeout=self.timeouts.copy)
+        part = f"{quote(target)}.part.$$"  # the shell's pid: two copies of one file at once do not collide
+        await self._stream(f"mkdir -p -- {quote(folder)} && cat > {part} && mv -f -- {part} {quote(target)}", step,
+                           stdin=str(local))
+        check = await self.run(f"sha256sum -- {quote(target)}", step=step, timeout=self.timeouts.copy)
         if check.stdout.split()[:1] != [digest]:
             raise self._fail(step, "command-failed", "the copy's sha256 differs from the local file's; run again")
         log.info("%s: copied %s (%d bytes)", self.spec.label, name, local.stat().st_size)
         return Copied(target, digest, copied=True)
+
+    async def put_file(self, local: Path, remote: str) -> None:
+        """Copy ``local`` to exactly ``remote`` (its folder made if needed); ``remote`` appears only once complete."""
+        if self._conn is None:
+            raise EdgefuseError(f"{self.spec.label}: not connected; use 'async with RemoteHost(...)'")
+        target = self.expand(remote)
+        part = f"{quote(target)}.part.$$"
+        await self._stream(f"mkdir -p -- {quote(str(PurePosixPath(target).parent))} && cat > {part} && mv -f -- "
+                           f"{part} {quote(target)}", f"copy {Path(local).name}", stdin=str(local))
 
     async def get(self, remote: str, local: Path) -> Path:
         """Copy the device's ``remote`` file to ``local``; ``local`` appears only once it is complete."""
@@ -340,7 +392,7 @@ class RemoteHost:
         local = Path(local)
         step = f"fetch {remote}"
         with atomic_path(local) as tmp:
-            await self._stream(f"cat -- {_quote(remote)}", step, stdout=str(tmp))
+            await self._stream(f"cat -- {quote(remote)}", step, stdout=str(tmp))
         return local
 
     # -- the way out -------------------------------------------------------------------------------------------
@@ -353,7 +405,7 @@ class RemoteHost:
         try:
             if self.tmpdir is not None:
                 self._conn = conn  # for _stop_remote: commands still running (Ctrl-C, an error) are stopped first
-                await self._stop_remote(f"{self.tmpdir}/run.*.pid")
+                await self._stop_remote(f"{self.tmpdir}/run.*.pid", f"{self.tmpdir}/stop")
                 self._conn = None
                 proc = await asyncio.wait_for(conn.run(f"rm -rf -- {shlex.quote(self.tmpdir)}", check=False),
                                               timeout=self.timeouts.cleanup)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 MARK = "@@edgefuse:"
 SECTIONS = ("l4t", "model", "compatible", "nvidia_smi", "dpkg_tensorrt", "python_tensorrt", "trtexec", "python3",
-            "edgefuse", "machine")
+            "edgefuse", "tegrastats", "machine_id", "machine")
 TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it, off the PATH
 
 # POSIX sh (dash on Ubuntu/JetPack); every probe ends quietly when its tool or file is missing
@@ -35,6 +35,8 @@ s python_tensorrt; python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/
 s trtexec; command -v trtexec 2>/dev/null || {{ [ -x {TRTEXEC_JETPACK} ] && echo {TRTEXEC_JETPACK}; }}
 s python3; python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null
 s edgefuse; python3 -c 'import edgefuse; print(edgefuse.__version__)' 2>/dev/null
+s tegrastats; command -v tegrastats 2>/dev/null
+s machine_id; cat /etc/machine-id 2>/dev/null || cat /var/lib/dbus/machine-id 2>/dev/null
 s machine; uname -m
 s end
 exit 0
@@ -61,6 +63,8 @@ class RemoteDevice:
     python3: str | None = None  # "3.6.9"
     edgefuse: str | None = None  # version importable by python3
     machine: str | None = None  # uname -m
+    tegrastats: str | None = None  # its path (Jetsons)
+    machine_id: str | None = None  # /etc/machine-id: which device this is, whatever address reaches it
 
     @property
     def is_jetson(self) -> bool:
@@ -139,6 +143,15 @@ def _version(text: str) -> str | None:
     return line if re.fullmatch(r"\d+(\.\w+)*", line) else None
 
 
+def _first_line(text: str) -> str | None:
+    return text.strip().splitlines()[0].strip() if text.strip() else None
+
+
+def _machine_id(text: str) -> str | None:
+    line = text.strip().splitlines()[0].strip().lower() if text.strip() else ""
+    return line if re.fullmatch(r"[0-9a-f]{32}", line) else None
+
+
 def parse_detection(text: str) -> RemoteDevice:
     """The detection script's output as a :class:`RemoteDevice` (pure)."""
     s = split_sections(text)
@@ -157,6 +170,8 @@ def parse_detection(text: str) -> RemoteDevice:
         python3=_version(s.get("python3", "")),
         edgefuse=_version(s.get("edgefuse", "")),
         machine=s.get("machine") or None,
+        tegrastats=_first_line(s.get("tegrastats", "")),
+        machine_id=_machine_id(s.get("machine_id", "")),
     )
 
 

@@ -12,9 +12,17 @@ from __future__ import annotations
 from .command import BuildSpec, TimingSpec, build_argv, command_string, parse_version, timing_argv
 from .figures import BenchFigures, ExportedTimes, bench_figures, read_export_times
 from .report import Stats, TrtexecReport, check_report, failure_reason, parse_report
-from .run import build_with_trtexec, find_trtexec, probe_version, run_trtexec, time_with_trtexec
+from .run import (
+    build_settings,
+    build_with_trtexec,
+    check_build,
+    find_trtexec,
+    probe_version,
+    run_trtexec,
+    time_with_trtexec,
+)
 
 __all__ = ["BenchFigures", "BuildSpec", "ExportedTimes", "Stats", "TimingSpec", "TrtexecReport", "bench_figures",
-           "build_argv", "build_with_trtexec", "check_report", "command_string", "failure_reason", "find_trtexec",
+           "build_argv", "build_settings", "build_with_trtexec", "check_build", "check_report", "command_string", "failure_reason", "find_trtexec",
            "parse_report", "parse_version", "probe_version", "read_export_times", "run_trtexec", "time_with_trtexec",
            "timing_argv"]

@@ -117,17 +117,31 @@ def build_with_trtexec(onnx: Path, engine: Path, flags: Sequence[str] = (), netw
     if not engine.is_file() or engine.stat().st_size == 0:
         raise EdgefuseError(f"trtexec build: it exited cleanly but wrote no engine at {engine}; rerun with verbose "
                             "output and check the disk")
+    check_build(report, version, dla_core, gpu_fallback)
+    return build_settings(report, argv, version, flags, network_flags, dla_core, timing_cache, workspace_mb,
+                          reused_timing_cache=bool(cache_before and report.timing_cache_loaded_bytes))
+
+
+def check_build(report: TrtexecReport, version: str, dla_core: int | None, gpu_fallback: bool) -> None:
+    """What a build's log must show beyond a clean exit: the TensorRT version the command was made for, and no DLA
+    layer falling back to the GPU unless allowed (pure; one EdgefuseError line)."""
     if report.version and parse_version(report.version)[:2] != parse_version(version)[:2]:
         raise EdgefuseError(f"trtexec build: the command was made for TensorRT {version} but trtexec is "
                             f"{report.version}; rebuild without giving the version")
     if dla_core is not None and report.dla_fallback_layers and not gpu_fallback:
         raise EdgefuseError(f"trtexec build: {len(report.dla_fallback_layers)} layer(s) cannot run on DLA (e.g. "
                             f"{report.dla_fallback_layers[0]}); pass --gpu-fallback or build without --dla")
+
+
+def build_settings(report: TrtexecReport, argv: Sequence[str], version: str, flags: Sequence[str],
+                   network_flags: Sequence[str], dla_core: int | None, timing_cache: Path | str | None,
+                   workspace_mb: int | None, reused_timing_cache: bool = False) -> dict[str, Any]:
+    """The sidecar's settings of an engine trtexec built (pure): the exact command, trtexec's version and device."""
     return {"builder": "trtexec", "trtexec_version": report.version or version, "trtexec_command": command_string(argv),
             "flags": list(flags), "network_flags": list(network_flags), "dla_core": dla_core,
             "gpu_fallback_layers": list(report.dla_fallback_layers) if dla_core is not None else [],
             "timing_cache": str(timing_cache) if timing_cache else None, "workspace_mb": workspace_mb,
-            "reused_timing_cache": bool(cache_before and report.timing_cache_loaded_bytes),
+            "reused_timing_cache": reused_timing_cache,
             "trtexec_build_seconds": report.engine_build_s, "marked_outputs": [],
             "trtexec_device": {"name": report.device_name, "compute_capability": report.compute_capability}}
 
