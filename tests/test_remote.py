@@ -99,8 +99,13 @@ def test_parse_jetson_nano_jetpack46() -> None:
         "nvidia,tegra210", nvidia_smi="",
         dpkg_tensorrt="ii  libnvinfer8     8.0.1-1+cuda10.2   arm64   TensorRT runtime libraries\n"
                       "ii  tensorrt       8.0.1.6-1+cuda10.2 arm64   Meta package of TensorRT",
-        python_tensorrt="", trtexec="/usr/src/tensorrt/bin/trtexec", python3="3.6.9", edgefuse="", machine="aarch64")
+        python_tensorrt="", trtexec="/usr/src/tensorrt/bin/trtexec", python3="3.6.9", edgefuse="",
+        python_modules="numpy\npycuda\npycuda\nsomething-else", tegrastats="/usr/bin/tegrastats",
+        machine_id="3D1219C7C4C5404AAA1F6D2A48ADFDA4", machine="aarch64")
     d = parse_detection(out)
+    # the device runner lacks TensorRT's Python package (python3-libnvinfer not installed): said before any work
+    assert d.python_modules == ("numpy", "pycuda") and d.runner_missing == ["tensorrt"]
+    assert d.tegrastats == "/usr/bin/tegrastats" and d.machine_id == "3d1219c7c4c5404aaa1f6d2a48adfda4"
     assert (d.l4t, d.tensorrt, d.tensorrt_source, d.python3, d.edgefuse) == ("32.6.1", "8.0.1.6", "dpkg", "3.6.9",
                                                                              None)
     assert d.is_jetson and d.has_gpu and d.trtexec == "/usr/src/tensorrt/bin/trtexec"
@@ -121,8 +126,9 @@ def test_parse_desktop_gpu_and_python_tensorrt() -> None:
 
 
 def test_parse_nothing_is_cpu() -> None:
-    d = parse_detection(_answer(l4t="", model="", nvidia_smi="", python3=""))
-    assert not d.has_gpu and d.python3 is None and d.tensorrt is None
+    d = parse_detection(_answer(l4t="", model="", nvidia_smi="", python3="", machine_id="not-an-id"))
+    assert not d.has_gpu and d.python3 is None and d.tensorrt is None and d.machine_id is None
+    assert d.runner_missing == ["python3"]
     assert device_profile(d).name == "cpu"
 
 

@@ -214,3 +214,45 @@ def test_bench_command_on_hosts(engine: Path, servers: list[Sshd], tmp_path: Pat
     assert "1 of 1 hosts benched" in res.output and "tsm.engine" in res.output
     res = CliRunner().invoke(cli, [*args, "--host", "nano", "--host", f"nobody@127.0.0.1:{free_port()}"])
     assert res.exit_code == 1 and "1 of 2 hosts benched" in res.output and "FAILED" in res.output
+
+
+@needs_sshd
+def test_graph_built_and_timed_with_trtexec_on_a_device_without_edgefuse(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A JetPack-4.6-like device: no edgefuse, trtexec only. trtexec there is a STAND-IN replaying recorded real output
+    (a TensorRT 8.2.1 build, then a Xavier NX timing summary) and copying per-run times written here: TensorRT cannot
+    exist on this machine. The graph is built there by trtexec, timed by trtexec, and the second bench reuses the
+    engine from the record instead of building again."""
+    from test_remote_trtexec import RAW, write_times
+
+    from edgefuse.backends.remote.build import RemoteBuildOptions
+    from edgefuse.export.api import export
+    from edgefuse.export.config import make_config
+
+    graph = export(make_config(None, tmp_path / "tsm.onnx", model="synth_tsm_r18w025", segments=8, size=224)).path
+    standin = Path(__file__).parent / "data" / "trtexec" / "trtexec"
+    logs = ",".join(str(standin.parent.resolve() / n) for n in ("trt8.2.1_explicit_batch_warning.log",
+                                                                 "build_engine_built.log", "trt8.2_xavier_nx.log"))
+    argv = tmp_path / "argv.json"
+    s = start_sshd(tmp_path / "d", extra_path=(str(device_bin(tmp_path / "bin", edgefuse=False, tools=(standin,))),),
+                   session_env={"EDGEFUSE_TRTEXEC_STANDIN_REPLAY": logs, "EDGEFUSE_TRTEXEC_STANDIN_ARGV": str(argv),
+                                "EDGEFUSE_TRTEXEC_STANDIN_TIMES": str(write_times(tmp_path / "times.json", RAW))})
+    cfg = BenchConfig(engines=(graph,), iterations=len(RAW), warmup=1, progress=False)
+    build = RemoteBuildOptions(device="jetson_xavier_nx")
+    try:
+        first = bench_remote(cfg, [_spec(s, "xnx")], _remote(tmp_path, s), build)
+        with caplog.at_level(logging.INFO, logger="edgefuse.backends.remote"):
+            second = bench_remote(cfg, [_spec(s, "xnx")], _remote(tmp_path, s), build)
+    finally:
+        s.stop()
+    for rep in (first, second):
+        (h,) = rep.hosts
+        assert not h.failed, h.error
+        assert h.report is not None and h.report.device == "jetson_xavier_nx" and h.report.input == [1, 8, 3, 224, 224]
+        (row,) = h.report.rows
+        assert row.backend == "tensorrt (trtexec)" and row.name == "tsm.onnx" and row.raw_ms == RAW
+        assert row.command is not None and "--loadEngine=" in row.command
+    assert [e.builder for e in first.hosts[0].engines] == ["trtexec"] and not first.hosts[0].engines[0].reused
+    assert second.hosts[0].engines[0].reused and "reusing" in caplog.text
+    sent = json.loads(argv.read_text())  # the last trtexec call: the timing of the engine built there
+    assert f"--loadEngine={second.hosts[0].engines[0].path}" in sent

@@ -203,3 +203,26 @@ def test_trtexec_failure_and_missing_tools_are_one_line(graph: Path, tmp_path: P
     finally:
         failing.stop()
         bare.stop()
+
+
+def test_record_lookup_by_options_or_latest(tmp_path: Path) -> None:
+    from edgefuse.backends.remote.record import EngineRecord, add_record, find_record
+
+    def rec(options: str, engine: str, trt: str | None = "8.2.1") -> EngineRecord:
+        return EngineRecord("id@jetson@10.0.0.5", "Jetson Nano", "jetson@10.0.0.5", trt, "g" * 64, options, engine,
+                            "e" * 64, "trtexec")
+
+    path = tmp_path / "record.json"
+    for r in (rec("fp16", "/e/a.engine"), rec("int8", "/e/b.engine"), rec("fp16", "/e/c.engine")):
+        add_record(r, path)
+    records = load_records(path)
+    assert [r.remote_engine for r in records] == ["/e/b.engine", "/e/c.engine"]  # fp16 rebuilt: replaced
+    assert find_record(records, "id@jetson@10.0.0.5", "g" * 64, "int8", "8.2.1").remote_engine == "/e/b.engine"
+    # bench / validate give no options: the latest engine of the graph, whatever options built it
+    assert find_record(records, "id@jetson@10.0.0.5", "g" * 64, None, "8.2.1").remote_engine == "/e/c.engine"
+    # TensorRT upgraded on the device (JetPack update): nothing recorded fits any more
+    assert find_record(records, "id@jetson@10.0.0.5", "g" * 64, None, "8.2.3") is None
+    assert find_record(records, "other@jetson@10.0.0.5", "g" * 64, None, "8.2.1") is None
+    path.write_text("{not json")
+    with pytest.raises(EdgefuseError, match="unreadable record of remote engines"):
+        load_records(path)

@@ -161,7 +161,7 @@ def test_one_host_then_two_sharded_match_local(graph: Path, servers: list[Sshd],
     assert FleetValidateReport.from_dict(saved).ran_on == two.ran_on and saved["partial"] is False
     text = render_fleet_validate(two)
     assert "nano (" in text and "orin (" in text and "FAILED" not in text
-    everything = text + (tmp_path / "fleet.json").read_text() + caplog.text
+    everything = text + (tmp_path / "fleet.json").read_text() + caplog.text + (tmp_path / "record.json").read_text()
     for secret in _secrets(a, b):
         assert secret not in everything
     for s in servers:  # the remote temporary folders are gone
@@ -221,8 +221,9 @@ def test_every_host_gone_gives_a_partial_report(graph: Path, synth_default: Path
 
 @needs_sshd
 def test_device_without_edgefuse_fails_in_one_line(graph: Path, synth_default: Path, tmp_path: Path) -> None:
-    """trtexec (a STAND-IN replaying a recorded build log: no TensorRT here) builds, but the device runner needs numpy
-    and TensorRT's Python package, which this device's python3 lacks: one line naming the host and the step."""
+    """trtexec (a STAND-IN replaying a recorded build log: no TensorRT here) builds, but the device runner needs numpy,
+    TensorRT's Python package and CUDA bindings, which this device's python3 lacks: one line naming the host and the
+    step, before any clip is sent."""
     logs = ",".join(str(STANDIN.parent.resolve() / n) for n in ("trt8.2.1_explicit_batch_warning.log",
                                                                 "build_engine_built.log"))
     s = start_sshd(tmp_path / "d", extra_path=(str(device_bin(tmp_path / "bin", edgefuse=False, tools=(STANDIN,))),),
@@ -234,7 +235,8 @@ def test_device_without_edgefuse_fails_in_one_line(graph: Path, synth_default: P
         s.stop()
     (h,) = fleet.hosts
     assert h.failure is not None and h.engine is not None and h.engine.builder == "trtexec"
-    assert h.failure.step.startswith("run shard") and "numpy" in h.failure.error and "\n" not in h.failure.error
+    assert h.failure.step == "copy the device runner" and "\n" not in h.failure.error
+    assert "the device runner needs numpy, tensorrt, cuda-python or pycuda for python3 there" in h.failure.error
     assert fleet.partial and fleet.report is None and len(fleet.missing) == 4
 
 
@@ -262,3 +264,38 @@ def test_validate_command_on_hosts(graph: Path, servers: list[Sshd], synth_defau
     assert (home / ".cache" / "edgefuse" / "remote-engines.json").is_file()  # the engine built there is recorded
     res = CliRunner().invoke(cli, [*args, "--host", "nano", "--host", "nobody@127.0.0.1:1"])
     assert res.exit_code == 1 and "FAILED nobody@127.0.0.1:1: connect:" in res.output
+
+
+@needs_sshd
+def test_interrupted_validate_stops_every_host(graph: Path, servers: list[Sshd], synth_default: Path,
+                                               tmp_path: Path) -> None:
+    """Ctrl-C under asyncio.run cancels the main task: every host's remote command is stopped and its temporary
+    folder removed (the same path as a cancelled task, driven here)."""
+    def infer_running() -> bool:
+        for d in Path("/proc").iterdir():
+            try:
+                if d.name.isdigit() and b"edgefuse\0infer" in (d / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+        return False
+
+    async def go() -> None:
+        task: asyncio.Future[FleetValidateReport] | None = None
+
+        def on_result(host: str, clip: str) -> None:
+            assert task is not None
+            task.cancel()
+
+        task = asyncio.ensure_future(validate_fleet(_cfg(graph, synth_default / "val.txt", 8),
+                                                    [_spec(s, n) for s, n in zip(servers, ("nano", "orin"))],
+                                                    _remote(tmp_path, *servers),
+                                                    RemoteBuildOptions(backend="onnxruntime"), shard=1,
+                                                    on_result=on_result))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    assert not infer_running()
+    for s in servers:
+        assert list((s.directory.parent / f"tmp-{s.directory.name}").glob("edgefuse.*")) == []

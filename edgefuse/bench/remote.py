@@ -185,7 +185,8 @@ async def _bench_with_trtexec(dev: RemoteHost, found: RemoteDevice, cfg: BenchCo
                        date=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
-async def bench_host(cfg: BenchConfig, spec: HostSpec, remote: RemoteOptions, build: RemoteBuildOptions) -> HostBench:
+async def bench_host(cfg: BenchConfig, spec: HostSpec, remote: RemoteOptions,
+                     build: RemoteBuildOptions | None) -> HostBench:
     """Bench ``cfg.engines`` on one host; a failure is returned as a :class:`HostBench` with its one line."""
     device: str | None = None
     step = "connect"
@@ -221,10 +222,11 @@ def bench_remote(cfg: BenchConfig, hosts: Sequence[HostSpec], remote: RemoteOpti
     """Bench ``cfg.engines`` on every host in ``hosts`` in parallel; one failing never stops the others, and Ctrl-C
     stops every host's remote command and removes its temporary folder. ``remote``: how the hosts are reached and
     where engines are kept on them (engine files copied there stay for the next bench); ``build``: the options of
-    graphs built there. ``cfg.json_out`` receives the :class:`FleetReport` with every raw timing per host."""
+    graphs built there (None: an engine recorded for the graph with any options, else built with the defaults).
+    ``cfg.json_out`` receives the :class:`FleetReport` with every raw timing per host."""
     check_fleet_config(cfg, hosts)
-    reach, opts = remote or RemoteOptions(), build or RemoteBuildOptions()
-    results = run_hosts(lambda h: bench_host(cfg, h, reach, opts), hosts)
+    reach = remote or RemoteOptions()
+    results = run_hosts(lambda h: bench_host(cfg, h, reach, build), hosts)
     for r in results:
         if r.failed:
             log.warning("%s", r.error)

@@ -37,7 +37,7 @@ from edgefuse.backends.remote.build import (
     failure_of,
     is_graph,
 )
-from edgefuse.backends.remote.detect import RemoteDevice
+from edgefuse.backends.remote.detect import RUNNER_HINT, RemoteDevice
 from edgefuse.errors import EdgefuseError
 from edgefuse.utils import atomic_path
 from edgefuse.validate.compare import compare_logits
@@ -215,7 +215,7 @@ async def _run_shard(dev: RemoteHost, found: RemoteDevice, engine: RemoteEngine,
 
 
 async def _validate_host(spec: HostSpec, graph: Path, work: _Work, remote: RemoteOptions,
-                         build: RemoteBuildOptions, counter: list[int]) -> HostShare:
+                         build: RemoteBuildOptions | None, counter: list[int]) -> HostShare:
     from edgefuse.backends.device_io import runner_path
 
     device: str | None = None
@@ -243,6 +243,9 @@ async def _validate_host(spec: HostSpec, graph: Path, work: _Work, remote: Remot
                 if engine.sidecar.backend != "tensorrt":
                     raise EdgefuseError(f"a {engine.sidecar.backend} engine and no edgefuse on the device to run it; "
                                         "the device runner runs TensorRT engines")
+                if found.runner_missing:
+                    raise EdgefuseError(f"no edgefuse there, and the device runner needs {', '.join(found.runner_missing)}"
+                                        f" for python3 there; {RUNNER_HINT}")
                 runner = (await dev.put(runner_path(), remote.store + "/runner")).remote
                 runner_name = "device_runner.py"
             while (shard := await work.queue.take()) is not None:
@@ -312,7 +315,7 @@ def check_remote_config(cfg: ValidateConfig, hosts: Sequence[HostSpec]) -> None:
 
 
 async def validate_fleet(cfg: ValidateConfig, hosts: Sequence[HostSpec], remote: RemoteOptions,
-                         build: RemoteBuildOptions, shard: int | None = None,
+                         build: RemoteBuildOptions | None, shard: int | None = None,
                          on_result: Callable[[str, str], None] | None = None) -> FleetValidateReport:
     """:func:`validate_remote` inside a running event loop; ``on_result(host, clip id)`` is called as each clip's
     logits arrive."""
@@ -369,10 +372,10 @@ async def validate_fleet(cfg: ValidateConfig, hosts: Sequence[HostSpec], remote:
 
 def validate_remote(cfg: ValidateConfig, hosts: Sequence[HostSpec], remote: RemoteOptions | None = None,
                     build: RemoteBuildOptions | None = None, shard: int | None = None) -> FleetValidateReport:
-    """Run ``cfg.engine`` (a graph, built on each device or reused from the record, or an engine file with its
-    sidecar) on the clips across ``hosts``, each clip once, and compare with ``cfg.reference`` run here. Ctrl-C stops
+    """Run ``cfg.engine`` (a graph, built on each device or reused from the record (``build`` None: an engine
+    recorded with any options, else built with the defaults), or an engine file with its sidecar) on the clips across ``hosts``, each clip once, and compare with ``cfg.reference`` run here. Ctrl-C stops
     every host's remote command and removes its temporary folder."""
     start = time.monotonic()
-    fleet = asyncio.run(validate_fleet(cfg, hosts, remote or RemoteOptions(), build or RemoteBuildOptions(), shard))
+    fleet = asyncio.run(validate_fleet(cfg, hosts, remote or RemoteOptions(), build, shard))
     log.info("validated %d clips on %d hosts in %.1f s", len(fleet.ran_on), len(hosts), time.monotonic() - start)
     return fleet

@@ -138,17 +138,19 @@ async def remote_sha256(dev: RemoteHost, path: str, step: str) -> str | None:
     return first[0] if got.exit_status == 0 and first else None
 
 
-async def ensure_engine(dev: RemoteHost, found: RemoteDevice, graph: Path, opts: RemoteBuildOptions,
+async def ensure_engine(dev: RemoteHost, found: RemoteDevice, graph: Path, opts: RemoteBuildOptions | None,
                         remote: RemoteOptions, *, rebuild: bool = False,
                         on_step: Callable[[str], None] | None = None) -> RemoteEngine:
     """The engine of ``graph`` on this device: the recorded one when the device still holds it unchanged (and has
-    the same TensorRT), else built now (and recorded)."""
+    the same TensorRT), else built now (and recorded). ``opts`` None: any engine recorded for the graph (the latest;
+    what bench and validate take, so an engine built with options is found again), else one built with defaults."""
     step = (on_step or (lambda s: None))
     spec = dev.spec
     graph_sha = sha256_file(graph)
-    key = opts.key()
     dev_id = device_id(spec, found)
-    old = find_record(load_records(remote.record), dev_id, graph_sha, key, found.tensorrt)
+    old = find_record(load_records(remote.record), dev_id, graph_sha, opts.key() if opts else None, found.tensorrt)
+    opts = opts or RemoteBuildOptions()
+    key = opts.key()
     if old is not None and not rebuild:
         step("check the recorded engine")
         if await remote_sha256(dev, old.remote_engine, "check the recorded engine") == old.engine_sha256:
@@ -311,7 +313,7 @@ async def put_engine(dev: RemoteHost, engine: Path, base: str) -> RemoteEngine:
 
 
 async def engines_on(dev: RemoteHost, found: RemoteDevice, paths: Sequence[Path], remote: RemoteOptions,
-                     build: RemoteBuildOptions, on_step: Any) -> list[RemoteEngine]:
+                     build: RemoteBuildOptions | None, on_step: Any) -> list[RemoteEngine]:
     """Each of ``paths`` on the device: engine files copied, graphs built there or reused from the record."""
     out = []
     for path in paths:

@@ -19,8 +19,17 @@ if TYPE_CHECKING:
 
 MARK = "@@edgefuse:"
 SECTIONS = ("l4t", "model", "compatible", "nvidia_smi", "dpkg_tensorrt", "python_tensorrt", "trtexec", "python3",
-            "edgefuse", "tegrastats", "machine_id", "machine")
+            "edgefuse", "python_modules", "tegrastats", "machine_id", "machine")
 TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it, off the PATH
+RUNNER_MODULES = ("numpy", "tensorrt", "cuda", "pycuda")  # what device_runner.py imports (cuda: cuda-python)
+RUNNER_HINT = ("JetPack 4.6 / 5: sudo apt install python3-numpy python3-libnvinfer, then pip3 install pycuda (or "
+               "cuda-python on JetPack 5); or install edgefuse there (Python 3.10+)")
+
+# how each is imported by the runner (a bare namespace package, such as tensorrt-stubs leaves, does not count); in
+# double quotes, as the probe sits in a single-quoted sh string
+_PROBES = ('(("numpy", "import numpy"), ("tensorrt", "import tensorrt; tensorrt.__version__"), '
+           '("cuda", "import cuda.bindings.runtime"), ("cuda", "from cuda import cudart"), '
+           '("pycuda", "import pycuda.driver"))')
 
 # POSIX sh (dash on Ubuntu/JetPack); every probe ends quietly when its tool or file is missing
 SCRIPT = f"""\
@@ -35,6 +44,13 @@ s python_tensorrt; python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/
 s trtexec; command -v trtexec 2>/dev/null || {{ [ -x {TRTEXEC_JETPACK} ] && echo {TRTEXEC_JETPACK}; }}
 s python3; python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null
 s edgefuse; python3 -c 'import edgefuse; print(edgefuse.__version__)' 2>/dev/null
+s python_modules; python3 -c '
+for name, code in {_PROBES}:
+    try:
+        exec(code)
+        print(name)
+    except Exception:
+        pass' 2>/dev/null
 s tegrastats; command -v tegrastats 2>/dev/null
 s machine_id; cat /etc/machine-id 2>/dev/null || cat /var/lib/dbus/machine-id 2>/dev/null
 s machine; uname -m
@@ -63,6 +79,7 @@ class RemoteDevice:
     python3: str | None = None  # "3.6.9"
     edgefuse: str | None = None  # version importable by python3
     machine: str | None = None  # uname -m
+    python_modules: tuple[str, ...] = ()  # which of RUNNER_MODULES python3 there finds
     tegrastats: str | None = None  # its path (Jetsons)
     machine_id: str | None = None  # /etc/machine-id: which device this is, whatever address reaches it
 
@@ -84,6 +101,17 @@ class RemoteDevice:
                 if p not in out:
                     out.append(p)
         return tuple(out)
+
+    @property
+    def runner_missing(self) -> list[str]:
+        """What the device runner (device_runner.py) lacks on this device's python3; [] when it can run."""
+        if not self.python3:
+            return ["python3"]
+        have = set(self.python_modules)
+        missing = [m for m in ("numpy", "tensorrt") if m not in have]
+        if not have & {"cuda", "pycuda"}:
+            missing.append("cuda-python or pycuda")
+        return missing
 
     def describe(self) -> str:
         what = (self.model or "Jetson") if self.is_jetson else (self.gpus[0].name if self.gpus else "no NVIDIA GPU")
@@ -170,6 +198,7 @@ def parse_detection(text: str) -> RemoteDevice:
         python3=_version(s.get("python3", "")),
         edgefuse=_version(s.get("edgefuse", "")),
         machine=s.get("machine") or None,
+        python_modules=tuple(dict.fromkeys(m for m in s.get("python_modules", "").split() if m in RUNNER_MODULES)),
         tegrastats=_first_line(s.get("tegrastats", "")),
         machine_id=_machine_id(s.get("machine_id", "")),
     )

@@ -75,12 +75,13 @@ def load_records(path: Path | None = None) -> list[EngineRecord]:
                             "rebuilt on the next use)") from None
 
 
-def find_record(records: list[EngineRecord], device_id: str, graph_sha256: str, options: str,
+def find_record(records: list[EngineRecord], device_id: str, graph_sha256: str, options: str | None,
                 tensorrt: str | None) -> EngineRecord | None:
-    """The record of this graph built with these options on this device, if it was built with the TensorRT the
-    device has now (an engine does not run on another TensorRT version)."""
-    for r in records:
-        if r.key == (device_id, graph_sha256, options) and r.tensorrt == tensorrt:
+    """The record of this graph built on this device with these options (``None``: any, the latest built), if it was
+    built with the TensorRT the device has now (an engine does not run on another TensorRT version)."""
+    for r in reversed(records):  # the latest first
+        if (r.device_id, r.graph_sha256) == (device_id, graph_sha256) and options in (None, r.options) \
+                and r.tensorrt == tensorrt:
             return r
     return None
 
