@@ -211,7 +211,7 @@ def test_bench_command_on_hosts(engine: Path, servers: list[Sshd], tmp_path: Pat
     args = ["bench", str(engine), "--hosts-file", str(hosts), "--iterations", "2", "--warmup", "0"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
-    assert "1 of 1 hosts benched" in res.output and "tsm.engine" in res.output
+    assert "1 of 1 host benched" in res.output and "tsm.engine" in res.output
     res = CliRunner().invoke(cli, [*args, "--host", "nano", "--host", f"nobody@127.0.0.1:{free_port()}"])
     assert res.exit_code == 1 and "1 of 2 hosts benched" in res.output and "FAILED" in res.output
 

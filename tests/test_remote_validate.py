@@ -95,7 +95,7 @@ def _secrets(*servers: Sshd) -> list[str]:
 
 # -- pure ---------------------------------------------------------------------------------------------------------
 def test_shards_cover_each_clip_once_and_come_back() -> None:
-    assert shard_size(100, 2) == 13 and shard_size(3, 4) == 1 and shard_size(10_000, 1) == 64
+    assert shard_size(100, 2) == 25 and shard_size(3, 4) == 1 and shard_size(10_000, 1) == 128
     assert shard_size(100, 2, 7) == 7
     with pytest.raises(EdgefuseError, match="shard size 0"):
         shard_size(10, 1, 0)

@@ -79,7 +79,7 @@ def write_clip_folder(clips: np.ndarray, ids: Sequence[str], input_name: str, ou
                 "files": files, "edgefuse": dict(metadata or {})}
     with atomic_path(out / dr.MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
-    log.info("wrote %d clips in %d file(s) to %s", len(names), len(files), out)
+    log.debug("wrote %d clips in %d file(s) to %s", len(names), len(files), out)
     return out
 
 

@@ -169,6 +169,11 @@ async def _bench_with_trtexec(dev: RemoteHost, found: RemoteDevice, cfg: BenchCo
     if not_trt:
         raise EdgefuseError(f"{PurePosixPath(not_trt[0].path).name} is a {not_trt[0].sidecar.backend} engine and the "
                             "device has no edgefuse to run it; trtexec times TensorRT engines only")
+    ignored = [flag for flag, on in (("--duration", cfg.duration is not None), ("--threads", cfg.threads is not None),
+                                     ("--estimate", cfg.estimate), ("--timer python", cfg.timer == "python")) if on]
+    if ignored:
+        log.warning("%s: no edgefuse there, so trtexec times the engines with --iterations and --warmup; %s not used",
+                    dev.spec.label, ", ".join(ignored))
     meta = engines[0].sidecar.metadata
     t, size = int(meta["segments"]), int(meta["input_size"])
     shape = [cfg.batch, t, 3, size, size]  # (N, T, 3, H, W)
@@ -201,7 +206,7 @@ async def bench_host(cfg: BenchConfig, spec: HostSpec, remote: RemoteOptions,
             step = "detect the device"
             found = await detect_remote(dev)
             device = found.describe()
-            log.info("%s: %s", spec.label, device)
+            log.debug("%s: %s", spec.label, device)
             if not found.edgefuse and not found.trtexec:
                 step = "bench"
                 raise EdgefuseError(MISSING_TOOLS)
@@ -229,7 +234,7 @@ def bench_remote(cfg: BenchConfig, hosts: Sequence[HostSpec], remote: RemoteOpti
     results = run_hosts(lambda h: bench_host(cfg, h, reach, build), hosts)
     for r in results:
         if r.failed:
-            log.warning("%s", r.error)
+            log.debug("%s", r.error)
     report = FleetReport(engines=row_names(cfg.engines, cfg.names), hosts=list(results),
                          date=time.strftime("%Y-%m-%d %H:%M:%S"))
     if cfg.json_out:

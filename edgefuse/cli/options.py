@@ -71,9 +71,9 @@ def host_specs(hosts: tuple[str, ...], hosts_file: Path | None) -> list[Any]:
     """The HostSpecs of --host / --hosts-file (every host of the file when no --host is given); [] for neither."""
     if not hosts and hosts_file is None:
         return []
-    from edgefuse.backends.remote import load_hosts_file, resolve_hosts
+    from edgefuse.backends.remote.hosts import check_unique, load_hosts_file, resolve_hosts
 
     if hosts:
         return resolve_hosts(hosts, hosts_file)
     assert hosts_file is not None
-    return list(load_hosts_file(hosts_file).values())
+    return check_unique(list(load_hosts_file(hosts_file).values()))

@@ -348,7 +348,8 @@ def render_fleet(rep: FleetReport) -> str:
     for h in rep.hosts:
         if h.report is None:
             lines.append(f"FAILED {h.error}")
-    lines.append(f"{len(rep.hosts) - len(rep.failed)} of {len(rep.hosts)} hosts benched")
+    lines.append(f"{len(rep.hosts) - len(rep.failed)} of {len(rep.hosts)} host{'s' if len(rep.hosts) != 1 else ''} "
+                 "benched")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from edgefuse.cli.render import render_json, render_validate
 @click.option("--layer-tolerance", default=0.05, show_default=True, help="Relative error that counts as departed.")
 @remote_options("Run ENGINE (a graph is built there, or its recorded engine reused)")
 @click.option("--shard", type=click.IntRange(min=1),
-              help="With --host: clips per shard sent to a device (default: about four shards per host).")
+              help="With --host: clips per shard sent to a device (default: two shards per host).")
 @json_option
 def validate_cmd(engine: Path, reference: Path, clips: Path, root: Path | None, num_clips: int, seed: int,
                  workers: int, max_drop: float, report: Path | None, html: Path | None, per_layer: bool,

@@ -449,7 +449,7 @@ def build_remote(graph: Path, hosts: Sequence[HostSpec], opts: RemoteBuildOption
     results = run_hosts(lambda h: build_host(graph, h, o, r, rebuild=rebuild, fetch=output), hosts)
     for r in results:
         if r.failure is not None:
-            log.warning("%s", r.failure.error)
+            log.debug("%s", r.failure.error)
     fetched = str(output) if output is not None and results[0].engine is not None else None
     return FleetBuild(str(graph), list(results), fetched)
 

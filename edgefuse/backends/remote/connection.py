@@ -120,6 +120,7 @@ class RemoteHost:
         self.home: str | None = None
         self._conn: Any = None
         self._runs = 0  # commands started, for their pid files
+        self._gone = False  # the connection was lost: nothing to clean there
 
     def _fail(self, step: str, kind: str, detail: str) -> RemoteError:
         err = RemoteError(self.spec.label, step, kind, detail)
@@ -190,7 +191,7 @@ class RemoteHost:
                                  f"'{known_hosts_name(spec)}' -f {where})") from None
             raise self._fail("connect", "host-key-unknown",
                              f"host key unknown (not in {where}); check its fingerprint and connect once with "
-                             "ssh, or pass the option that accepts a new host key") from None
+                             "ssh, or pass --accept-new-host-key") from None
         except asyncssh.PermissionDenied:
             which = f"key {spec.identity}" if spec.identity else "default keys or agent"
             raise self._fail("connect", "auth", f"authentication failed for user {spec.user} ({which}; passwords "
@@ -210,7 +211,7 @@ class RemoteHost:
             kind = "refused" if e.errno == errno.ECONNREFUSED else "unreachable"
             raise self._fail("connect", kind, f"unreachable ({e.strerror or e}); check the address and "
                                               "the network") from None
-        log.info("%s: connected%s", spec.label, " (new host key added)" if verdict.get("kind") == "added" else "")
+        log.debug("%s: connected%s", spec.label, " (new host key added)" if verdict.get("kind") == "added" else "")
         made = await self.run('printf "%s\\n" "$HOME"; mktemp -d "${TMPDIR:-/tmp}/edgefuse.XXXXXXXX"',
                               step="make the remote temporary folder", timeout=self.timeouts.command)
         lines = made.stdout.splitlines()
@@ -223,8 +224,10 @@ class RemoteHost:
 
     # -- commands ----------------------------------------------------------------------------------------------
     def _lost(self, step: str, why: object) -> RemoteError:
-        return self._fail(step, "connection-lost", f"connection lost ({why}); check the device and the network, "
-                                                   "then run again")
+        self._gone = True
+        what = str(why).strip().rstrip(".")
+        detail = "connection lost" + (f" ({what})" if what and what.lower() != "connection lost" else "")
+        return self._fail(step, "connection-lost", f"{detail}; check the device and the network, then run again")
 
     async def run(self, command: str, *, timeout: float | None = None, step: str | None = None,
                   check: bool = True, input: str | None = None,
@@ -282,7 +285,7 @@ class RemoteHost:
                 f'touch {marker}; for f in {pidfiles}; do [ -f "$f" ] && kill -s KILL -- "-$(cat "$f")"; rm -f "$f"; '
                 'done 2>/dev/null', check=False), timeout=self.timeouts.cleanup)
         except (_asyncssh().Error, OSError, asyncio.TimeoutError) as e:
-            log.warning("%s: could not stop a remote command (%s)", self.spec.label, type(e).__name__)
+            log.debug("%s: could not stop a remote command (%s)", self.spec.label, type(e).__name__)
 
     async def _wait(self, proc: Any, t: float, step: str) -> Any:
         asyncssh = _asyncssh()
@@ -397,30 +400,48 @@ class RemoteHost:
 
     # -- the way out -------------------------------------------------------------------------------------------
     async def close(self) -> None:
-        """Remove the remote temporary folder (when the connection still works) and disconnect."""
+        """Stop the commands still running there, remove the remote temporary folder and disconnect. A cancellation
+        (Ctrl-C) arriving during this cleanup does not cut it short: the cleanup finishes, then the cancellation goes
+        on. A connection already lost is not cleaned (nothing can reach the device)."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        asyncssh = _asyncssh()
+        cancelled = False
+        if self.tmpdir is not None and self._gone:
+            log.warning("%s: the connection was lost, so the remote temporary folder %s stays on the device (remove "
+                        "it once the device is back)", self.spec.label, self.tmpdir)
         try:
-            if self.tmpdir is not None:
-                self._conn = conn  # for _stop_remote: commands still running (Ctrl-C, an error) are stopped first
-                await self._stop_remote(f"{self.tmpdir}/run.*.pid", f"{self.tmpdir}/stop")
-                self._conn = None
-                proc = await asyncio.wait_for(conn.run(f"rm -rf -- {shlex.quote(self.tmpdir)}", check=False),
-                                              timeout=self.timeouts.cleanup)
-                if proc.exit_status != 0:
-                    log.warning("%s: could not remove %s (%s)", self.spec.label, self.tmpdir,
-                                _last_line(str(proc.stderr or "")) or f"exit {proc.exit_status}")
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as e:
-            log.warning("%s: could not remove the remote temporary folder %s (%s)", self.spec.label, self.tmpdir,
-                        type(e).__name__)
+            if self.tmpdir is not None and not self._gone:
+                for _ in range(3):  # each further Ctrl-C restarts the (idempotent) cleanup, up to three times
+                    try:
+                        await self._cleanup(conn)
+                        break
+                    except asyncio.CancelledError:
+                        cancelled = True
         finally:
             self.tmpdir = None
             conn.close()
             try:
                 await asyncio.wait_for(conn.wait_closed(), timeout=self.timeouts.cleanup)
-            except (asyncio.TimeoutError, OSError):
+            except (asyncio.TimeoutError, OSError, asyncio.CancelledError):
                 pass
-            log.info("%s: disconnected", self.spec.label)
+            log.debug("%s: disconnected", self.spec.label)
+        if cancelled:
+            raise asyncio.CancelledError
 
+    async def _cleanup(self, conn: Any) -> None:
+        asyncssh = _asyncssh()
+        assert self.tmpdir is not None
+        try:
+            self._conn = conn  # for _stop_remote: commands still running (Ctrl-C, an error) are stopped first
+            await self._stop_remote(f"{self.tmpdir}/run.*.pid", f"{self.tmpdir}/stop")
+            proc = await asyncio.wait_for(conn.run(f"rm -rf -- {shlex.quote(self.tmpdir)}", check=False),
+                                          timeout=self.timeouts.cleanup)
+            if proc.exit_status != 0:
+                log.warning("%s: could not remove %s (%s)", self.spec.label, self.tmpdir,
+                            _last_line(str(proc.stderr or "")) or f"exit {proc.exit_status}")
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as e:
+            log.warning("%s: could not remove the remote temporary folder %s (%s)", self.spec.label, self.tmpdir,
+                        type(e).__name__)
+        finally:
+            self._conn = None

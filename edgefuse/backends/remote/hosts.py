@@ -136,10 +136,15 @@ def resolve_hosts(specs: Sequence[str], hosts_file: Path | None = None) -> list[
         else:
             raise EdgefuseError(f"--host {spec!r} is not in {hosts_file} (names: {', '.join(named)}); "
                                 f"use a name from it or {_FORM}")
+    return check_unique(out)
+
+
+def check_unique(hosts: list[HostSpec]) -> list[HostSpec]:
+    """``hosts``, refusing one device given twice (the same user, address and port under two names)."""
     seen: dict[tuple[str, str, int], str] = {}
-    for h in out:
+    for h in hosts:
         key = (h.user, h.host, h.port)
         if key in seen:
             raise EdgefuseError(f"--host {h.label} is given twice (also as {seen[key]}); give each device once")
         seen[key] = h.label
-    return out
+    return hosts
