@@ -101,32 +101,44 @@ def test_engines_refuse_another_tensorrt_gpu_ort_or_cpu() -> None:
 
 # --- ONNX Runtime engines, for real ------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def zoo_onnx(tmp_path_factory, synth_default) -> dict[str, dict[str, Path]]:  # type: ignore[no-untyped-def]
-    """Every zoo model exported (FP32) and calibrated to INT8."""
-    from edgefuse.export.api import export
-    from edgefuse.export.config import make_config
-    from edgefuse.models import list_pretrained
-    from edgefuse.quantize import CalibrateConfig, calibrate
+class _Zoo(dict):  # type: ignore[type-arg]
+    """Zoo models exported (FP32) and calibrated to INT8, each made the first time a test asks for it."""
 
-    tmp = tmp_path_factory.mktemp("engines")
-    out: dict[str, dict[str, Path]] = {}
-    for e in list_pretrained():
-        fp32 = export(make_config(None, tmp / f"{e.name}.onnx", model=e.name)).path
-        out[e.name] = {"fp32": fp32}
-        out[e.name]["int8"] = calibrate(CalibrateConfig(
-            model=fp32, clips=synth_default / "calib.txt", output=tmp / f"{e.name}.int8.onnx", num_clips=16,
-            holdout=synth_default / "val.txt", num_holdout=8, cache_dir=tmp / "cache", progress=False)).path
-    return out
+    def __init__(self, tmp: Path, synth: Path) -> None:
+        super().__init__()
+        self.tmp, self.synth = tmp, synth
+
+    def __missing__(self, name: str) -> dict[str, Path]:
+        from edgefuse.export.api import export
+        from edgefuse.export.config import make_config
+        from edgefuse.quantize import CalibrateConfig, calibrate
+
+        fp32 = export(make_config(None, self.tmp / f"{name}.onnx", model=name)).path
+        int8 = calibrate(CalibrateConfig(
+            model=fp32, clips=self.synth / "calib.txt", output=self.tmp / f"{name}.int8.onnx", num_clips=16,
+            holdout=self.synth / "val.txt", num_holdout=8, cache_dir=self.tmp / "cache", progress=False)).path
+        self[name] = {"fp32": fp32, "int8": int8}
+        return self[name]
+
+    def every(self) -> dict[str, dict[str, Path]]:
+        from edgefuse.models import list_pretrained
+
+        return {e.name: self[e.name] for e in list_pretrained()}
+
+
+@pytest.fixture(scope="module")
+def zoo_onnx(tmp_path_factory, synth_default) -> _Zoo:  # type: ignore[no-untyped-def]
+    return _Zoo(tmp_path_factory.mktemp("engines"), synth_default)
 
 
 def _clips(n: int = 3) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((n, 8, 3, 112, 112)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_cpu_engines_for_every_zoo_model_run_like_their_graphs(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
     x = _clips()
-    for name, graphs in zoo_onnx.items():
+    for name, graphs in zoo_onnx.every().items():
         for precision, graph in graphs.items():
             result = build_engine(BuildConfig(graph, tmp_path / f"{name}.{precision}.engine", device="cpu",
                                                   backend="onnxruntime"))

@@ -245,7 +245,7 @@ def test_zoo_int8_keeps_accuracy_and_policy(arch, zoo_graphs, synth_default, tmp
         assert len(rep.flip_rate) == 8 and rep.mean_flip_rate is not None and rep.mean_flip_rate < 0.05
 
 
-@pytest.mark.parametrize("arch", ["tsm", "adafuse"])
+@pytest.mark.parametrize("arch", ["tsm", pytest.param("adafuse", marks=pytest.mark.slow)])
 def test_zoo_fp16_agrees(arch, zoo_graphs, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
     rep = calibrate(_zoo_cfg(zoo_graphs, synth_default, tmp_path, arch, precision="fp16")).report.result
     assert rep.top1_agreement >= 0.995
