@@ -7,9 +7,39 @@ from typing import Any
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")  # backbones/resnet.py's RESNET_SPECS, by name
 BACKBONES = (*RESNETS, "mobilenetv2")  # what every architecture registers on (torch-free: for the registry)
+# the Inception networks of the official releases, each in its own file under backbones/
+INCEPTIONS = ("bninception", "inceptionv3")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# BN-Inception and GSF's InceptionV3 read BGR pixels in 0-255 minus (104, 117, 128), std 1 (GSF, TSM and AdaFuse
+# data pipelines alike)
+INCEPTION_MEAN = (104.0, 117.0, 128.0)
+
+
+def backbone_available(name: str) -> bool:
+    """Whether the backbone's module is installed (torch-free, by its file: the registry asks before registering)."""
+    from pathlib import Path
+
+    return name not in INCEPTIONS or (Path(__file__).parent / "backbones" / f"{name}.py").is_file()
+
+
+def backbones_for(arch: str) -> tuple[str, ...]:
+    """The backbones ``arch`` registers on: every 2D CNN, and the Inception networks its official code builds it
+    on (TSN and GSF on both, TSM on BN-Inception)."""
+    extra = {"tsn": INCEPTIONS, "gsf": INCEPTIONS, "tsm": ("bninception",)}.get(arch, ())
+    return (*BACKBONES, *(b for b in extra if backbone_available(b)))
+
+
+def input_defaults(backbone: str) -> dict[str, Any]:
+    """The input a backbone was trained on, where it differs from the ImageNet RGB default: the ModelConfig fields
+    (size, scale, mean, std, channel order, pixel range)."""
+    inception = {"mean": INCEPTION_MEAN, "std": (1.0, 1.0, 1.0), "channel_order": "BGR", "pixel_range": 255.0}
+    if backbone == "bninception":
+        return {**inception, "input_size": 224, "scale_size": 256}
+    if backbone == "inceptionv3":  # GSF: input_size 229, scale_size 229 * 256 // 224
+        return {**inception, "input_size": 229, "scale_size": 261}
+    return {}
 
 
 @dataclass(frozen=True)

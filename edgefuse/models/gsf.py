@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from edgefuse.models.config import BACKBONES, GSFOptions, ModelConfig
+from edgefuse.models.config import GSFOptions, ModelConfig, backbones_for, input_defaults
 from edgefuse.models.convert import common_prefixes
 from edgefuse.models.registry import register_model
 from edgefuse.models.sources import register_source
@@ -29,6 +29,13 @@ def apply_gsf(backbone: nn.Module, ratio: float) -> int:
     from edgefuse.models.backbones import Bottleneck, MobileNetV2, ResNet
     from edgefuse.models.layers import GSF
 
+    sites = getattr(backbone, "gsf_sites", None)
+    if sites is not None:  # the Inception networks: where the official YAML puts each module
+        count = 0
+        for owner, attr, channels in sites():
+            setattr(owner, attr, GSF(channels, ratio))
+            count += 1
+        return count
     if not isinstance(backbone, (ResNet, MobileNetV2)):  # pragma: no cover - every registered backbone is one
         raise TypeError(f"GSF is not defined for {type(backbone).__name__}")
     count = 0
@@ -56,9 +63,9 @@ def build_gsf(cfg: ModelConfig) -> VideoClassifier:
     return VideoClassifier(cfg, backbone)
 
 
-for _bb in BACKBONES:
+for _bb in backbones_for("gsf"):
     register_model(
-        ModelConfig(name=f"gsf_{_bb}", arch="gsf", backbone=_bb, options=GSFOptions()),
+        ModelConfig(name=f"gsf_{_bb}", arch="gsf", backbone=_bb, options=GSFOptions(), **input_defaults(_bb)),
         build_gsf,
         f"GSF {_bb}: gated spatial-temporal shift with learned fusion in every block",
     )

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from edgefuse.models.config import BACKBONES, ModelConfig, TSMOptions
+from edgefuse.models.config import BACKBONES, ModelConfig, TSMOptions, backbones_for, input_defaults
 from edgefuse.models.convert import common_prefixes, has_prefix
 from edgefuse.models.registry import register_model
 from edgefuse.models.sources import register_source
@@ -33,6 +33,13 @@ def apply_shift(backbone: nn.Module, shift_div: int, online: bool, every: int, f
     from edgefuse.models.backbones import MobileNetV2, ResNet
     from edgefuse.models.layers import TemporalShift
 
+    sites = getattr(backbone, "shift_sites", None)
+    if sites is not None:  # BN-Inception: the official code shifts the input of Inception blocks
+        count = 0
+        for owner, attr in sites():
+            setattr(owner, attr, TemporalShift(shift_div, online=online, feeds_downsample=feeds_downsample))
+            count += 1
+        return count
     if not isinstance(backbone, (ResNet, MobileNetV2)):  # pragma: no cover - every registered backbone is one
         raise TypeError(f"temporal shift is not defined for {type(backbone).__name__}")
     count = 0
@@ -62,13 +69,15 @@ def build_tsm(cfg: ModelConfig) -> VideoClassifier:
     return VideoClassifier(cfg, backbone)
 
 
-for _bb in BACKBONES:
+for _bb in backbones_for("tsm"):
     _every = 2 if _bb == "resnet101" else 1  # the official code shifts every other block of ResNet-101
     register_model(
-        ModelConfig(name=f"tsm_{_bb}", arch="tsm", backbone=_bb, options=TSMOptions(every=_every)),
+        ModelConfig(name=f"tsm_{_bb}", arch="tsm", backbone=_bb, options=TSMOptions(every=_every), **input_defaults(_bb)),
         build_tsm,
         f"TSM {_bb}: bidirectional temporal shift (1/8 each way) before conv1 of residual blocks",
     )
+    if _bb not in BACKBONES:
+        continue  # the online (streaming) models are the 2D CNNs'
     register_model(
         ModelConfig(name=f"tsm_online_{_bb}", arch="tsm", backbone=_bb, options=TSMOptions(online=True, every=_every)),
         build_tsm,

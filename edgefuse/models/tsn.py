@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgefuse.models.config import BACKBONES, ModelConfig
+from edgefuse.models.config import ModelConfig, backbones_for, input_defaults
 from edgefuse.models.registry import register_model
 
 if TYPE_CHECKING:
@@ -21,9 +21,9 @@ def build_tsn(cfg: ModelConfig) -> VideoClassifier:
     return VideoClassifier(cfg, create_backbone(cfg.backbone, cfg.width))
 
 
-for _bb in BACKBONES:
+for _bb in backbones_for("tsn"):
     register_model(
-        ModelConfig(name=f"tsn_{_bb}", arch="tsn", backbone=_bb),
+        ModelConfig(name=f"tsn_{_bb}", arch="tsn", backbone=_bb, **input_defaults(_bb)),
         build_tsn,
         f"TSN {_bb}: per-frame 2D CNN, mean consensus (no temporal modelling)",
     )
