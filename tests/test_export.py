@@ -24,7 +24,10 @@ from edgefuse.models import create_model, list_models, save_checkpoint
 
 # One model per architecture on the light backbones in the default suite; every zoo model with -m slow.
 LIGHT = ["tsm_resnet18", "gsf_mobilenetv2", "adafuse_tsm_resnet18", "tsm_online_mobilenetv2"]
-CASES = [pytest.param(n, marks=() if n in LIGHT else (pytest.mark.slow,)) for n in list_models()]
+# GSF's InceptionV3 runs from 69 px (32k+5 .. 32k+12 as the official network): its exports at 69 and 229 px are in
+# tests/test_inceptionv3.py, not in this 32..96 px matrix
+CASES = [pytest.param(n, marks=() if n in LIGHT else (pytest.mark.slow,)) for n in list_models()
+         if not n.endswith("inceptionv3")]
 
 
 def _cfg(tmp_path, name: str, shape: str, **kw) -> ExportConfig:

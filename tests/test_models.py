@@ -15,11 +15,17 @@ SHAPES = [(1, 8), (2, 16)]
 LIGHT = {"tsm_resnet18", "gsf_mobilenetv2", "adafuse_tsm_resnet18", "tsm_online_mobilenetv2"}
 
 
+# the Inception networks run at some sizes only (their branches must agree): BN-Inception at 32k-1 .. 32k+6 px,
+# GSF's InceptionV3 at 32k+5 .. 32k+12 (its own 229 among them)
+SIZES = {"bninception": (128, 224), "inceptionv3": (133, 229)}
+
+
 def _cases():
     for name in ALL:
+        small, large = SIZES.get(name.rsplit("_", 1)[-1], (112, 224))
         for n, t in SHAPES:
-            for size in (112, 224):
-                fast = (n, t, size) == (1, 8, 112) or name in LIGHT
+            for size in (small, large):
+                fast = (n, t, size) == (1, 8, small) or name in LIGHT
                 marks = () if fast else (pytest.mark.slow,)
                 yield pytest.param(name, n, t, size, id=f"{name}-{n}x{t}-{size}", marks=marks)
 
@@ -149,7 +155,7 @@ def test_checkpoint_sources_register_beside_their_architecture() -> None:
     """Research checkpoints all carry base_model./new_fc. keys: TSM is detected last."""
     from edgefuse.models.sources import detect_source, list_sources
 
-    assert [s.name for s in list_sources()] == ["adafuse", "gsf", "edgefuse", "tsm"]
+    assert [s.name for s in list_sources()] == ["adafuse", "gsf", "edgefuse", "tsm", "tsm_online_demo"]
     assert detect_source(["module.base_model.layer1.0.policy_net.gate_fc0.weight", "module.new_fc.weight"], {}) \
         == "adafuse"
     assert detect_source(["module.base_model.conv1.weight"], {"model_state_dict": {}}) == "gsf"

@@ -160,6 +160,13 @@ def make_config(preset: str | None, output: Path, **given: Any) -> ExportConfig:
     if "model" not in base:
         raise EdgefuseError("no model given: name a model or a preset that names one")
     base = _with_pretrained(base)
+    if "size" not in base:  # the model's own input size (GSF's InceptionV3: 229), else the default
+        from edgefuse.models.registry import get_entry
+
+        try:
+            base["size"] = get_entry(base["model"]).default.input_size
+        except (KeyError, EdgefuseError):
+            pass  # an unknown model: its own error comes when it is built
     return ExportConfig(output=output, **base)
 
 

@@ -2,9 +2,14 @@
 
 Sources are told apart by marker keys (never by file name). Each registers itself beside its
 architecture (:mod:`edgefuse.models.sources`): official AdaFuse (``policy_net.`` / ``gate_fc0s.`` /
-``downsample0.`` keys) in adafuse.py, official GSF (``.gsf.conv3D.`` keys or a ``model_state_dict``
-container) in gsf.py, official TSM (``base_model.``/``new_fc.`` keys) in tsm.py, and edgefuse's own
-(``backbone.``/``fc.`` keys) in sources.py. This module imports no architecture.
+``downsample0.`` keys) in adafuse.py, official GSF (gate keys ``.gsf.conv3D.`` / ``gsf_inception_3a_1x1.conv3D.``,
+or a ``model_state_dict`` container) in gsf.py, official TSM (``base_model.``/``new_fc.`` keys) in tsm.py, and
+edgefuse's own (``backbone.``/``fc.`` keys) in sources.py. Detection sees the file's top level as read. This module
+imports no architecture.
+
+A checkpoint that does not fit is told apart from its (converted) key names where they say what it is (backbone,
+GSF modules, classes), so the one-line error names the model to use: ``a GSF BN-Inception checkpoint (10 GSF
+modules, 174 classes) does not fit gsf_inceptionv3: the backbone differs from inceptionv3; use gsf_bninception``.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.models.config import BACKBONES, RESNETS, ModelConfig, backbones_for
 from edgefuse.models.sources import detect_source, get_source
 from edgefuse.utils import sha256_file
 
@@ -70,15 +76,17 @@ def _torch_load(path: Path) -> Any:
         ) from None
 
 
-def _find_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _find_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str | None]:
+    """(state dict, the file's other top-level entries, the key the state dict was found under: None for a
+    bare state dict)."""
     if not isinstance(obj, dict):
         raise EdgefuseError(f"{path}: holds a {type(obj).__name__}, not a state dict; save model.state_dict() instead")
     for key in ("state_dict", "model_state_dict", "model"):
         inner = obj.get(key)
         if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner, {k: v for k, v in obj.items() if k != key}
+            return inner, {k: v for k, v in obj.items() if k != key}, key
     if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        return obj, {}
+        return obj, {}, None
     raise EdgefuseError(
         f"{path}: no state dict found (top-level keys: {', '.join(map(str, list(obj)[:8]))}); "
         "expected a dict of tensors or one under 'state_dict' / 'model_state_dict'"
@@ -91,7 +99,9 @@ def _classifier_rows(state_dict: dict[str, torch.Tensor]) -> int | None:
             if k.endswith(suffix) and v.dim() == 2:
                 return int(v.shape[0])
     for k in ("fc.weight", "module.fc.weight", "base_model.fc.weight", "module.base_model.fc.weight",
-              "base_model.classifier.weight", "module.base_model.classifier.weight"):
+              "base_model.classifier.weight", "module.base_model.classifier.weight",
+              "base_model.top_cls_fc.weight", "module.base_model.top_cls_fc.weight",  # GSF InceptionV3, dropout 0
+              "classifier.weight"):  # TSM's online demo (a bare MobileNetV2 state dict)
         w = state_dict.get(k)
         if w is not None and w.dim() == 2:
             return int(w.shape[0])
@@ -104,8 +114,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not p.is_file():
         raise EdgefuseError(f"{p}: no such checkpoint file; check the path")
     obj = _torch_load(p)
-    state_dict, container = _find_state_dict(obj, p)
-    source = detect_source(list(state_dict), container)
+    state_dict, container, found_under = _find_state_dict(obj, p)
+    # Detection sees the container as read: which key held the weights is a marker too (GSF's model_state_dict).
+    source = detect_source(list(state_dict), obj if found_under is not None else {})
     if source is None:
         sample = ", ".join(list(state_dict)[:4])
         raise EdgefuseError(
@@ -129,6 +140,136 @@ def _short(keys: list[str], n: int = 4) -> str:
     return head + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
+def _gsf_module(key: str) -> str | None:
+    """The GSF module a key belongs to (``backbone.layer1.0.gsf``, ``backbone.gsf_mixed_conv_Conv2D``), else None."""
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part == "gsf" or part.startswith("gsf_"):
+            return ".".join(parts[: i + 1])
+    return None
+
+
+_BACKBONE_LABELS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
+                    "resnet101": "ResNet-101", "mobilenetv2": "MobileNetV2", "bninception": "BN-Inception",
+                    "inceptionv3": "InceptionV3"}
+_ARCH_LABELS = {"gsf": "GSF", "tsn": "TSN", "tsm": "TSM", "adafuse": "AdaFuse"}
+_RESNETS = {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50", (23, True): "resnet101"}
+
+
+def _backbone_of(keys: list[str]) -> str | None:
+    """The backbone an edgefuse-named state dict holds, from its key names (None: not one edgefuse builds)."""
+    names = [k[len("backbone."):] for k in keys if k.startswith("backbone.")]
+    if any(n.startswith("mixed_10_") for n in names):  # GSF's InceptionV3 graph
+        return "inceptionv3"
+    if any(n.startswith("inception_5b_") for n in names):  # BN-Inception (GSF, TSM and AdaFuse alike)
+        return "bninception"
+    if any(n.startswith("features.") for n in names):
+        return "mobilenetv2"
+    stage3 = {n.split(".")[1] for n in names if n.startswith("layer3.")}
+    return _RESNETS.get((len(stage3), any(".conv3." in n for n in names))) if stage3 else None
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """What a checkpoint holds, told from its converted keys: for one-line near-miss errors."""
+
+    arch: str | None  # None where the source does not tell (TSM-repository checkpoints are TSM or TSN alike)
+    backbone: str
+    gsf_modules: frozenset[str]
+    classes: int | None
+    source_label: str  # "GSF", "TSM", "AdaFuse", "edgefuse"
+    source_archs: frozenset[str]  # the architectures the source's checkpoints load into
+
+    def describe(self) -> str:
+        """E.g. 'a GSF BN-Inception checkpoint (10 GSF modules, 174 classes)'."""
+        bb = _BACKBONE_LABELS[self.backbone]
+        classes = f"{self.classes} classes" if self.classes is not None else "no classifier"
+        if self.arch in ("gsf", "tsn") and self.source_label == "GSF":
+            gsf = f"{len(self.gsf_modules)} GSF modules" if self.gsf_modules else "no GSF modules"
+            of = "" if self.gsf_modules else " of the GSF repository"
+            return f"a {_ARCH_LABELS[self.arch]} {bb} checkpoint{of} ({gsf}, {classes})"
+        who = self.source_label + ("-repository" if self.arch is None and len(self.source_archs) > 1 else "")
+        article = "an" if who[0].lower() in "aeiou" else "a"
+        return f"{article} {who} {bb} checkpoint ({classes})"
+
+
+def _identify(ckpt: Checkpoint, converted: dict[str, torch.Tensor]) -> _Identity | None:
+    """From the checkpoint's own (converted) keys: before any key of the model is filled in."""
+    keys = list(converted)
+    backbone = _backbone_of(keys)
+    if backbone is None:
+        return None
+    source = get_source(ckpt.source)
+    archs = set(source.archs) if source.archs is not None else set(_ARCH_LABELS)
+    gsf = frozenset(m for m in map(_gsf_module, keys) if m is not None)
+    others = archs - {"gsf"}
+    arch = "gsf" if gsf else (next(iter(others)) if len(others) == 1 else None)
+    fc = converted.get("fc.weight")
+    classes = int(fc.shape[0]) if fc is not None and fc.dim() == 2 else ckpt.num_classes
+    label = source.label.split(" (")[0].removeprefix("official ")
+    return _Identity(arch, backbone, gsf, classes, label, frozenset(archs))
+
+
+def _registered(prefix: str, backbone: str) -> bool:
+    """Whether ``<prefix><backbone>`` is a registered model, by the rules the architectures register by (the
+    registry itself is not imported here: it imports this module)."""
+    if prefix.startswith("adafuse_"):
+        return backbone in RESNETS
+    if prefix.startswith("tsm_online_"):
+        return backbone in BACKBONES
+    return backbone in backbones_for(prefix.split("_")[0])
+
+
+def _instead(cfg: ModelConfig, ident: _Identity) -> str:
+    """'use <model>' for what the checkpoint holds (another backbone or GSF/TSN)."""
+    if ident.arch is not None and ident.arch != cfg.arch:
+        prefixes = [f"{ident.arch}_"]
+    elif cfg.arch not in ident.source_archs:  # e.g. a TSM-repository checkpoint (TSM or TSN) for an AdaFuse model
+        prefixes = [f"{arch}_" for arch in sorted(ident.source_archs)]
+    else:  # keep the variant (adafuse_tsm_last_*, tsm_online_*): every registered name ends in its backbone
+        prefixes = [cfg.name.removesuffix(cfg.backbone)]
+    known = [p + ident.backbone for p in prefixes if _registered(p, ident.backbone)]
+    if not known:
+        return f"edgefuse has no {' or '.join(p + ident.backbone for p in prefixes)} model"
+    return f"use {' or '.join(known)}"
+
+
+def _near_miss(cfg: ModelConfig, ident: _Identity, expected: list[str]) -> str | None:
+    """Why the checkpoint is another model than ``cfg``'s and which one to use, where its keys tell."""
+    mine = frozenset(m for m in map(_gsf_module, expected) if m is not None)
+    if ident.backbone != cfg.backbone:
+        return f"the backbone differs from {cfg.backbone}; {_instead(cfg, ident)}"
+    if ident.arch is not None and ident.arch != cfg.arch:
+        if ident.gsf_modules and not mine:
+            return f"it has GSF modules, {cfg.name} has none; {_instead(cfg, ident)}"
+        if mine and not ident.gsf_modules:
+            return f"it has no GSF modules, {cfg.name} has {len(mine)}; {_instead(cfg, ident)}"
+    if ident.gsf_modules and mine and ident.gsf_modules != mine:
+        theirs = sorted(m.removeprefix("backbone.") for m in ident.gsf_modules - mine)
+        ours = sorted(m.removeprefix("backbone.") for m in mine - ident.gsf_modules)
+        return (f"its GSF modules sit elsewhere ({_short(theirs, 2) or 'none'} only in the checkpoint, "
+                f"{_short(ours, 2) or 'none'} only in {cfg.name}): edgefuse places GSF where the official "
+                f"{_BACKBONE_LABELS[cfg.backbone]} does, so no edgefuse model takes this checkpoint")
+    return None
+
+
+def _gsf_ratio_hint(model: VideoClassifier, converted: dict[str, torch.Tensor]) -> str:
+    """The GSF ratio that gives the checkpoint's gated channels at every GSF module, when one does."""
+    from edgefuse.models.layers import gsf_channels
+
+    pairs = []
+    for name, module in model.named_modules():
+        bn = converted.get(f"{name}.bn.weight")
+        channels = getattr(module, "channels", None)
+        if _gsf_module(f"{name}.x") == name and bn is not None and isinstance(channels, int):
+            pairs.append((channels, int(bn.shape[0])))
+    for ratio in (100.0, 75.0, 50.0, 25.0, 12.5):
+        if pairs and all(gsf_channels(c, ratio) == f for c, f in pairs) and ratio != getattr(
+                model.config.options, "ratio", None):
+            return f"the GSF channel ratio differs: the checkpoint's is {ratio:g} (pass --ratio {ratio:g})"
+    return "the GSF channel ratio differs (try --ratio 25 or 100)"
+
+
 def _diagnose(model: VideoClassifier, missing: list[str], unexpected: list[str], mismatched: list[str],
               converted: dict[str, torch.Tensor]) -> str:
     cfg = model.config
@@ -137,8 +278,8 @@ def _diagnose(model: VideoClassifier, missing: list[str], unexpected: list[str],
     if fc is not None and fc.dim() == 2 and fc.shape[0] != cfg.num_classes:
         hints.append(f"the checkpoint has {fc.shape[0]} classes, the model {cfg.num_classes}: "
                      f"pass --num-classes {fc.shape[0]}")
-    if any(".gsf." in k for k in mismatched + missing + unexpected):
-        hints.append("the GSF channel ratio differs (try --ratio 25 or 100)")
+    if any(_gsf_module(k) for k in mismatched + missing + unexpected):
+        hints.append(_gsf_ratio_hint(model, converted))
     if any(".adafuse." in k or k.startswith("policy_fc") for k in missing + unexpected + mismatched):
         hints.append("the AdaFuse variant differs (policy stages, shared policy nets or hidden size: "
                      "try adafuse_tsn_*, adafuse_tsm_* or adafuse_tsm_last_*)")
@@ -155,14 +296,18 @@ def load_into(model: VideoClassifier, ckpt: Checkpoint) -> None:
     cfg = model.config
     source = get_source(ckpt.source)
     if source.archs is not None and cfg.arch not in source.archs:
-        raise EdgefuseError(
-            f"{ckpt.path}: a {source.label} checkpoint cannot load into {cfg.name} ({cfg.arch}); "
-            f"use a {' or '.join(sorted(source.archs))} model"
-        )
+        try:  # the filter is pure; its checks are for models of the source's architectures
+            ident = _identify(ckpt, source.filter_fn(ckpt.state_dict, model))
+        except EdgefuseError:
+            ident = None
+        use = (f"it is {ident.describe()}; {_instead(cfg, ident)}" if ident is not None
+               else f"use a {' or '.join(sorted(source.archs))} model")
+        raise EdgefuseError(f"{ckpt.path}: an {source.label} checkpoint cannot load into {cfg.name} ({cfg.arch}): {use}")
     if ckpt.model_name and ckpt.model_name != cfg.name:
         raise EdgefuseError(f"{ckpt.path}: saved from {ckpt.model_name}, not {cfg.name}; use {ckpt.model_name}")
     converted = source.filter_fn(ckpt.state_dict, model)
     expected = model.state_dict()
+    own = dict(converted)  # the checkpoint's own keys, before the counters below: what it is told from
     # Old research checkpoints (PyTorch < 0.4) have no BN batch counters: those are not weights.
     for k in expected:
         if k.endswith("num_batches_tracked") and k not in converted:
@@ -171,6 +316,11 @@ def load_into(model: VideoClassifier, ckpt: Checkpoint) -> None:
     unexpected = sorted(k for k in converted if k not in expected)
     mismatched = sorted(k for k in converted if k in expected and converted[k].shape != expected[k].shape)
     if missing or unexpected or mismatched:
+        ident = _identify(ckpt, own)
+        what = f"{ident.describe()} " if ident is not None else ""
+        near = _near_miss(cfg, ident, list(expected)) if ident is not None else None
+        if near is not None:  # another model's checkpoint: say which, not which keys
+            raise EdgefuseError(f"{ckpt.path}: {what}does not fit {cfg.name}: {near}")
         parts = []
         if mismatched:
             k = mismatched[0]
@@ -181,7 +331,7 @@ def load_into(model: VideoClassifier, ckpt: Checkpoint) -> None:
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected ({_short(unexpected)})")
         raise EdgefuseError(
-            f"{ckpt.path}: does not fit {cfg.name}: {'; '.join(parts)}. Likely cause: "
+            f"{ckpt.path}: {what}does not fit {cfg.name}: {'; '.join(parts)}. Likely cause: "
             f"{_diagnose(model, missing, unexpected, mismatched, converted)}"
         )
     model.load_state_dict(converted, strict=True)
@@ -203,7 +353,7 @@ def save_checkpoint(model: VideoClassifier, path: str | Path, **meta: Any) -> Pa
 
 
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.")
-_TEMPORAL_PARTS = (".shift.", ".adafuse.", ".gsf.")
+_TEMPORAL_PARTS = (".shift.", ".adafuse.", ".gsf.", ".gsf_", ".nl.")  # gsf_*: the Inception networks' GSF
 
 
 def load_imagenet_backbone(model: VideoClassifier, path: str | Path) -> None:
@@ -215,7 +365,7 @@ def load_imagenet_backbone(model: VideoClassifier, path: str | Path) -> None:
     p = Path(path)
     if not p.is_file():
         raise EdgefuseError(f"{p}: no such weights file; check the path")
-    state_dict, _ = _find_state_dict(_torch_load(p), p)
+    state_dict, _, _ = _find_state_dict(_torch_load(p), p)
     weights = {k: v for k, v in state_dict.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
     backbone = model.backbone
     expected = {k: v for k, v in backbone.state_dict().items() if not any(t in f".{k}" for t in _TEMPORAL_PARTS)}

@@ -46,11 +46,13 @@ def input_defaults(backbone: str) -> dict[str, Any]:
 class TSMOptions:
     """Temporal shift: ``shift_div`` (1/8 of channels each way by default), ``online``
     (past-only, for streaming), ``every`` (shift every n-th block; the official code
-    uses 2 for ResNet-101)."""
+    uses 2 for ResNet-101), ``non_local`` (non-local blocks after layer2.0/2 and
+    layer3.0/2/4 of ResNet-50, the official Kinetics release)."""
 
     shift_div: int = 8
     online: bool = False
     every: int = 1
+    non_local: bool = False
 
 
 @dataclass(frozen=True)

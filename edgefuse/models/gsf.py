@@ -4,17 +4,23 @@ ResNet Bottleneck: after conv3, before bn3 (official placement). ResNet BasicBlo
 after conv2, before bn2, and MobileNetV2: on the expanded channels after the
 depthwise convolution; both are edgefuse variants the official code does not have.
 
+BN-Inception and InceptionV3: where the official layer lists put them, one per Inception block between a
+branch's first convolution and its BatchNorm (the backbone's ``gsf_sites()``).
+
 Official layout (swathikirans/GSF): ``{'model_state_dict': ..., 'epoch': ...}`` from a
-DataParallel ``VideoModel``; ``module.base_model.layerX.Y.gsf.conv3D.weight`` etc. Plain TSN
+DataParallel ``VideoModel``; ``module.base_model.layerX.Y.gsf.conv3D.weight`` etc. on ResNets; on the
+Inception networks the GSF modules sit at the backbone's top level, named after their convolution
+(``gsf_inception_3a_1x1.conv3D.weight``, ``gsf_mixed_conv_Conv2D.conv3D.weight``). Plain TSN
 checkpoints of that repository (``gsf=False``) load into ``tsn_*``.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edgefuse.models.config import GSFOptions, ModelConfig, backbones_for, input_defaults
-from edgefuse.models.convert import common_prefixes
+from edgefuse.models.convert import common_prefixes, has_prefix
 from edgefuse.models.registry import register_model
 from edgefuse.models.sources import register_source
 
@@ -71,13 +77,32 @@ for _bb in backbones_for("gsf"):
     )
 
 
+# A GSF module's gate convolution: ``layer1.0.gsf.conv3D`` (ResNet), ``gsf_inception_3a_1x1.conv3D``
+# (BN-Inception), ``gsf_mixed_conv_Conv2D.conv3D`` (InceptionV3).
+_GSF_GATE = re.compile(r"((?:^|\.)gsf(?:_[^.]+)?)\.conv3D\.")
+# GSF's InceptionV3 names its classifier ``top_cls_fc``: with dropout 0 the research code makes it the video
+# model's classifier (``base_model.top_cls_fc``); BN-Inception's ``fc`` is mapped by common_prefixes.
+_TOP_CLS_FC = "backbone.top_cls_fc."
+
+
+def _convert_key(key: str) -> str:
+    key = _GSF_GATE.sub(r"\1.conv3d.", common_prefixes(key))
+    return "fc." + key[len(_TOP_CLS_FC):] if key.startswith(_TOP_CLS_FC) else key
+
+
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """GSF-repository state dict -> edgefuse names (pure)."""
-    return {common_prefixes(k).replace(".gsf.conv3D.", ".gsf.conv3d."): v for k, v in state_dict.items()}
+    return {_convert_key(k): v for k, v in state_dict.items()}
 
 
 def _is_gsf(keys: list[str], container: Mapping[str, Any]) -> bool:
-    return any(".gsf.conv3D." in k for k in keys) or "model_state_dict" in container
+    """GSF gate convolutions, InceptionV3 as only GSF's graph names it, or GSF's container around a research
+    state dict (``container``: the file's top-level entries as read)."""
+    if any(_GSF_GATE.search(k) for k in keys):
+        return True
+    if any(k.removeprefix("module.").startswith("base_model.conv_Conv2D.") for k in keys):
+        return True
+    return "model_state_dict" in container and has_prefix(keys, "base_model.", "new_fc.")
 
 
 register_source("gsf", label="official GSF (swathikirans/GSF)", detect=_is_gsf, filter_fn=checkpoint_filter_fn,

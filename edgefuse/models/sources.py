@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Detect = Callable[[list[str], Mapping[str, Any]], bool]  # (state-dict keys, the file's other top-level entries)
+# (state-dict keys, the file's top-level entries as read: the key that held the state dict included; {} for a
+# bare state dict)
+Detect = Callable[[list[str], Mapping[str, Any]], bool]
 Filter = Callable[["dict[str, torch.Tensor]", "nn.Module"], "dict[str, torch.Tensor]"]
 
 

@@ -24,8 +24,10 @@ def _future_lookers(model: nn.Module) -> list[tuple[str, str]]:
 
 
 def _alternatives(model: VideoClassifier) -> str:
+    from edgefuse.models import list_models
+
     bb = model.config.backbone
-    causal = [f"tsm_online_{bb}"] + ([f"adafuse_tsn_{bb}"] if bb.startswith("resnet") else [])
+    causal = [n for n in (f"tsm_online_{bb}", f"adafuse_tsn_{bb}") if n in list_models()] or ["tsm_online_mobilenetv2"]
     kinds = "tsm_online_*: past-only shift; adafuse_tsn_*: AdaFuse without shift"
     return f"use a causal model: {' or '.join(causal)} ({kinds})"
 

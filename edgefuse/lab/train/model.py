@@ -45,7 +45,8 @@ def warm_start(model: nn.Module, path: str | Path) -> list[str]:
     weights = get_source(ckpt.source).filter_fn(ckpt.state_dict, model)
     own = model.state_dict()
     loaded = {k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}
-    required = [k for k in own if k.startswith("backbone.") and not any(t in k for t in (".adafuse.", ".gsf."))
+    required = [k for k in own if k.startswith("backbone.")
+                and not any(t in k for t in (".adafuse.", ".gsf.", ".gsf_"))  # gsf_*: the Inception networks' GSF
                 and not k.endswith("num_batches_tracked")]
     missing = [k for k in required if k not in loaded]
     if missing:
