@@ -202,7 +202,8 @@ def _activation_dqs(graph: onnx.ModelProto) -> list[tuple[str, float]]:
             and n.input[0] not in inits and inits[n.input[1]].size == 1]
 
 
-def test_cpu_int8_rewrite_keeps_every_quantized_tensor_within_one_step(zoo_onnx) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("name", ["synth_tsm_r18w025", pytest.param("synth_gsf_r18w025", marks=pytest.mark.slow)])
+def test_cpu_int8_rewrite_keeps_every_quantized_tensor_within_one_step(zoo_onnx, name) -> None:  # type: ignore[no-untyped-def]
     """The exact rewrite (uint8 zero point 128; QuantizeLinear moved after each convolution through
     Relu as a uint8 Clip, max pooling and the temporal shift; DequantizeLinear -> QuantizeLinear on
     one grid cancelled) computes the same values: run without ONNX Runtime's fusions, every
@@ -215,31 +216,30 @@ def test_cpu_int8_rewrite_keeps_every_quantized_tensor_within_one_step(zoo_onnx)
     from edgefuse.graph.runner import OrtRunner
 
     x = _clips(2)
-    for name in ("synth_tsm_r18w025", "synth_gsf_r18w025"):
-        graph = onnx.load(str(zoo_onnx[name]["int8"]))
-        exact = cpu_int8_graph(graph)
-        zps = [onnx.numpy_helper.to_array(i) for i in exact.graph.initializer if i.name.endswith("_zero_point_u8")]
-        assert zps and all(z.dtype == np.uint8 and (z == 128).all() for z in zps)
-        assert not any(n.op_type == "QuantizeLinear" and n.input[0] in {i.name for i in exact.graph.initializer}
-                       for n in exact.graph.node)  # weights pre-quantized
-        produced = {o for n in exact.graph.node for o in n.output}
-        watched = [(t, s) for t, s in _activation_dqs(graph) if t in produced]
-        assert len(watched) >= 0.8 * len(_activation_dqs(graph)), name
-        names = [t for t, _ in watched]
-        a = OrtRunner(graph, extra_outputs=names, optimize=False).run_logits_and(x, names)
-        b = OrtRunner(exact, extra_outputs=names, optimize=False).run_logits_and(x, names)
-        for t, _ in watched:
-            np.testing.assert_array_equal(a.tensors[t], b.tensors[t], err_msg=f"{name} {t}")
-        np.testing.assert_array_equal(a.logits, b.logits)
-        # the integer kernels: the first convolution's quantized output (same input in both) within one step
-        first_conv = next(n for n in graph.graph.node if n.op_type == "Conv")
-        after = next(t for t, _ in watched if t.startswith(first_conv.output[0].rsplit("/", 2)[0]))
-        fused = OrtRunner(exact, extra_outputs=[after]).run_logits_and(x, [after])
-        step = dict(watched)[after]
-        assert np.abs(fused.tensors[after] - a.tensors[after]).max() <= step * 1.0001, name
-        ranges = read_metadata(graph)["cpu_int8_ranges"]
-        fast = OrtRunner(cpu_int8_graph(graph, ranges)).run(x)
-        assert (fast.argmax(1) == a.logits.argmax(1)).all(), name
+    graph = onnx.load(str(zoo_onnx[name]["int8"]))
+    exact = cpu_int8_graph(graph)
+    zps = [onnx.numpy_helper.to_array(i) for i in exact.graph.initializer if i.name.endswith("_zero_point_u8")]
+    assert zps and all(z.dtype == np.uint8 and (z == 128).all() for z in zps)
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in {i.name for i in exact.graph.initializer}
+                   for n in exact.graph.node)  # weights pre-quantized
+    produced = {o for n in exact.graph.node for o in n.output}
+    watched = [(t, s) for t, s in _activation_dqs(graph) if t in produced]
+    assert len(watched) >= 0.8 * len(_activation_dqs(graph)), name
+    names = [t for t, _ in watched]
+    a = OrtRunner(graph, extra_outputs=names, optimize=False).run_logits_and(x, names)
+    b = OrtRunner(exact, extra_outputs=names, optimize=False).run_logits_and(x, names)
+    for t, _ in watched:
+        np.testing.assert_array_equal(a.tensors[t], b.tensors[t], err_msg=f"{name} {t}")
+    np.testing.assert_array_equal(a.logits, b.logits)
+    # the integer kernels: the first convolution's quantized output (same input in both) within one step
+    first_conv = next(n for n in graph.graph.node if n.op_type == "Conv")
+    after = next(t for t, _ in watched if t.startswith(first_conv.output[0].rsplit("/", 2)[0]))
+    fused = OrtRunner(exact, extra_outputs=[after]).run_logits_and(x, [after])
+    step = dict(watched)[after]
+    assert np.abs(fused.tensors[after] - a.tensors[after]).max() <= step * 1.0001, name
+    ranges = read_metadata(graph)["cpu_int8_ranges"]
+    fast = OrtRunner(cpu_int8_graph(graph, ranges)).run(x)
+    assert (fast.argmax(1) == a.logits.argmax(1)).all(), name
 
 
 def test_cpu_int8_engine_runs_every_convolution_in_integers(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -161,7 +161,9 @@ def test_graph_macs_equal_model_macs(tmp_path) -> None:
 
 def test_presets_are_valid() -> None:
     names = [n for n, _ in list_presets()]
-    assert {"adafuse_tsn_r50_sthv1", "adafuse_tsm_r50_sthv1", "adafuse_tsm_last_r50_sthv1", "gsf_r50_sthv1"} <= set(names)
+    assert {"adafuse_tsn_r50_sthv1", "adafuse_tsm_r50_sthv1", "adafuse_tsm_last_r50_sthv1", "gsf_r50_sthv1",
+            "gsf_bninception_sthv1_16f", "gsf_inceptionv3_sthv1_16f", "gsf_r50_sthv1_16f", "tsm_nl_r50_kinetics",
+            "tsm_online_jester"} <= set(names)
     for name in names:
         cfg = make_config(name, output=__import__("pathlib").Path("x.onnx"))
         assert cfg.model in list_models()

@@ -193,6 +193,7 @@ def test_input_facts_and_sizes() -> None:
             model(torch.zeros(1, 1, 3, 64, 64))
 
 
+@pytest.mark.slow  # BN-Inception's export (tests/test_bninception.py) covers the Inception export path by default
 def test_onnx_export_parity_at_69_px(files, tmp_path) -> None:
     from edgefuse.export.api import export
     from edgefuse.export.config import ExportConfig

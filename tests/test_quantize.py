@@ -233,7 +233,8 @@ def _zoo_cfg(zoo_graphs, synth: Path, tmp: Path, arch: str = "tsm", **kw: object
     return CalibrateConfig(**base)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("arch", ["tsm", "adafuse"])
+# TSM's INT8 graph is calibrated and checked again by the engine tests; its full zoo run is with the slow cases
+@pytest.mark.parametrize("arch", [pytest.param("tsm", marks=pytest.mark.slow), "adafuse"])
 def test_zoo_int8_keeps_accuracy_and_policy(arch, zoo_graphs, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The trained zoo in INT8 on ONNX Runtime's CPU kernels: >= 98 % top-1 agreement and within
     1 point of FP32 on 100 val clips; AdaFuse's decisions barely flip."""
@@ -245,7 +246,8 @@ def test_zoo_int8_keeps_accuracy_and_policy(arch, zoo_graphs, synth_default, tmp
         assert len(rep.flip_rate) == 8 and rep.mean_flip_rate is not None and rep.mean_flip_rate < 0.05
 
 
-@pytest.mark.parametrize("arch", ["tsm", pytest.param("adafuse", marks=pytest.mark.slow)])
+@pytest.mark.slow  # FP16 of a graph is checked in the default suite by test_fp16_graph_keeps_fp32_io_and_agrees
+@pytest.mark.parametrize("arch", ["tsm", "adafuse"])
 def test_zoo_fp16_agrees(arch, zoo_graphs, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
     rep = calibrate(_zoo_cfg(zoo_graphs, synth_default, tmp_path, arch, precision="fp16")).report.result
     assert rep.top1_agreement >= 0.995
