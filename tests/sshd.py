@@ -41,6 +41,17 @@ def device_bin(folder: Path, *, edgefuse: bool = True, tools: tuple[Path, ...] =
     return folder
 
 
+def key_material(*servers: Sshd) -> list[str]:
+    """What must never appear in an output, report, record or log: the private keys' base64 lines (user and host) and
+    the user's public key data."""
+    out = []
+    for s in servers:
+        for key in (s.user_key, s.host_key):
+            out += [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
+        out.append(Path(str(s.user_key) + ".pub").read_text().split()[1])
+    return out
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

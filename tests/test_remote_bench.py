@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sshd import MISSING, SSHD, Sshd, device_bin, free_port, start_sshd
+from sshd import MISSING, SSHD, Sshd, device_bin, free_port, key_material, start_sshd
 
 from edgefuse.backends.remote import HostSpec, Timeouts
 from edgefuse.backends.remote.build import MISSING_TOOLS, STORE, RemoteOptions
@@ -70,16 +70,6 @@ def _remote(tmp: Path, *servers: Sshd, store: str = STORE) -> RemoteOptions:
 
 def _spec(s: Sshd, name: str) -> HostSpec:
     return HostSpec(s.user, "127.0.0.1", s.port, name=name, identity=s.user_key)
-
-
-def _secrets(*servers: Sshd) -> list[str]:
-    """Key material that must never appear: the private keys' base64 lines and the public keys' data."""
-    out = []
-    for s in servers:
-        for key in (s.user_key, s.host_key):
-            out += [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
-        out.append(Path(str(s.user_key) + ".pub").read_text().split()[1])
-    return out
 
 
 # -- pure ---------------------------------------------------------------------------------------------------------
@@ -148,7 +138,7 @@ def test_fleet_bench_two_hosts_and_one_unreachable(engine: Path, servers: list[S
 
     # nothing secret anywhere: output, JSON, logs; the devices' temporary folders are gone
     text = table + (tmp_path / "fleet.json").read_text() + caplog.text
-    for secret in _secrets(a, b):
+    for secret in key_material(a, b):
         assert secret not in text
     assert str(a.user_key) not in text  # not even the key's path
     for s in (a, b):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sshd import MISSING, SSHD, Sshd, device_bin, start_sshd
+from sshd import MISSING, SSHD, Sshd, device_bin, key_material, start_sshd
 
 from edgefuse.backends.remote import HostSpec, Timeouts
 from edgefuse.backends.remote.build import RemoteBuildOptions, RemoteOptions
@@ -82,15 +82,6 @@ def _local(fleet: FleetValidateReport, graph: Path, clips: Path, n: int) -> None
     assert mine.keys() == theirs.keys() and mine.get("id") == theirs.get("id")
     for k in mine.keys() - {"id"}:
         assert np.allclose(np.asarray(mine[k], dtype=float), np.asarray(theirs[k], dtype=float), atol=1e-6), k
-
-
-def _secrets(*servers: Sshd) -> list[str]:
-    out = []
-    for s in servers:
-        for key in (s.user_key, s.host_key):
-            out += [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
-        out.append(Path(str(s.user_key) + ".pub").read_text().split()[1])
-    return out
 
 
 # -- pure ---------------------------------------------------------------------------------------------------------
@@ -162,7 +153,7 @@ def test_one_host_then_two_sharded_match_local(graph: Path, servers: list[Sshd],
     text = render_fleet_validate(two)
     assert "nano (" in text and "orin (" in text and "FAILED" not in text
     everything = text + (tmp_path / "fleet.json").read_text() + caplog.text + (tmp_path / "record.json").read_text()
-    for secret in _secrets(a, b):
+    for secret in key_material(a, b):
         assert secret not in everything
     for s in servers:  # the remote temporary folders are gone
         assert list((s.directory.parent / f"tmp-{s.directory.name}").glob("edgefuse.*")) == []

@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgefuse.backends.remote import HostSpec, RemoteHost, detect_remote
+from edgefuse.backends.remote import HostSpec, RemoteHost
 from edgefuse.backends.remote.build import (
     HOST_ERRORS,
     MISSING_TOOLS,
     HostFailure,
+    HostProgress,
     RemoteBuildOptions,
     RemoteEngine,
     RemoteOptions,
     engines_on,
-    failure_of,
     is_graph,
     run_hosts,
 )
@@ -193,33 +193,24 @@ async def _bench_with_trtexec(dev: RemoteHost, found: RemoteDevice, cfg: BenchCo
 async def bench_host(cfg: BenchConfig, spec: HostSpec, remote: RemoteOptions,
                      build: RemoteBuildOptions | None) -> HostBench:
     """Bench ``cfg.engines`` on one host; a failure is returned as a :class:`HostBench` with its one line."""
-    device: str | None = None
-    step = "connect"
+    at = HostProgress(spec.label)
     engines: list[RemoteEngine] = []
-
-    def on_step(s: str) -> None:
-        nonlocal step
-        step = s
-
     try:
         async with remote.host(spec) as dev:
-            step = "detect the device"
-            found = await detect_remote(dev)
-            device = found.describe()
-            log.debug("%s: %s", spec.label, device)
+            found = await at.detect(dev)
             if not found.edgefuse and not found.trtexec:
-                step = "bench"
+                at("bench")
                 raise EdgefuseError(MISSING_TOOLS)
-            engines = await engines_on(dev, found, [Path(p) for p in cfg.engines], remote, build, on_step)
+            engines = await engines_on(dev, found, [Path(p) for p in cfg.engines], remote, build, at)
             names = row_names(cfg.engines, cfg.names)
-            step = "bench"
+            at("bench")
             if found.edgefuse:
                 report = await _bench_with_edgefuse(dev, cfg, engines)
             else:
-                report = await _bench_with_trtexec(dev, found, cfg, engines, names, on_step)
-            return HostBench(spec.label, device, _renamed(report, names), engines=engines)
+                report = await _bench_with_trtexec(dev, found, cfg, engines, names, at)
+            return HostBench(spec.label, at.device, _renamed(report, names), engines=engines)
     except HOST_ERRORS as e:
-        return HostBench.failed_with(spec.label, device, failure_of(spec.label, step, e), engines)
+        return HostBench.failed_with(spec.label, at.device, at.failure(e), engines)
 
 
 def bench_remote(cfg: BenchConfig, hosts: Sequence[HostSpec], remote: RemoteOptions | None = None,

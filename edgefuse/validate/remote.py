@@ -25,16 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from edgefuse.backends.remote import HostSpec, RemoteHost, detect_remote
+from edgefuse.backends.remote import HostSpec, RemoteHost
 from edgefuse.backends.remote.build import (
     HOST_ERRORS,
     MISSING_TOOLS,
     HostFailure,
+    HostProgress,
     RemoteBuildOptions,
     RemoteEngine,
     RemoteOptions,
     engines_on,
-    failure_of,
     is_graph,
 )
 from edgefuse.backends.remote.detect import RUNNER_HINT, RemoteDevice
@@ -219,28 +219,20 @@ async def _validate_host(spec: HostSpec, graph: Path, work: _Work, remote: Remot
                          build: RemoteBuildOptions | None, counter: list[int]) -> HostShare:
     from edgefuse.backends.device_io import runner_path
 
-    device: str | None = None
-    step = "connect"
+    at = HostProgress(spec.label)
     engine: RemoteEngine | None = None
     runner: str | None = None
     done_clips = shards = 0
-
-    def on_step(s: str) -> None:
-        nonlocal step
-        step = s
-
     try:
         async with remote.host(spec) as dev:
-            step = "detect the device"
-            found = await detect_remote(dev)
-            device = found.describe()
+            found = await at.detect(dev)
             if not found.edgefuse and not found.trtexec:
-                step = "validate"
+                at("validate")
                 raise EdgefuseError(MISSING_TOOLS)
-            (engine,) = await engines_on(dev, found, [graph], remote, build, on_step)
+            (engine,) = await engines_on(dev, found, [graph], remote, build, at)
             runner_name = "edgefuse infer"
             if not found.edgefuse:
-                step = "copy the device runner"
+                at("copy the device runner")
                 if engine.sidecar.backend != "tensorrt":
                     raise EdgefuseError(f"a {engine.sidecar.backend} engine and no edgefuse on the device to run it; "
                                         "the device runner runs TensorRT engines")
@@ -253,7 +245,7 @@ async def _validate_host(spec: HostSpec, graph: Path, work: _Work, remote: Remot
                 counter[0] += 1
                 number = counter[0]
                 left = set(shard)
-                step = f"run shard {number} ({len(shard)} clips)"
+                at(f"run shard {number} ({len(shard)} clips)")
                 try:
                     await _run_shard(dev, found, engine, runner, work, shard, number, left)
                 except BaseException:
@@ -262,10 +254,10 @@ async def _validate_host(spec: HostSpec, graph: Path, work: _Work, remote: Remot
                 await work.queue.done()
                 done_clips += len(shard)
                 shards += 1
-            return HostShare(spec.label, device, done_clips, shards, runner_name, engine)
+            return HostShare(spec.label, at.device, done_clips, shards, runner_name, engine)
     except HOST_ERRORS as e:
-        return HostShare(spec.label, device, sum(1 for h in work.ran_on.values() if h == spec.label), shards,
-                         None, engine, failure_of(spec.label, step, e))
+        return HostShare(spec.label, at.device, sum(1 for h in work.ran_on.values() if h == spec.label), shards,
+                         None, engine, at.failure(e))
 
 
 def _prepare(cfg: ValidateConfig) -> tuple[np.ndarray, Any, list[str], dict[str, Any], str]:

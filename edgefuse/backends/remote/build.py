@@ -353,6 +353,29 @@ def failure_of(label: str, step: str, e: BaseException) -> HostFailure:
 HOST_ERRORS = (EdgefuseError, ValueError, KeyError, TypeError, OSError)
 
 
+@dataclass
+class HostProgress:
+    """Where one host's work stands, for its one-line failure: the step under way (call it with the next step) and
+    the device it reported."""
+
+    label: str
+    step: str = "connect"
+    device: str | None = None
+
+    def __call__(self, step: str) -> None:
+        self.step = step
+
+    async def detect(self, dev: RemoteHost) -> RemoteDevice:
+        self("detect the device")
+        found = await detect_remote(dev)
+        self.device = found.describe()
+        log.debug("%s: %s", self.label, self.device)
+        return found
+
+    def failure(self, e: BaseException) -> HostFailure:
+        return failure_of(self.label, self.step, e)
+
+
 @dataclass(frozen=True)
 class HostBuild:
     """One host of ``build-engine --host``: the device it reported and its engine, or its failure."""
@@ -399,25 +422,17 @@ class FleetBuild:
 
 async def build_host(graph: Path, spec: HostSpec, opts: RemoteBuildOptions, remote: RemoteOptions, *,
                      rebuild: bool = False, fetch: Path | None = None) -> HostBuild:
-    device: str | None = None
-    step = "connect"
-
-    def on_step(s: str) -> None:
-        nonlocal step
-        step = s
-
+    at = HostProgress(spec.label)
     try:
         async with remote.host(spec) as dev:
-            step = "detect the device"
-            found = await detect_remote(dev)
-            device = found.describe()
-            engine = await ensure_engine(dev, found, graph, opts, remote, rebuild=rebuild, on_step=on_step)
+            found = await at.detect(dev)
+            engine = await ensure_engine(dev, found, graph, opts, remote, rebuild=rebuild, on_step=at)
             if fetch is not None:
-                step = "fetch the engine"
+                at("fetch the engine")
                 await fetch_engine(dev, engine, fetch)
-            return HostBuild(spec.label, device, engine)
+            return HostBuild(spec.label, at.device, engine)
     except HOST_ERRORS as e:
-        return HostBuild(spec.label, device, failure=failure_of(spec.label, step, e))
+        return HostBuild(spec.label, at.device, failure=at.failure(e))
 
 
 async def fetch_engine(dev: RemoteHost, engine: RemoteEngine, local: Path) -> None:

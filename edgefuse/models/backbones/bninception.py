@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.models.backbones.common import init_conv_bn
 
 Branch = tuple[str, ...]  # top-level layer names applied in order: conv units (conv -> [GSF] -> BN -> ReLU) and pools
 
@@ -134,7 +135,7 @@ class BNInception(nn.Module):
             self._stages.append(f"block_{spec.name}")
         assert cin == self.feature_dim
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self._init_weights()
+        init_conv_bn(self)
 
     # ------------------------------------------------------------------ construction
 
@@ -176,15 +177,6 @@ class BNInception(nn.Module):
             branches.append((p + "pool",))
             cout += cin
         return Stage(tuple(branches)), cout
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)  # type: ignore[arg-type]
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ hook sites
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.models.backbones.common import init_conv_bn
 
 MIN_SIZE = 69  # the smallest frame the graph takes (the 3x3 stride-2 convolution of mixed_8 needs a 3x3 map)
 
@@ -198,7 +199,7 @@ class InceptionV3(nn.Module):
         self.top_cls_pool = nn.AdaptiveAvgPool2d((1, 1))
         self.feature_dim = channels
         assert self.feature_dim == 2048, self.feature_dim
-        self._init_weights()
+        init_conv_bn(self)
 
     def _build(self, steps: Branch, cin: int) -> int:
         """Creates the branch's layers (in table order: the official state-dict order); returns its output channels."""
@@ -219,15 +220,6 @@ class InceptionV3(nn.Module):
                 setattr(self, f"{conv.id}_batchnorm", nn.BatchNorm2d(conv.out))
             c = sum(conv.out for conv in convs)
         return c
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)  # type: ignore[arg-type]
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def blocks(self) -> list[tuple[str, Block]]:
         """The Inception blocks in order (``mixed`` .. ``mixed_10``); their layers are the backbone's own."""
