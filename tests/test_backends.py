@@ -370,6 +370,7 @@ def test_bad_engines_devices_and_precisions_fail_with_one_line(zoo_onnx, tmp_pat
 ADAPTER = HERE.parent / "edgefuse" / "backends" / "trt" / "adapter.py"
 
 
+@pytest.mark.slow  # .ci/run type-checks all of edgefuse against the same stubs; this adds the probe that they bite
 def test_adapter_type_checks_against_nvidia_stubs(tmp_path: Path) -> None:
     """mypy with the tensorrt-stubs package (installed with --no-deps: it requires the real TensorRT),
     made readable by tools/trt_stubs.py, over every module of edgefuse/backends/trt/ (the name check of
