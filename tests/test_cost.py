@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edgefuse.models import create_model
-from edgefuse.models.cost import adafuse_cost, decision_savings, model_cost
+from edgefuse.models.cost import FusePricing, adafuse_cost, decision_savings, model_cost
 
 
 def onehot(actions: list[list[int]]) -> torch.Tensor:
@@ -15,16 +15,32 @@ def onehot(actions: list[list[int]]) -> torch.Tensor:
 
 def test_savings_rules() -> None:
     c1, c2 = 1000, 3000  # dense MACs per frame of conv1 and conv2, 2 channels
+    price = FusePricing.uniform(2, c1, c2)
     keep = onehot([[2, 2]] * 4)
-    assert decision_savings(keep, c1, c2) == 0
+    assert decision_savings(keep, price) == 0
     skip = onehot([[0, 0]] * 4)
-    assert decision_savings(skip, c1, c2) == 4 * (c1 + c2)
+    assert decision_savings(skip, price) == 4 * (c1 + c2)
     reuse = onehot([[1, 1]] * 4)  # conv1 at t is needed for t+1, except the last segment's
-    assert decision_savings(reuse, c1, c2) == c1
+    assert decision_savings(reuse, price) == c1
     # one channel over 3 segments: skip, reuse, keep -> t0 output reused at t1: computed; t1 not kept,
     # not reused at t2: saved; t2 kept. conv2 input saved at t0 (skip).
     mixed = onehot([[0, 2], [1, 2], [2, 2]])
-    assert decision_savings(mixed, c1, c2) == pytest.approx(c1 / 2 + c2 / 2)
+    assert decision_savings(mixed, price) == pytest.approx(c1 / 2 + c2 / 2)
+
+
+def test_savings_priced_per_channel() -> None:
+    """Channels priced apart (BN-Inception: each branch's last conv makes its channels): a run of 1 channel at
+    100 MACs and 2 at 10, readers at 7 per channel; graphs exported before per-channel pricing read as uniform."""
+    price = FusePricing(((1, 100.0), (2, 10.0)), 7.0)
+    assert price.channels == 3
+    first_skipped = onehot([[0, 2, 2]] * 2)  # channel 0 skipped on both segments
+    assert decision_savings(first_skipped, price) == 2 * (100 + 7)
+    last_reused = onehot([[2, 2, 1]] * 2)  # channel 2 reused: computed at t0 for t1, not at t1
+    assert decision_savings(last_reused, price) == 10
+    assert FusePricing.from_meta(price.to_meta(), 3) == price
+    assert FusePricing.from_meta([30, 60], 3) == FusePricing.uniform(3, 30, 60)
+    with pytest.raises(ValueError, match="4 channels priced for 3"):
+        decision_savings(onehot([[0, 0, 0, 0]]), price)
 
 
 def test_dense_macs_by_layer_sum_up() -> None:

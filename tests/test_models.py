@@ -177,13 +177,14 @@ def test_listing_imports_no_torch() -> None:
 
 
 def test_recorded_costs_match_the_registry() -> None:
-    """costs.json holds every registered model's parameters and MACs per frame at 224, as counted now
-    (after changing a model: ``edgefuse.models.listing.write_costs()``)."""
-    from edgefuse.models.listing import RECORDED_SIZE, measure_cost, recorded_costs
+    """costs.json holds every registered model's parameters and MACs per frame at its own input size (224;
+    InceptionV3 229), as counted now (after changing a model: ``edgefuse.models.listing.write_costs()``)."""
+    from edgefuse.models.listing import measure_cost, own_size, recorded_costs
 
     recorded = recorded_costs()
     assert sorted(recorded) == list_models()
-    stale = [n for n in list_models() if measure_cost(n, RECORDED_SIZE) != recorded[n]]
+    assert recorded["gsf_inceptionv3"][2] == 229 and recorded["gsf_bninception"][2] == 224
+    stale = [n for n in list_models() if (*measure_cost(n, own_size(n)), own_size(n)) != recorded[n]]
     assert stale == [], f"rerun edgefuse.models.listing.write_costs(): {stale}"
 
 

@@ -16,7 +16,7 @@ from edgefuse.errors import EdgefuseError
 from edgefuse.lab.train import TrainConfig, build_model, evaluate, normalise, prepare_clips, segment_indices, train
 from edgefuse.lab.zoo import add_to_zoo, zoo_entry
 from edgefuse.models import create_model, list_pretrained, read_checkpoint
-from edgefuse.models.cost import adafuse_cost, adafuse_macs, decision_savings, savings_tensor
+from edgefuse.models.cost import FusePricing, adafuse_cost, adafuse_macs, decision_savings, savings_tensor
 from edgefuse.models.layers import AdaFuse, argmax_onehot
 from edgefuse.models.layers.adafuse import KEEP
 
@@ -125,13 +125,13 @@ def test_gumbel_samples_follow_the_policy_probabilities(training: bool) -> None:
 def test_savings_tensor_equals_decision_savings_and_has_gradients() -> None:
     g = torch.Generator().manual_seed(0)
     hard = torch.nn.functional.one_hot(torch.randint(3, (3, 8, 16), generator=g), 3).float()
-    assert savings_tensor(hard, 5000, 7000).item() == pytest.approx(decision_savings(hard, 5000, 7000), rel=1e-6)
+    assert savings_tensor(hard, FusePricing.uniform(16, 5000, 7000)).item() == pytest.approx(decision_savings(hard, FusePricing.uniform(16, 5000, 7000)), rel=1e-6)
     logits = torch.randn(3, 8, 16, 3, generator=g, requires_grad=True)
     soft = torch.softmax(logits, -1)
-    saved = savings_tensor(soft, 5000, 7000)
+    saved = savings_tensor(soft, FusePricing.uniform(16, 5000, 7000))
     saved.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
-    assert saved.item() == pytest.approx(decision_savings(soft, 5000, 7000), rel=1e-6)
+    assert saved.item() == pytest.approx(decision_savings(soft, FusePricing.uniform(16, 5000, 7000)), rel=1e-6)
 
 
 def test_expected_macs_and_evaluate_match_adafuse_cost() -> None:

@@ -12,10 +12,10 @@ from edgefuse.cli.render import render_json, render_models
 @click.command("models")
 @click.argument("pattern", default="*")
 @click.option("--frames", default=8, show_default=True, help="Frames per clip for the MACs column.")
-@click.option("--size", default=224, show_default=True, help="Input size for the MACs column (224 is recorded; "
-              "another size counts every model, seconds).")
+@click.option("--size", type=click.IntRange(min=32), default=None, help="Input size for the MACs column [each "
+              "model's own: recorded; another size counts every model, seconds].")
 @json_option
-def models_cmd(pattern: str, frames: int, size: int, as_json: bool) -> None:
+def models_cmd(pattern: str, frames: int, size: int | None, as_json: bool) -> None:
     """List the registered models (glob PATTERN) with parameters and dense MACs, and the pretrained tags."""
     from edgefuse.errors import EdgefuseError
     from edgefuse.models.listing import model_rows, pretrained_rows

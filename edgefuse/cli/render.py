@@ -296,13 +296,13 @@ def render_train(result: TrainResult) -> str:
             f"{result.train_seconds:.0f} s")
 
 
-def render_models(rows: Sequence[ModelRow], trained: Sequence[PretrainedRow], frames: int, size: int) -> str:
+def render_models(rows: Sequence[ModelRow], trained: Sequence[PretrainedRow], frames: int, size: int | None) -> str:
     """``edgefuse models``: the registered models, then the pretrained tags."""
     parts = []
     if rows:
         parts.append(format_table(
-            [r.to_dict() for r in rows], ["name", "params_m", "gmacs_frame", "gmacs_clip", "description"],
-            ["model", "params (M)", "GMACs/frame", f"GMACs/clip ({frames}x{size})", "description"]))
+            [r.to_dict() for r in rows], ["name", "params_m", "size", "gmacs_frame", "gmacs_clip", "description"],
+            ["model", "params (M)", "px", "GMACs/frame", f"GMACs/clip ({frames} frames)", "description"]))
     if trained:
         parts.append("\nPretrained (ship with edgefuse: create_model(NAME, pretrained=True) or the short name anywhere "
                      "a model name goes;\nval split of 'edgefuse synth', 10 classes in 5 time-reversed pairs):")

@@ -112,7 +112,7 @@ def export(cfg: ExportConfig) -> ExportReport:
 
         am = adafuse_macs(model, cfg.segments, cfg.size)
         meta["adafuse_macs"] = {"frames": am.frames, "dense_per_clip": am.dense_per_clip,
-                                "blocks": {name.removeprefix("backbone."): list(v) for name, v in am.blocks.items()}}
+                                "blocks": {name.removeprefix("backbone."): v.to_meta() for name, v in am.blocks.items()}}
     if cfg.target is not None:
         meta.update(target=targets.resolve(cfg.target).name, tensorrt=targets.resolve(cfg.target).tensorrt)
     onnx_model = set_metadata(onnx_model, meta)

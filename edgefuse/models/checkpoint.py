@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from edgefuse.errors import EdgefuseError
-from edgefuse.models.config import BACKBONES, RESNETS, ModelConfig, backbones_for
+from edgefuse.models.config import BACKBONES, INCEPTIONS, RESNETS, ModelConfig, backbones_for
 from edgefuse.models.sources import detect_source, get_source
 from edgefuse.utils import sha256_file
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from edgefuse.models.video import VideoClassifier
 
 log = logging.getLogger(__name__)
@@ -213,8 +215,9 @@ def _identify(ckpt: Checkpoint, converted: dict[str, torch.Tensor]) -> _Identity
 def _registered(prefix: str, backbone: str) -> bool:
     """Whether ``<prefix><backbone>`` is a registered model, by the rules the architectures register by (the
     registry itself is not imported here: it imports this module)."""
-    if prefix.startswith("adafuse_"):
-        return backbone in RESNETS
+    if prefix.startswith("adafuse_"):  # every variant on the ResNets; AdaFuse-TSN on BN-Inception too
+        return backbone in RESNETS or (prefix == "adafuse_tsn_" and backbone in INCEPTIONS
+                                       and backbone in backbones_for("adafuse"))
     if prefix.startswith("tsm_online_"):
         return backbone in BACKBONES
     return backbone in backbones_for(prefix.split("_")[0])
@@ -222,7 +225,9 @@ def _registered(prefix: str, backbone: str) -> bool:
 
 def _instead(cfg: ModelConfig, ident: _Identity) -> str:
     """'use <model>' for what the checkpoint holds (another backbone or GSF/TSN)."""
-    if ident.arch is not None and ident.arch != cfg.arch:
+    if ident.arch == "adafuse" and cfg.arch != "adafuse":  # AdaFuse names carry their variant
+        prefixes = ["adafuse_tsn_", "adafuse_tsm_", "adafuse_tsm_last_"]
+    elif ident.arch is not None and ident.arch != cfg.arch:
         prefixes = [f"{ident.arch}_"]
     elif cfg.arch not in ident.source_archs:  # e.g. a TSM-repository checkpoint (TSM or TSN) for an AdaFuse model
         prefixes = [f"{arch}_" for arch in sorted(ident.source_archs)]
@@ -352,32 +357,127 @@ def save_checkpoint(model: VideoClassifier, path: str | Path, **meta: Any) -> Pa
     return Path(path)
 
 
-_CLASSIFIER_PREFIXES = ("fc.", "classifier.")
+_CLASSIFIER_PREFIXES = ("fc.", "classifier.")  # torchvision's ResNet / MobileNetV2
 _TEMPORAL_PARTS = (".shift.", ".adafuse.", ".gsf.", ".gsf_", ".nl.")  # gsf_*: the Inception networks' GSF
+# The classifier of the Inception ImageNet files: GSF's models.py sets last_layer_name 'fc' (BN-Inception) and
+# 'top_cls_fc' (InceptionV3), the InnerProduct ids of its YAML networks; TSM's and AdaFuse's BNInception has ``fc``.
+_INCEPTION_CLASSIFIERS = {"bninception": ("fc.",), "inceptionv3": ("top_cls_fc.",)}
+_INCEPTION_FILES = {
+    "bninception": "bn_inception-9f5701afb96c8044.pth (GSF, TSN) or BNInception-9baff57459f5a1744.pth (TSM, AdaFuse)",
+    "inceptionv3": "inceptionv3-cuhk-0e09b300b493bc74c.pth (GSF)",
+}
+
+
+def imagenet_filter_fn(state_dict: Mapping[str, torch.Tensor], backbone: str,
+                       expected: Mapping[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """An ImageNet file's state dict for ``backbone`` (a name of :data:`BACKBONES`) whose own tensors have the
+    shapes ``expected`` (its state dict less the temporal modules): the ImageNet classifier dropped and, on the
+    Inception networks, a leading dimension of 1 squeezed where ``expected`` has the shape without it (the (1, C)
+    BatchNorm tensors of the Caffe-converted files). Everything else as it is; pure: the input is not modified."""
+    classifier = _INCEPTION_CLASSIFIERS.get(backbone, _CLASSIFIER_PREFIXES)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        if k.startswith(classifier):
+            continue
+        want = expected.get(k)
+        if (backbone in INCEPTIONS and want is not None and v.dim() == len(want) + 1 and v.shape[0] == 1
+                and v.shape[1:] == want):
+            v = v.squeeze(0)  # (1, C) -> (C,)
+        out[k] = v
+    return out
+
+
+def _imagenet_misfit(p: Path, cfg: ModelConfig, state_dict: Mapping[str, torch.Tensor],
+                     weights: dict[str, torch.Tensor], expected: Mapping[str, torch.Size], missing: list[str],
+                     unexpected: list[str], mismatched: list[str]) -> str:
+    """The one-line error for an ImageNet file that does not fit ``cfg``'s backbone."""
+    inception = cfg.backbone in INCEPTIONS
+    what = (f"not the published {_BACKBONE_LABELS[cfg.backbone]} ImageNet weights" if inception
+            else f"not torchvision ImageNet weights of {cfg.backbone} (width {cfg.width})")
+    wanted = _INCEPTION_FILES[cfg.backbone] if inception else f"torchvision's {cfg.backbone} weights"
+    held = _backbone_of([f"backbone.{k}" for k in state_dict])  # the backbone the file is of, by its key names
+    if held is not None and held != cfg.backbone:  # a near miss: another backbone's ImageNet weights
+        prefix = cfg.name.removesuffix(cfg.backbone)
+        use = f"use {prefix}{held}" if _registered(prefix, held) else f"edgefuse has no {prefix}{held} model"
+        return (f"{p}: {what}: it holds {_BACKBONE_LABELS[held]} weights ({use} for them); "
+                f"{cfg.name} takes {wanted}")
+    parts = []
+    if mismatched:
+        k = mismatched[0]
+        parts.append(f"{len(mismatched)} with other shapes ({k}: file {tuple(weights[k].shape)} "
+                     f"vs model {tuple(expected[k])})")
+    if missing:
+        parts.append(f"{len(missing)} missing ({_short(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_short(unexpected)})")
+    if any(k.startswith(("module.", "base_model.", "backbone.")) for k in state_dict):
+        fix = "it is a video model checkpoint: load it with create_model(name, checkpoint=path)"
+    else:
+        fix = f"use {wanted}, as published" if inception else "use the weights of the same backbone"
+    return f"{p}: {what}: {'; '.join(parts)}; {fix}"
 
 
 def load_imagenet_backbone(model: VideoClassifier, path: str | Path) -> None:
-    """Initialise ``model.backbone`` from torchvision ImageNet weights (e.g. resnet50-0676ba61.pth).
+    """Initialise ``model.backbone`` from ImageNet weights as published: torchvision's for ResNet and MobileNetV2
+    (e.g. resnet50-0676ba61.pth), the files the research code downloads for BN-Inception and InceptionV3.
 
-    The ImageNet classifier is dropped and temporal modules keep their
-    initialisation; every other backbone weight must be present with its shape.
+    The file loads with ``torch.load(weights_only=True)`` (legacy and zip containers alike) and goes through
+    :func:`imagenet_filter_fn`: the ImageNet classifier is dropped, the Inception files' (1, C) BatchNorm tensors
+    are squeezed. Temporal modules (shift, GSF, AdaFuse, non-local) keep their initialisation, BN batch counters
+    (``num_batches_tracked``) that a file lacks keep the model's own values, and every other backbone tensor must
+    be in the file with its shape (then loaded strictly). A file of another backbone fails in one line naming the
+    file, what it holds and what to use; any other misfit names the keys.
+
+    The Inception files as the research code uses them (the hosts are unreachable from here: established from the
+    code and from load errors quoted in GitHub issues, not from the files; the digits in each file name are the
+    start of its SHA-256, torch.utils.model_zoo's rule, checked on download by PyTorch <= 1.0):
+
+    - BN-Inception ``bn_inception-9f5701afb96c8044.pth`` (yjxiong.blob.core.windows.net; GSF
+      ``backbones/pytorch_load.py``, also yjxiong/tsn-pytorch and zhoubolei/TRN-pytorch): a bare state dict of 416
+      tensors under the Caffe layer names: 69 convolutions ``<conv>.weight`` (C_out, C_in, k, k) and
+      ``<conv>.bias`` (C_out,); 69 BatchNorms ``<conv>_bn.weight`` / ``.bias`` / ``.running_mean`` /
+      ``.running_var``, each (1, C); the classifier ``fc.weight`` (1000, 1024) and ``fc.bias``; no
+      ``num_batches_tracked``. Sources: GSF squeezes dim 0 of every tensor, then loads strictly into the network of
+      ``backbones/bn_inception.yaml`` (biased convolutions, classifier id ``fc``, 1000 outputs): the key set. The
+      (1, C) shapes of all four BN tensors are quoted in load errors under PyTorch >= 0.4 (yjxiong/tsn-pytorch
+      #62, #74, #104; zhoubolei/TRN-pytorch #7, #89; okankop/MFF-pytorch #2; Cadene/pretrained-models.pytorch
+      #70); each list starts at ``conv1_7x7_s2_bn.weight``, after ``conv1_7x7_s2.bias`` in load order, so the conv
+      biases are 1-D. The file predates PyTorch 0.4.1, which added ``num_batches_tracked`` (reported under
+      PyTorch 0.2/0.3 in Cadene/pretrained-models.pytorch #70, June 2018), and PyTorch 0.3.1, which rejects
+      unexpected keys, loads it strictly (the workaround given in tsn-pytorch #74, #104). Not found anywhere: whether ``fc.bias`` is (1000,) or (1, 1000);
+      dropped either way.
+    - InceptionV3 ``inceptionv3-cuhk-0e09b300b493bc74c.pth`` (same host; GSF, tsn-pytorch, TRN-pytorch): the same
+      converter's layout for ``backbones/inceptionv3.yaml``: 566 tensors, 94 convolutions ``<id>_Conv2D.weight``
+      / ``.bias``, 94 BatchNorms ``<id>_batchnorm.*`` and the classifier ``top_cls_fc.weight`` (1000, 2048) and
+      ``top_cls_fc.bias`` (GSF ``models.py``: ``last_layer_name = 'top_cls_fc'``; it loads strictly). Quoted:
+      ``conv_batchnorm.weight`` (1, 32), the first error (TRN-pytorch #89 under PyTorch 1.4, #43, #10), so the
+      conv biases are 1-D. Inferred, not quoted: the other BN tensors are (1, C) too (one converter; GSF squeezes
+      them all), and no ``num_batches_tracked`` (in use under PyTorch 0.4.0, TRN-pytorch #10, May 2018).
+    - BN-Inception ``BNInception-9baff57459f5a1744.pth`` (Dropbox; TSM ``archs/bn_inception.py``, AdaFuse
+      ``bn_archs/bn_inception.py``): TSM's converted copy (mit-han-lab/temporal-shift-module #73), loaded strictly
+      and unreshaped into a module with the same layer names and ``fc = nn.Linear(1024, 1000)``: the same 416
+      names with every BN tensor (C,) (PyTorch >= 0.4 refuses (1, C) there), ``fc.weight`` (1000, 1024),
+      ``fc.bias`` (1000,). Not established: whether it holds ``num_batches_tracked`` (a strict load passes
+      either way); both are accepted. TSM's Kinetics BNInceptionKinetics-47f0695e.pth (400-way ``fc``) fits too.
+
+    The files of 2017 are legacy (pre-1.6) pickles written under Python 2 (Cadene's note); the weights-only
+    unpickler reads them. The edgefuse networks use the official names (``conv1_7x7_s2``, ``conv_Conv2D``), so no
+    key is renamed.
     """
     p = Path(path)
     if not p.is_file():
         raise EdgefuseError(f"{p}: no such weights file; check the path")
     state_dict, _, _ = _find_state_dict(_torch_load(p), p)
-    weights = {k: v for k, v in state_dict.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
+    cfg = model.config
     backbone = model.backbone
-    expected = {k: v for k, v in backbone.state_dict().items() if not any(t in f".{k}" for t in _TEMPORAL_PARTS)}
-    missing = sorted(set(expected) - set(weights))
+    own = backbone.state_dict()
+    expected = {k: v.shape for k, v in own.items() if not any(t in f".{k}" for t in _TEMPORAL_PARTS)}
+    weights = imagenet_filter_fn(state_dict, cfg.backbone, expected)
+    # Files older than PyTorch 0.4.1 (yjxiong's, torchvision's first ResNets) have no BN batch counters: not weights
+    missing = sorted(k for k in expected if k not in weights and not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(weights) - set(expected))
-    mismatched = sorted(k for k in set(weights) & set(expected) if weights[k].shape != expected[k].shape)
+    mismatched = sorted(k for k in set(weights) & set(expected) if weights[k].shape != expected[k])
     if missing or unexpected or mismatched:
-        cfg = model.config
-        raise EdgefuseError(
-            f"{p}: not torchvision ImageNet weights of {cfg.backbone} (width {cfg.width}): "
-            f"{len(missing)} missing ({_short(missing)}), {len(unexpected)} unexpected ({_short(unexpected)}), "
-            f"{len(mismatched)} with other shapes ({_short(mismatched)}); use the weights of the same backbone"
-        )
-    merged = {**backbone.state_dict(), **weights}
-    backbone.load_state_dict(merged, strict=True)
+        raise EdgefuseError(_imagenet_misfit(p, cfg, state_dict, weights, expected, missing, unexpected, mismatched))
+    backbone.load_state_dict({**own, **weights}, strict=True)
+    log.debug("initialised the %s backbone of %s from %s (%d tensors)", cfg.backbone, cfg.name, p, len(weights))

@@ -26,8 +26,8 @@ def backbone_available(name: str) -> bool:
 
 def backbones_for(arch: str) -> tuple[str, ...]:
     """The backbones ``arch`` registers on: every 2D CNN, and the Inception networks its official code builds it
-    on (TSN and GSF on both, TSM on BN-Inception)."""
-    extra = {"tsn": INCEPTIONS, "gsf": INCEPTIONS, "tsm": ("bninception",)}.get(arch, ())
+    on (TSN and GSF on both, TSM and AdaFuse-TSN on BN-Inception)."""
+    extra = {"tsn": INCEPTIONS, "gsf": INCEPTIONS, "tsm": ("bninception",), "adafuse": ("bninception",)}.get(arch, ())
     return (*BACKBONES, *(b for b in extra if backbone_available(b)))
 
 

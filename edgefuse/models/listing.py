@@ -1,9 +1,10 @@
 """What ``edgefuse models`` lists: registered models with their parameters and dense MACs, and the
 pretrained tags with the figures recorded when they were trained.
 
-Listing imports no torch. Parameters and MACs at the recorded input size (``costs.json``, written by
-:func:`write_costs` from the registry and checked against it by the test suite) are read, not
-counted; at another input size the models are built on the meta device and counted (seconds).
+Listing imports no torch. Parameters and MACs at each model's own input size (its config's ``input_size``:
+224, InceptionV3 229; ``costs.json``, written by :func:`write_costs` from the registry and checked against it
+by the test suite) are read, not counted; at another input size the models are built on the meta device and
+counted (seconds).
 MACs grow exactly linearly with the frames per clip, so any frame count uses the record.
 """
 from __future__ import annotations
@@ -20,7 +21,11 @@ from edgefuse.models.pretrained import list_pretrained
 from edgefuse.models.registry import get_entry, list_models
 
 COSTS_FILE = Path(__file__).resolve().parent / "costs.json"
-RECORDED_SIZE = 224  # input height and width of the recorded MACs
+
+
+def own_size(name: str) -> int:
+    """The input height and width model ``name`` takes by default (its recorded MACs are at this size)."""
+    return get_entry(name).default.input_size
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class ModelRow:
     name: str
     arch: str
     backbone: str
+    size: int  # input height and width of the MACs
     params_m: float
     gmacs_frame: float
     gmacs_clip: float
@@ -60,12 +66,12 @@ class PretrainedRow:
 
 
 @lru_cache(maxsize=1)
-def recorded_costs() -> dict[str, tuple[int, int]]:
-    """Registry name -> (parameters, dense MACs per frame at ``RECORDED_SIZE``)."""
+def recorded_costs() -> dict[str, tuple[int, int, int]]:
+    """Registry name -> (parameters, dense MACs per frame, at input size), at the model's own input size."""
     if not COSTS_FILE.is_file():
         return {}
     data = json.loads(COSTS_FILE.read_text(encoding="utf-8"))
-    return {name: (int(v["params"]), int(v["macs_per_frame"])) for name, v in data["models"].items()}
+    return {name: (int(v["params"]), int(v["macs_per_frame"]), int(v["size"])) for name, v in data["models"].items()}
 
 
 def measure_cost(name: str, size: int) -> tuple[int, int]:
@@ -82,31 +88,35 @@ def measure_cost(name: str, size: int) -> tuple[int, int]:
 
 
 def write_costs(path: Path = COSTS_FILE) -> Path:
-    """Record every registered model's parameters and MACs per frame at ``RECORDED_SIZE`` (after adding or
+    """Record every registered model's parameters and MACs per frame at its own input size (after adding or
     changing a model: ``python -c "from edgefuse.models.listing import write_costs; write_costs()"``)."""
     from edgefuse.utils import atomic_path
 
     models = {}
     for name in list_models():
-        params, macs = measure_cost(name, RECORDED_SIZE)
-        models[name] = {"params": params, "macs_per_frame": macs}
+        size = own_size(name)
+        params, macs = measure_cost(name, size)
+        models[name] = {"params": params, "macs_per_frame": macs, "size": size}
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"size": RECORDED_SIZE, "models": models}, indent=1) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps({"models": models}, indent=1) + "\n", encoding="utf-8")
     recorded_costs.cache_clear()
     return path
 
 
-def model_rows(pattern: str = "*", frames: int = 8, size: int = RECORDED_SIZE) -> list[ModelRow]:
-    """One row per registered model matching ``pattern``: parameters and dense MACs per frame and clip."""
+def model_rows(pattern: str = "*", frames: int = 8, size: int | None = None) -> list[ModelRow]:
+    """One row per registered model matching ``pattern``: parameters and dense MACs per frame and clip, at
+    ``size`` px (None: each model's own input size, as recorded)."""
     names = list_models(pattern)
     if not names:
         raise EdgefuseError(f"no model matches {pattern!r}; run 'edgefuse models' for the list")
-    recorded = recorded_costs() if size == RECORDED_SIZE else {}
+    recorded = recorded_costs()
     rows = []
     for name in names:
         entry = get_entry(name)
-        params, macs_frame = recorded.get(name) or measure_cost(name, size)
-        rows.append(ModelRow(name=name, arch=entry.default.arch, backbone=entry.default.backbone,
+        at = size or own_size(name)
+        rec = recorded.get(name)
+        params, macs_frame = rec[:2] if rec is not None and rec[2] == at else measure_cost(name, at)
+        rows.append(ModelRow(name=name, arch=entry.default.arch, backbone=entry.default.backbone, size=at,
                              params_m=params / 1e6, gmacs_frame=macs_frame / 1e9,
                              gmacs_clip=macs_frame * frames / 1e9, description=entry.description))
     return rows

@@ -10,8 +10,11 @@ from edgefuse.quantize.stats import METHODS
 PRECISIONS = ("int8", "fp16")
 # Policy-aware defaults: AdaFuse's policy nets and decisions, GSF's gate and fusion convolutions,
 # and the final classifier stay in higher precision (node names follow the module scopes export
-# writes: /backbone/layer1.0/adafuse/fc0/Gemm, /backbone/layer1.0/gsf/..., /fc/Gemm).
-DEFAULT_EXCLUDES = ("*/adafuse/*", "*/gsf/*", "/fc/*")
+# writes: /backbone/layer1.0/adafuse/fc0/Gemm, /backbone/layer1.0/gsf/..., /fc/Gemm). The Inception
+# backbones hold GSF in top-level slots named after the convolution it follows, as the official
+# checkpoints name them: /backbone/gsf_inception_3a_1x1/... (BN-Inception),
+# /backbone/gsf_mixed_conv_Conv2D/... (InceptionV3): "*/gsf_*/*".
+DEFAULT_EXCLUDES = ("*/adafuse/*", "*/gsf/*", "*/gsf_*/*", "/fc/*")
 MIN_CLIPS = 8
 SAVE_EVERY = 16  # clips between checkpoints of the statistics (an interrupted run resumes there)
 STATS_VERSION = 3  # histograms also for the convolution outputs (the CPU engine's grids)

@@ -143,7 +143,7 @@ def quantize_int8(model: onnx.ModelProto, amax: Mapping[str, float], nodes: Sequ
         raise EdgefuseError(f"no calibrated range for {len(missing)} tensor(s) (e.g. {missing[0]}); "
                             "delete the statistics cache and calibrate again")
     ranges = {t: TensorData(lowest=np.float32(-amax[t]), highest=np.float32(amax[t])) for t in needed}
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(_weights_as_initializers(model, nodes))
     if not nodes:
         return finalize(inferred)
     quantizer = QDQQuantizer(
@@ -156,9 +156,57 @@ def quantize_int8(model: onnx.ModelProto, amax: Mapping[str, float], nodes: Sequ
     with _quiet_ort_quantizer():
         out = quantizer.quantize_model()
     out = _quantize_residuals(out, model, nodes, amax)
+    out = _single_channel_per_tensor(out)
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
     return finalize(out)
+
+
+def _single_channel_per_tensor(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The per-channel weight Q/DQ of a layer with one output channel (GSF's fusion convolutions, 2 -> 1) as what it
+    is, a per-tensor Q/DQ: scalar scale and zero point, no ``axis``. TensorRT 8.0 rejects an ``axis`` on a Q/DQ whose
+    scale is a single value (:mod:`edgefuse.graph.qdq_rules`); the values are the same."""
+    inits = {i.name: i for i in model.graph.initializer}
+    single: dict[str, onnx.TensorProto] = {}
+    nodes = []
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or not any(a.name == "axis" for a in n.attribute):
+            continue
+        params = [inits.get(i) for i in n.input[1:3] if i]
+        if params and all(t is not None and list(t.dims) == [1] for t in params):
+            nodes.append(n)
+            single.update((t.name, t) for t in params if t is not None)
+    for t in single.values():  # shared by a Q and its DQ: reshaped once
+        del t.dims[:]  # (1,) -> (): the one value stays where it is
+    for n in nodes:
+        keep = [a for a in n.attribute if a.name != "axis"]
+        del n.attribute[:]
+        n.attribute.extend(keep)
+    return model
+
+
+def _weights_as_initializers(model: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
+    """``model`` (a copy) with the weights of ``nodes`` that export left as Constant nodes (a buffer, e.g. GSF's
+    fixed one-hot tap-sum kernel) turned into initializers of the same name: ONNX Runtime's quantizer reads weights
+    from initializers only and otherwise asks for a calibrated range of the weight."""
+    chosen = set(nodes)
+    weights = {i for n in model.graph.node if n.name in chosen for i in n.input[1:]}
+    constants = [n for n in model.graph.node if n.op_type == "Constant" and n.output[0] in weights
+                 and any(a.name == "value" for a in n.attribute)]
+    if not constants:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    lifted = {n.output[0] for n in constants}
+    keep = [n for n in out.graph.node if not (n.op_type == "Constant" and n.output[0] in lifted)]
+    for n in constants:
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(next(a.t for a in n.attribute if a.name == "value"))
+        tensor.name = n.output[0]
+        out.graph.initializer.append(tensor)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    return out
 
 
 class _BelowWarningFrom(logging.Filter):

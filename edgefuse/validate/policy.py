@@ -32,21 +32,22 @@ def policy_blocks(reference: dict[str, np.ndarray], engine: dict[str, np.ndarray
 
 def realized_macs(decisions: dict[str, np.ndarray], macs: dict[str, Any], clips: int) -> np.ndarray:
     """MACs per clip (N,) given each block's decisions, priced as :func:`edgefuse.models.cost.decision_savings`
-    does (the cost model training used), from the conv MACs export put in the metadata."""
+    does (the cost model training used), from the pricing export put in the metadata."""
     import torch
 
-    from edgefuse.models.cost import decision_savings
+    from edgefuse.models.cost import FusePricing, decision_savings
     from edgefuse.quantize.evaluate import block_of
 
     per_clip = np.full(clips, float(macs["dense_per_clip"]))
     frames = int(macs["frames"])
     for name, onehot in decisions.items():
-        conv = macs["blocks"].get(block_of(name))
-        if conv is None:
+        priced = macs["blocks"].get(block_of(name))
+        if priced is None:
             continue
         mask = onehot.reshape(clips, frames, -1, 3)  # (N, T, C, 3) one-hot over skip / reuse / keep
+        pricing = FusePricing.from_meta(priced, mask.shape[2])
         for i in range(clips):
-            per_clip[i] -= decision_savings(torch.from_numpy(mask[i:i + 1].astype(np.float32)), conv[0], conv[1])
+            per_clip[i] -= decision_savings(torch.from_numpy(mask[i:i + 1].astype(np.float32)), pricing)
     return per_clip
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from edgefuse.errors import EdgefuseError
-from edgefuse.models.cost import Cost, count_params, decision_savings, dense_macs
+from edgefuse.models.cost import Cost, FusePricing, count_params, decision_savings, dense_macs
 from edgefuse.models.layers.adafuse import ACTIONS, AdaFuse
 from edgefuse.models.video import VideoClassifier
 from edgefuse.progress import progress as progress_bar
@@ -96,6 +96,11 @@ def adafuse_blocks(model: nn.Module) -> dict[str, AdaFuse]:
     if not fuses:
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)
         raise EdgefuseError(f"{name} has no AdaFuse policy to fold; use --policy static with adafuse_* models only")
+    blocks = dict(model.blocks()) if isinstance(model, VideoClassifier) else {}
+    if not all(hasattr(blocks.get(name), "conv1") for name in fuses):  # folding rebuilds conv1/bn1/conv2
+        cfg = model.config  # type: ignore[union-attr]
+        raise EdgefuseError(f"{cfg.name}: --policy static folds AdaFuse into ResNet blocks only, not {cfg.backbone}'s; "
+                            "export it with --policy dynamic (decisions in the graph) or --policy stream")
     return fuses
 
 
@@ -135,8 +140,9 @@ def _shape_cost(model: nn.Module, t: int, h: int, w: int) -> Cost:
 def _batch_savings(cost: Cost, masks: Mapping[str, torch.Tensor]) -> float:
     """MACs per clip the recorded decisions save (paper accounting, ``cost.decision_savings``)."""
     t = cost.frames
-    return sum(decision_savings(mask, cost.macs_of(f"backbone.{name}.conv1") // t,
-                                cost.macs_of(f"backbone.{name}.conv2") // t) for name, mask in masks.items())
+    return sum(decision_savings(mask, FusePricing.uniform(mask.shape[2], cost.macs_of(f"backbone.{name}.conv1") // t,
+                                                          cost.macs_of(f"backbone.{name}.conv2") // t))
+               for name, mask in masks.items())
 
 
 def observe(model: nn.Module, batches: Iterable[torch.Tensor], enabled: bool, savings: bool) -> Observed:

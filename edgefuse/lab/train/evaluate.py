@@ -113,7 +113,7 @@ def evaluate(model: VideoClassifier, clips: torch.Tensor, labels: torch.Tensor, 
                     s, b = sums[name], len(batch)
                     for i, a in enumerate(ACTIONS):
                         s[a] += float(mask[..., i].mean()) * b
-                    s["saved"] += decision_savings(mask, *macs.blocks[name]) * b
+                    s["saved"] += decision_savings(mask, macs.blocks[name]) * b
     finally:
         model.train(was_training)
     logits = torch.cat(outputs)  # (N, K)

@@ -32,6 +32,9 @@ Temporal hooks (the backbone is per frame: (N*T, 3, H, W) -> (N*T, 1024), ``t`` 
 - TSM (:meth:`BNInception.shift_sites`): TSM's ``--shift_place block`` on BN-Inception shifts the input of every stage
   function but the first (``_block_2``, ``_block_3a`` .. ``_block_5b``: mask ``011111111111``), not residually. Those
   stages are :meth:`BNInception.blocks`; each holds the ``shift`` slot (no weights: the layers stay top-level).
+- AdaFuse (:meth:`BNInception.adafuse_sites`): AdaFuse's ``BNInceptionAda`` fuses the output of every Inception
+  block (3a .. 5b; not the stem) with the previous segment's, its policy reading the block's input. Each Inception
+  stage holds the ``adafuse`` slot, applied to the concatenated branches with the stage input.
 """
 from __future__ import annotations
 
@@ -100,13 +103,21 @@ class Stage(nn.Module):
     top-level names of their layers, and the ``shift`` hook slot TSM fills. It owns no weights (the backbone does,
     under the official names) and the backbone runs it (:meth:`BNInception.run_stage`)."""
 
-    def __init__(self, branches: tuple[Branch, ...]) -> None:
+    def __init__(self, branches: tuple[Branch, ...], in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.branches = branches  # concatenated along channels when more than one
+        self.in_channels = in_channels
+        self.out_channels = out_channels
         self.shift: nn.Module | None = None
+        self.adafuse: nn.Module | None = None  # AdaFuse: fuses the stage output with the previous segment's
 
     def extra_repr(self) -> str:
         return " | ".join(" -> ".join(b) for b in self.branches)
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The stage's output hook: AdaFuse on the concatenated branches ``out`` given the stage input ``x``.
+        Called as a module so the exported graph names its nodes after the stage (``/backbone/block_3a/adafuse/..``)."""
+        return out if self.adafuse is None else self.adafuse(out, x, t)  # type: ignore[no-any-return]
 
 
 class BNInception(nn.Module):
@@ -126,7 +137,7 @@ class BNInception(nn.Module):
         self._unit("conv2_3x3_reduce", 64, 64, 1)
         self._unit("conv2_3x3", 64, 192, 3)
         self.pool2_3x3_s2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.block_2 = Stage((("conv2_3x3_reduce", "conv2_3x3", "pool2_3x3_s2"),))
+        self.block_2 = Stage((("conv2_3x3_reduce", "conv2_3x3", "pool2_3x3_s2"),), 64, 192)
         self._stages = ["block_2"]
         cin = 192
         for spec in INCEPTION_BLOCKS:
@@ -176,7 +187,7 @@ class BNInception(nn.Module):
         else:
             branches.append((p + "pool",))
             cout += cin
-        return Stage(tuple(branches)), cout
+        return Stage(tuple(branches), cin, cout), cout
 
     # ------------------------------------------------------------------ hook sites
 
@@ -187,6 +198,35 @@ class BNInception(nn.Module):
     def gsf_sites(self) -> list[tuple[nn.Module, str, int]]:
         """(owner, slot, channels) of the 10 official GSF positions: ``gsf_inception_3a_1x1`` .. ``gsf_inception_5b_1x1``."""
         return [(self, slot, channels) for slot, channels in self._gsf_sites]
+
+    def adafuse_sites(self) -> list[tuple[str, Stage]]:
+        """(official name, stage) of the ten Inception blocks AdaFuse fuses: ``3a`` (policy ``policy_net_3a``) ..
+        ``5b``; each stage's ``in_channels`` feed the policy, its ``out_channels`` are fused."""
+        return [(spec.name, getattr(self, f"block_{spec.name}")) for spec in INCEPTION_BLOCKS]
+
+    def fusion_layers(self, block: str) -> tuple[list[tuple[int, str | None]], list[str]]:
+        """What AdaFuse's decisions on stage ``block``'s output channels can save (``cost.FusePricing``):
+        the producers, in channel order ``(channels, last conv of the branch)`` (``None``: a reduction block's
+        pooled input, no conv), and the readers: the convs of the next stage that read its output (the first
+        conv of every branch; the pool branch's projection reads the pooled output, zero where the input is);
+        none after 5b."""
+        names = [name for name, _ in self.blocks()]
+        stage = getattr(self, block)
+        producers: list[tuple[int, str | None]] = []
+        for branch in stage.branches:
+            last = branch[-1]
+            layer = getattr(self, last)
+            if isinstance(layer, nn.Conv2d):
+                producers.append((layer.out_channels, last))
+            else:  # the pooled block input, concatenated as it is
+                producers.append((stage.in_channels, None))
+        readers: list[str] = []
+        following = names.index(block) + 1
+        if following < len(names):
+            for branch in getattr(self, names[following]).branches:
+                convs = [n for n in branch if isinstance(getattr(self, n), nn.Conv2d)]
+                readers += convs[:1]  # a reduction block's bare pool branch has none
+        return producers, readers
 
     def shift_sites(self) -> list[tuple[nn.Module, str]]:
         """(owner, slot) where TSM's 'block' placement shifts: the input of every stage but the image's."""
@@ -211,11 +251,15 @@ class BNInception(nn.Module):
         return x
 
     def run_stage(self, stage: Stage, x: torch.Tensor, t: int) -> torch.Tensor:
-        """One stage on (N*T, C, H, W): shift (if any), then every branch on the same input, concatenated."""
+        """One stage on (N*T, C, H, W): shift (if any), then every branch on the same input, concatenated, then
+        AdaFuse (if any) on the result given the stage input."""
         if stage.shift is not None:
             x = stage.shift(x, t)  # (N*T, C, H, W)
         outs = [self._branch(b, x, t) for b in stage.branches]
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (N*T, sum of branch channels, H', W')
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (N*T, sum of branch channels, H', W')
+        if stage.adafuse is not None:
+            out = stage(out, x, t)  # (N*T, C', H', W')
+        return out
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
