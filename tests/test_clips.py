@@ -359,7 +359,7 @@ def test_video_seeks_and_stops_early(data: Path) -> None:
     keep = lambda image: np.asarray(image)  # noqa: E731
     out, decoded = decode.decode_video(path, [25, 30], keep)
     assert sorted(out) == [25, 30] and decoded <= 12  # from the keyframe before 25 up to 30, not 31 frames
-    seq, all_decoded = decode._decode_sequential(path, [25, 30], keep)
+    seq, all_decoded, _ = decode._decode_sequential(path, [25, 30], keep)
     assert all_decoded == 31 and all(np.array_equal(out[i], seq[i]) for i in out)
 
 
@@ -417,11 +417,12 @@ def test_corrupt_and_missing_clips_are_skipped_and_reported(corrupt: Path, caplo
     assert "nowhere: missing" in reasons["nowhere"]
     assert "00006.jpg: unreadable frame" in reasons["badjpeg"]
     assert "cut.mkv: video ended after" in reasons["cut.mkv"] and "frame count says 40" in reasons["cut.mkv"]
-    assert "fewer than 3" in reasons["tiny"]
+    assert "2 frame(s) listed; clips need at least 3" in reasons["tiny"]
     summary = s.summary()
     assert "read 1 of 6 clips" in summary and "skipped 5" in summary
     assert all(f"  {clip_id}: " in summary for clip_id in reasons)
-    assert sum("skipped clip" in r.getMessage() for r in caplog.records) == 5
+    assert sum("skipped clip" in r.getMessage() for r in caplog.records) == 4  # too short: one line with a count
+    assert sum("skipped 1 of 6 clips with fewer than 3 frames (tiny)" in r.getMessage() for r in caplog.records) == 1
 
     v = clips.open(corrupt / "vids", PRE, workers=1, progress=False)
     assert v.ids == ["ok"] and [i for i, _ in v.skipped] == ["trunc"] and "trunc" in v.summary()

@@ -29,11 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 DEVICES = REPO / "devices"
 TRT_NAMES = Path(__file__).parent / "data" / "trt_names"
 EXPECTED = {
-    "jetson_nano", "jetson_xavier_nx", "jetson_agx_xavier", "jetson_orin_nano", "jetson_orin_nx", "jetson_agx_orin",
-    "jetson_thor", "rtx3090", "rtx4090", "a100", "h100", "cpu",
+    "jetson_nano", "jetson_nano_2gb", "jetson_xavier_nx", "jetson_xavier_nx_16gb", "jetson_agx_xavier",
+    "jetson_agx_xavier_16gb", "jetson_agx_xavier_64gb", "jetson_orin_nano", "jetson_orin_nano_4gb", "jetson_orin_nx",
+    "jetson_orin_nx_8gb", "jetson_agx_orin", "jetson_agx_orin_32gb", "jetson_agx_orin_devkit",
+    "jetson_agx_orin_industrial", "jetson_tx2", "jetson_tx2_4gb", "jetson_tx2i", "jetson_tx2_nx", "jetson_thor",
+    "rtx3090", "rtx4090", "rtx5090", "rtx_a4000", "rtx_a5000", "rtx_a6000", "rtx_6000_ada", "l4", "a100",
+    "a100_80gb_pcie", "a100_40gb_pcie", "a100_40gb_sxm", "h100", "h100_pcie", "h100_nvl", "cpu",
 }
 FIGURES = ("memory_gb", "memory_bandwidth_gbs", "fp16_tflops", "int8_tops", "int8_tops_sparse", "fp8_tflops",
-           "fp4_tflops_sparse", "compute_capability", "dla_cores")
+           "fp4_tflops_sparse", "compute_capability", "dla_cores", "gpu_fp32_tflops", "gpu_fp16_tflops",
+           "gpu_int8_tops", "dla_int8_tops")
 
 
 # --- profiles -------------------------------------------------------------------------------------------------------
@@ -49,7 +54,12 @@ def test_every_profile_loads_with_its_fields() -> None:
             continue
         assert re.fullmatch(r"\d+\.\d+", d.compute_capability or "")
         assert d.architecture and d.match and d.memory_gb and d.memory_bandwidth_gbs
-        assert d.int8_tops or d.int8_tops_sparse or d.fp16_tflops or d.fp4_tflops_sparse or d.name == "jetson_nano"
+        # the dense per-unit peaks the estimate reads: fp32 and fp16 always, int8 where it is fast, DLA where there is one
+        assert d.gpu_fp32_tflops and d.gpu_fp16_tflops and d.gpu_fp16_tflops >= d.gpu_fp32_tflops
+        assert bool(d.gpu_int8_tops) == ("int8" in d.precisions)
+        assert bool(d.dla_int8_tops) == bool(d.dla_cores)
+        if d.gpu_int8_tops and d.int8_tops and d.dla_cores:  # a Jetson's published total is GPU + DLA, never the GPU's
+            assert d.gpu_int8_tops < d.int8_tops
         if d.kind == "jetson":
             assert d.jetpack and d.power_modes
             assert all(j.tensorrt and j.cuda and j.l4t for j in d.jetpack)
@@ -62,7 +72,7 @@ def test_every_figure_names_its_source() -> None:
         for line in path.read_text().splitlines():
             key = line.split("=", 1)[0].strip()
             if key in FIGURES and line.strip() != "dla_cores = 0":  # desktop GPUs have no DLA
-                assert "# source:" in line, f"{path.name}: {line!r} has no '# source:'"
+                assert "# source:" in line or "# derived:" in line, f"{path.name}: {line!r} has no source"
 
 
 def test_device_facts() -> None:
@@ -86,7 +96,7 @@ def test_get_device_normalises_and_rejects_unknown_names() -> None:
         get_device("orin-nanoo")
     msg = str(e.value)
     assert "\n" not in msg and "jetson_orin_nano" in msg and "run 'edgefuse devices'" in msg
-    with pytest.raises(EdgefuseError, match="known devices: a100, cpu"):
+    with pytest.raises(EdgefuseError, match="known devices: a100, a100_40gb_pcie, .*, cpu, "):
         get_device("tpu")
 
 
@@ -110,6 +120,16 @@ def _profile_copy(tmp_path: Path, name: str, edit) -> Path:
     ("a100", lambda t: t.replace('name = "a100"', 'name = "a10"'), "must equal the file name"),
     ("rtx4090", lambda t: t.replace('"fp8"]', '"fp9"]'), "'fp9' is not one of"),
     ("jetson_orin_nx", lambda t: t.replace("memory_gb = 16", "memory_gb = '16'"), "memory_gb must be a number"),
+    ("rtx4090", lambda t: re.sub(r"(?m)^gpu_fp32_tflops = .*$", "", t), "missing required key 'gpu_fp32_tflops'"),
+    ("jetson_orin_nx", lambda t: re.sub(r"(?m)^dla_int8_tops = .*$", "", t), "missing required key 'dla_int8_tops'"),
+    ("jetson_orin_nano", lambda t: t.replace("dla_cores = 0", "dla_cores = 0\ndla_int8_tops = 1"),
+     "dla_int8_tops is given but dla_cores is 0"),
+    ("jetson_orin_nano", lambda t: re.sub(r"(?m)^gpu_int8_tops = .*$", "", t), "missing required key 'gpu_int8_tops'"),
+    ("jetson_orin_nano", lambda t: t.replace('"p3767-0004"', '"P3767-4"').replace('"p3767-0003"', '"3767"'),
+     "part_numbers: '3767' must look like"),
+    ("jetson_orin_nano", lambda t: t.replace('"jetson_orin_nano_8gb"', '"Orin Nano"'), "aliases: 'Orin Nano'"),
+    ("jetson_orin_nano", lambda t: t.replace('"33.5  #', '"33.5"  #').replace("gpu_int8_tops = 33.5", "gpu_int8_tops = -1"),
+     "power_modes[3].gpu_int8_tops must be positive"),
     ("cpu", lambda t: t + "\n[oops", "not valid TOML"),
 ])
 def test_invalid_profiles_name_file_and_key(tmp_path: Path, name: str, edit, message: str) -> None:
@@ -187,11 +207,13 @@ def _release(major: int, revision: str) -> str:
 @pytest.mark.parametrize("model,release,expected,jetpack", [
     ("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", _release(36, "4.3"), "jetson_orin_nano",
      "6.2"),
-    ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", _release(36, "4.7"), "jetson_orin_nx", "6.2"),
+    ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", _release(36, "4.7"), "jetson_orin_nx", "6.2.1"),
     ("NVIDIA Jetson AGX Orin Developer Kit", _release(35, "4.1"), "jetson_agx_orin", "5.1.2"),
     ("NVIDIA Jetson Nano Developer Kit", _release(32, "7.1"), "jetson_nano", "4.6.1"),
     ("Jetson-AGX", _release(35, "6.0"), "jetson_agx_xavier", "5.1.4"),
-    ("NVIDIA Jetson Xavier NX Developer Kit", _release(32, "7.4"), "jetson_xavier_nx", "4.6.1"),
+    ("NVIDIA Jetson Xavier NX Developer Kit", _release(32, "7.4"), "jetson_xavier_nx", "4.6.4"),
+    ("NVIDIA Jetson Xavier NX Developer Kit", _release(32, "6.1"), "jetson_xavier_nx", "4.6"),
+    ("Jetson-AGX", _release(35, "1.0"), "jetson_agx_xavier", "5.0.2"),
     ("NVIDIA Jetson AGX Thor Developer Kit", _release(38, "2.1"), "jetson_thor", "7.0"),
 ])
 def test_detect_jetson(tmp_path: Path, model: str, release: str, expected: str, jetpack: str) -> None:
@@ -210,8 +232,8 @@ def test_detect_jetson_from_compatible_only(tmp_path: Path) -> None:
 
 
 def test_unknown_jetson_is_an_error(tmp_path: Path) -> None:
-    root = _jetson_root(tmp_path, "NVIDIA Jetson TX2", _release(32, "7.1"))
-    with pytest.raises(EdgefuseError, match=r"this Jetson \(NVIDIA Jetson TX2\) has no device profile; pass --device"):
+    root = _jetson_root(tmp_path, "NVIDIA Jetson TX1", _release(32, "7.1"))
+    with pytest.raises(EdgefuseError, match=r"this Jetson \(NVIDIA Jetson TX1\) has no device profile; pass --device"):
         detect_device(root=root, nvidia_smi=None)
 
 
@@ -237,7 +259,8 @@ def test_detect_gpu_from_nvidia_smi(tmp_path: Path, output: str, expected: str) 
 @pytest.mark.skipif(sys.platform == "win32", reason="shell script stands in for nvidia-smi")
 def test_detect_unknown_gpu_is_an_error(tmp_path: Path) -> None:
     smi = _fake_nvidia_smi(tmp_path, "NVIDIA GeForce RTX 3080, 8.6\n")
-    expected = r"compute capability 8.6\) has no device profile \(same compute capability: rtx3090\)"
+    expected = (r"compute capability 8.6\) has no device profile \(same compute capability: rtx3090, rtx_a4000, "
+                r"rtx_a5000, rtx_a6000\)")
     with pytest.raises(EdgefuseError, match=expected):
         detect_device(root=_jetson_root(tmp_path, None), nvidia_smi=smi)
 

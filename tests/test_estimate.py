@@ -75,8 +75,8 @@ def by_name(costs):
 
 
 def fake_orin(**figures):
-    """The Jetson AGX Orin profile with round made-up figures: fp32 at 1 GFLOP/s (fp16 2), int8 4 GOP/s, 1 GB/s."""
-    values = {"fp16_tflops": 0.002, "int8_tops": 0.004, "memory_bandwidth_gbs": 1.0}
+    """The Jetson AGX Orin profile with round made-up GPU figures: fp32 at 1 GFLOP/s (fp16 2), int8 4 GOP/s, 1 GB/s."""
+    values = {"gpu_fp32_tflops": 0.001, "gpu_fp16_tflops": 0.002, "gpu_int8_tops": 0.004, "memory_bandwidth_gbs": 1.0}
     values.update(figures)
     return dataclasses.replace(get_device("jetson_agx_orin"), **values)
 
@@ -164,24 +164,25 @@ def test_onnxruntime_drops_a_relu_before_quantize_only_at_the_lowest_zero_point(
 
 
 def test_roofline_by_hand_on_a_fake_profile() -> None:
-    est = estimate(conv_relu(), {}, fake_orin())
+    """The plain roofline (calibrated=False: efficiencies 1, no L2, 5 us per kernel) by hand."""
+    est = estimate(conv_relu(), {}, fake_orin(), calibrated=False)
     assert est.label == LABEL == "estimate (roofline)" and est.overhead_us == 5.0
     # Conv + Relu epilogue: 2 x 7168 ops at 1 GFLOP/s = 14.336 us > 2240 bytes at 1 GB/s = 2.24 us; + 5 us
     (kernel,) = est.kernels
     assert kernel.bound == "compute" and kernel.epilogue == ("relu",) and kernel.bytes == 2240
     assert kernel.compute_ms == pytest.approx(14.336 * US) and kernel.memory_ms == pytest.approx(2.24 * US)
     assert est.total_ms == pytest.approx((14.336 + 5) * US)
-    assert any("fp16_tflops / 2" in a for a in est.assumptions)
+    assert est.uncertainty_pct is None and "uncalibrated" in est.uncertainty
 
-    unfused = estimate(conv_relu(), {}, fake_orin(), fuse=False)  # Relu on its own: 2048 bytes, memory-bound
+    unfused = estimate(conv_relu(), {}, fake_orin(), fuse=False, calibrated=False)  # Relu on its own: 2048 bytes, memory-bound
     assert [k.bound for k in unfused.kernels] == ["compute", "memory"]
     assert unfused.total_ms == pytest.approx((14.336 + 5 + 2.048 + 5) * US)
 
-    g = estimate(gemm(), {}, fake_orin(), overhead_us=0)  # 512 ops = 0.512 us < 736 bytes = 0.736 us
+    g = estimate(gemm(), {}, fake_orin(), overhead_us=0, calibrated=False)  # 512 ops = 0.512 us < 736 bytes = 0.736 us
     assert g.kernels[0].bound == "memory" and g.total_ms == pytest.approx(0.736 * US)
 
     # int8: conv 2 x 7168 ops at 4 GOP/s = 3.584 us > 1340 bytes; the input Q kernel moves 965 bytes
-    q = estimate(qdq_conv(), {}, fake_orin())
+    q = estimate(qdq_conv(), {}, fake_orin(), calibrated=False)
     assert q.total_ms == pytest.approx((3.584 + 5 + 0.965 + 5) * US)
     assert q.split()["compute_bound_ms"] == pytest.approx(3.584 * US)
 
@@ -207,21 +208,26 @@ def test_cpu_estimate_uses_measured_peaks_for_the_activation_type() -> None:
         estimate(gemm(), {}, cpu, {"fp32_gflops": 1.0})
 
 
-def test_missing_figure_names_the_profile_file_and_key() -> None:
-    orin = get_device("jetson_agx_orin")  # no published fp16_tflops
-    assert orin.fp16_tflops is None
-    with pytest.raises(EdgefuseError, match=r"jetson_agx_orin\.toml: no fp16_tflops"):
-        estimate(conv_relu(), {}, orin)
-    with pytest.raises(EdgefuseError, match=r"jetson_agx_orin\.toml: no int8_tops"):
-        estimate(qdq_conv(), {}, fake_orin(int8_tops=None))
-    with pytest.raises(EdgefuseError, match=r"jetson_agx_orin\.toml: no memory_bandwidth_gbs"):
-        estimate(gemm(), {}, fake_orin(memory_bandwidth_gbs=None))
-    # an int8 graph needs no fp16 figure: the published int8_tops and bandwidth suffice
-    assert estimate(qdq_conv(), {}, orin).total_ms > 0
+def test_missing_figure_names_the_device_and_field() -> None:
+    """A figure no source gives (profile field, published.toml, GPU-only legacy field) is one line naming both."""
+    bare = fake_orin(name="jetson_test", gpu_fp16_tflops=None, fp16_tflops=None)  # no published.toml entry either
+    with pytest.raises(EdgefuseError, match=r"^jetson_test: no gpu_fp16_tflops, needed for the fp16 layers; .*"
+                                            r"jetson_agx_orin\.toml") as e:
+        estimate(conv_relu(np.float16), {}, bare)
+    assert "\n" not in str(e.value)
+    with pytest.raises(EdgefuseError, match=r"jetson_test: no gpu_int8_tops"):
+        estimate(qdq_conv(), {}, fake_orin(name="jetson_test", gpu_int8_tops=None))  # module int8_tops is GPU + DLA
+    with pytest.raises(EdgefuseError, match=r"jetson_test: no memory_bandwidth_gbs"):
+        estimate(gemm(), {}, fake_orin(name="jetson_test", memory_bandwidth_gbs=None))
+    # an fp32 layer on a tensor-core GPU runs as TF32: the fp16 figure is enough
+    assert estimate(conv_relu(), {}, fake_orin(name="jetson_test", gpu_fp32_tflops=None)).total_ms > 0
+    # a profile without the field falls back to published.toml's figure for that device
+    orin = fake_orin(gpu_fp16_tflops=None)
+    assert "published.toml" in estimate(conv_relu(np.float16), {}, orin).peaks["source"]
 
 
 def test_compare_with_measurement() -> None:
-    est = estimate(gemm(), {}, fake_orin(), overhead_us=0)
+    est = estimate(gemm(), {}, fake_orin(), overhead_us=0, calibrated=False)
     cmp = compare_with_measurement(est, est.total_ms * 2)
     assert cmp.ratio == pytest.approx(0.5) and cmp.error_pct == pytest.approx(-50.0)
     assert cmp.verdict == "optimistic" and cmp.label == LABEL

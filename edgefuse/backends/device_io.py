@@ -299,7 +299,7 @@ def prepare_clip_folder(model: str | Path, clips: str | Path, out_dir: str | Pat
                             "give the graph 'edgefuse export' wrote")
     clip_set = open_clips(clips, Preprocess.from_metadata(meta, source=str(model)),
                           Sampling(num_segments=int(meta["segments"])), root=root, num_clips=num_clips, seed=seed,
-                          workers=workers, progress=progress)
+                          workers=workers, progress=progress, num_classes=meta.get("num_classes"))
     data, labels, ids = clip_set.stack()
     input_name = graph_inputs(graph)[0].name
     facts = {**meta, "labels": None if labels is None else [int(x) for x in labels.tolist()],

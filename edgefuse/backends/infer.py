@@ -171,6 +171,7 @@ def infer(cfg: InferConfig, on_batch: Callable[[StreamBatch], None] | None = Non
     compute_ms of a batch is the wall time of the runner's run (TensorRT: its own H2D / compute / D2H split)."""
     from edgefuse import backends
     from edgefuse.progress import Progress
+    from edgefuse.utils import check_output
 
     engine, clips_dir = Path(cfg.engine), str(cfg.clips)
     if cfg.batch is not None and cfg.batch < 1:
@@ -180,6 +181,7 @@ def infer(cfg: InferConfig, on_batch: Callable[[StreamBatch], None] | None = Non
     if not engine.is_file():
         raise EdgefuseError(f"{engine}: no such engine file; give an engine 'edgefuse build-engine' wrote (with its "
                             "sidecar) or an .onnx graph")
+    check_output(cfg.out, inputs=(engine, cfg.clips), what="logits folder", folder=True)  # before any work
     try:
         manifest = dr.read_manifest(clips_dir)
     except dr.RunnerError as e:

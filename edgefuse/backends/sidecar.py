@@ -3,14 +3,15 @@ Loading reads it first and refuses an engine built by another backend version or
 device, before touching the engine bytes."""
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgefuse.errors import EdgefuseError
-from edgefuse.utils import atomic_path
+from edgefuse.utils import atomic_path, write_set
 
 SCHEMA = 1
 
@@ -69,14 +70,64 @@ class Sidecar:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Sidecar:
-        """From :meth:`to_dict`'s form; fields this version does not know are ignored (a newer sidecar)."""
+        """From :meth:`to_dict`'s form; fields this version does not know are ignored (a newer sidecar). A dict
+        that is not a sidecar (missing fields, wrong types) raises one :class:`EdgefuseError` line saying which."""
+        problem = sidecar_problem(data)
+        if problem is not None:
+            raise EdgefuseError(f"not a valid engine sidecar: {problem}")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+BACKEND_NAMES = ("onnxruntime", "openvino", "tensorrt")
+# field -> (JSON types it may hold, what the message calls them); fields without a default must be present
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "backend": ((str,), "a string"), "backend_version": ((str,), "a string"), "device": ((str,), "a string"),
+    "hardware": ((dict,), "a JSON object"), "precision": ((str,), "a string"),
+    "engine_sha256": ((str,), "a string"), "source_onnx": ((str,), "a string"),
+    "source_onnx_sha256": ((str,), "a string"), "profiles": ((dict,), "a JSON object"),
+    "settings": ((dict,), "a JSON object"), "calibration": ((dict, type(None)), "a JSON object or null"),
+    "metadata": ((dict,), "a JSON object"), "build_seconds": ((int, float), "a number"),
+    "built_at": ((str,), "a string"), "notes": ((list,), "a list"), "schema": ((int,), "an integer"),
+}
+_JSON_NAMES = {str: "a string", dict: "a JSON object", list: "a list", int: "an integer", float: "a number",
+               bool: "true/false", type(None): "null"}
+
+
+def sidecar_problem(data: Mapping[str, Any]) -> str | None:
+    """What keeps ``data`` from being an engine sidecar this version reads (None: nothing): the missing
+    fields, a field of the wrong type, an unknown backend, a newer schema."""
+    if not isinstance(data, Mapping):
+        return f"holds {_JSON_NAMES.get(type(data), type(data).__name__)}, not a JSON object"
+    required = [f.name for f in Sidecar.__dataclass_fields__.values()
+                if f.default is MISSING and f.default_factory is MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    for key, (types, what) in _FIELD_TYPES.items():
+        if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool)):
+            got = _JSON_NAMES.get(type(data[key]), type(data[key]).__name__)
+            return f"field {key!r} is {got}, expected {what}"
+    if data["backend"] not in BACKEND_NAMES:
+        return f"backend {data['backend']!r} is none of {', '.join(BACKEND_NAMES)}"
+    if int(data.get("schema", SCHEMA)) > SCHEMA:
+        return f"schema {data['schema']} is newer than this edgefuse's {SCHEMA} (upgrade edgefuse)"
+    return None
 
 
 def sidecar_path(engine: str | Path) -> Path:
     p = Path(engine)
     return p.with_name(p.name + ".json")
+
+
+@contextlib.contextmanager
+def engine_set(engine: str | Path) -> Iterator[Path]:
+    """Build ``engine`` and its sidecar as a set: yields the staged engine path to build to (its sidecar written
+    beside it, :func:`write_sidecar`); on success both are moved into place together, else neither is (Ctrl-C at
+    any moment included; a failed move puts back what was there). The staged path is in a hidden folder beside
+    ``engine``."""
+    with write_set(engine, sidecar_path(engine)) as (staged, _):
+        yield staged
 
 
 def write_sidecar(engine: str | Path, sidecar: Sidecar) -> Path:
@@ -95,12 +146,16 @@ def read_sidecar(engine: str | Path) -> Sidecar:
                             "unknown; build the engine with 'edgefuse build-engine' (it writes both)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, Mapping):
-            raise TypeError("not a JSON object")
-        return Sidecar.from_dict(data)
-    except (ValueError, TypeError) as e:
-        raise EdgefuseError(f"{path}: not a valid engine sidecar ({e}); rebuild the engine with "
+    except (ValueError, UnicodeDecodeError) as e:
+        raise EdgefuseError(f"{path}: not a valid engine sidecar (not JSON: {e}); rebuild the engine with "
                             "'edgefuse build-engine'") from None
+    except OSError as e:
+        raise EdgefuseError(f"{path}: cannot read the engine sidecar ({e.strerror or e})") from None
+    problem = sidecar_problem(data)
+    if problem is not None:
+        raise EdgefuseError(f"{path}: not a valid engine sidecar ({problem}); it was not written by 'edgefuse "
+                            "build-engine' or was edited: rebuild the engine with 'edgefuse build-engine'")
+    return Sidecar.from_dict(data)
 
 
 def check_compatible(engine: str | Path, sidecar: Sidecar, backend_version: str, hardware: Mapping[str, Any],

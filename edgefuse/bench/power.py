@@ -27,6 +27,7 @@ def jetson_power(rows: list[BenchRow], runners: Sequence[Runner], x: np.ndarray,
         energy_per_clip_mj,
         mean_power_mw,
         power_mode,
+        total_source,
     )
 
     mode, pinned = power_mode(), clocks_pinned()
@@ -40,7 +41,8 @@ def jetson_power(rows: list[BenchRow], runners: Sequence[Runner], x: np.ndarray,
                 r.run(x)
                 n += batch
             end = time.monotonic()
+        src = total_source(ts.samples, start, end)
         power = JetsonPower(mode[0] if mode else None, pinned, mean_power_mw(ts.samples, start, end),
-                            energy_per_clip_mj(ts.samples, start, end, n))
+                            energy_per_clip_mj(ts.samples, start, end, n), src.short() if src else None)
         out.append(dataclasses.replace(row, power=power))
     return out

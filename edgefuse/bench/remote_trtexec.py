@@ -44,6 +44,7 @@ from edgefuse.devices.jetson import (
     mean_power_mw,
     parse_nvpmodel,
     parse_tegrastats,
+    total_source,
 )
 from edgefuse.errors import EdgefuseError
 
@@ -302,8 +303,9 @@ def _power(host: str, mode: str | None, lines: list[str], sampler: _Tegrastats, 
     try:
         if end <= start:
             raise EdgefuseError(f"the timed window is empty ({start} to {end})")
+        src = total_source(samples, start, end)
         return JetsonPower(mode, None, mean_power_mw(samples, start, end),
-                           energy_per_clip_mj(samples, start, end, clips))
+                           energy_per_clip_mj(samples, start, end, clips), src.short() if src else None)
     except EdgefuseError as e:
         log.warning("%s: no power figures: %s", host, e)
         return None

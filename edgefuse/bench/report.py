@@ -47,6 +47,7 @@ class JetsonPower:
     clocks_pinned: bool | None
     mean_power_mw: float | None
     energy_mj_per_clip: float | None
+    power_source: str | None = None  # the input rail, or "partial sum(...)" where the board has none (docs/power.md)
 
 
 LATENCY_KEYS = tuple(f.name for f in dataclasses.fields(Latency))
@@ -93,7 +94,7 @@ class BenchRow:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchRow:
         known = set(LATENCY_KEYS) | set(POWER_KEYS) | set(ROW_KEYS)
-        power = JetsonPower(**{k: d[k] for k in POWER_KEYS}) if "energy_mj_per_clip" in d else None
+        power = JetsonPower(**{k: d.get(k) for k in POWER_KEYS}) if "energy_mj_per_clip" in d else None
         return cls(name=d["name"], backend=d["backend"], precision=d["precision"],
                    latency=Latency(**{k: d[k] for k in LATENCY_KEYS}), rss_mb=d["rss_mb"], raw_ms=list(d["raw_ms"]),
                    gpu_memory_mb=d.get("gpu_memory_mb"), timings={k: v for k, v in d.items() if k not in known},

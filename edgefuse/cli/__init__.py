@@ -85,6 +85,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 def _register() -> None:
     from edgefuse.cli import bench as _bench
     from edgefuse.cli import calibrate as _calibrate
+    from edgefuse.cli import clips as _clips
     from edgefuse.cli import demo as _demo
     from edgefuse.cli import device as _device
     from edgefuse.cli import engine as _engine
@@ -108,6 +109,7 @@ def _register() -> None:
     cli.add_command(_demo.demo_cmd)
     cli.add_command(_synth.synth_cmd)
     cli.add_command(_train.train_cmd)
+    cli.add_command(_clips.clips_cmd)
 
 
 _register()

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from edgefuse.cli.options import clip_options, json_option
+from edgefuse.cli.checks import check_io
+from edgefuse.cli.options import clip_options, json_option, same_reading
 from edgefuse.cli.render import render_calibrate, render_json, render_over_budget
 
 
@@ -47,6 +48,9 @@ def calibrate_cmd(model: Path, clips: Path, root: Path | None, num_clips: int, s
     benchmark clips sampled as the model was trained, and compare it with FP32 on held-out clips."""
     from edgefuse.quantize import CalibrateConfig, calibrate
 
+    check_io(graphs=[model], inputs=[clips, holdout, from_trt_cache], outputs={
+        output: "calibrated graph", output.with_suffix(".calib.json"): "calibration report", trt_cache: "TensorRT cache"})
+    holdout = same_reading(clips, holdout)  # read like --clips (the clip-reading options)
     cfg = CalibrateConfig(model=model, clips=clips, output=output, precision=precision, method=method,
                           num_clips=num_clips, seed=seed, max_drop=max_drop, min_agreement=min_agreement,
                           exclude=exclude, default_excludes=not no_default_excludes, holdout=holdout,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from edgefuse.cli.checks import check_io
 from edgefuse.cli.options import clip_options, json_option
 from edgefuse.cli.render import render_clip_folder, render_json
 
@@ -21,5 +22,6 @@ def device_clips_cmd(model: Path, clips: Path, root: Path | None, num_clips: int
     that device_runner.py runs an engine on; 'edgefuse validate RUNNER_OUTPUT --clips FOLDER' compares the result."""
     from edgefuse.backends.device_io import prepare_clip_folder
 
+    check_io(graphs=[model], inputs=[clips], folders={output: "clip folder"})
     folder = prepare_clip_folder(model, clips, output, num_clips=num_clips, seed=seed, root=root, workers=workers)
     click.echo(render_json(folder.to_dict()) if as_json else render_clip_folder(folder))

@@ -1,21 +1,33 @@
 """``edgefuse build-engine`` and ``edgefuse devices``."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 import click
 
+from edgefuse.cli.checks import check_io
 from edgefuse.cli.options import host_specs, json_option, remote_options
-from edgefuse.cli.render import device_rows, render_build, render_devices, render_json
+from edgefuse.cli.render import render_build, render_json
+from edgefuse.cli.render_devices import device_rows, render_detection, render_devices
 
 
 @click.command("devices")
+@click.option("--detect", "detect_here", is_flag=True,
+              help="Detect this machine instead: print what was read (device-tree model and compatible, L4T release, "
+                   "memory, nvidia-smi) and which profile was chosen by which rule.")
 @json_option
-def devices_cmd(as_json: bool) -> None:
-    """List the device profiles build-engine and bench know (installed with edgefuse)."""
+def devices_cmd(detect_here: bool, as_json: bool) -> None:
+    """List the device profiles build-engine and bench know (installed with edgefuse), with their dense peaks."""
     from edgefuse.devices import list_devices, tensorrt_versions
 
+    if detect_here:
+        from edgefuse.devices import detect
+
+        found = detect()
+        click.echo(render_json(found.to_dict()) if as_json else render_detection(found))
+        return
     rows = device_rows([(d, tensorrt_versions(d)) for d in list_devices()])
     click.echo(render_json(rows) if as_json else render_devices(rows))
 
@@ -71,6 +83,7 @@ def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str
     from edgefuse.backends.plan import parse_shapes
     from edgefuse.errors import EdgefuseError
 
+    check_io(graphs=[model])  # one line for a file that is not an edgefuse video graph, before any work
     specs = host_specs(hosts, hosts_file)
     if specs:
         from edgefuse.backends.remote.build import RemoteBuildOptions, RemoteOptions, build_remote
@@ -94,9 +107,13 @@ def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str
     if rebuild:
         raise EdgefuseError("--rebuild is for --host (a local build always builds)")
     from edgefuse.backends import BuildConfig, build_engine
+    from edgefuse.backends.sidecar import engine_set, sidecar_path
 
+    check_io(inputs=[calibration_cache, timing_cache], outputs={output: "engine", sidecar_path(output): "sidecar"})
     cfg = BuildConfig(model=model, output=output, device=device, precision=precision, shapes=parse_shapes(shapes),
                       workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, timing_cache=timing_cache,
                       threads=threads, cpu_int8=cpu_int8, backend=backend, calibration_cache=calibration_cache)
-    result = build_engine(cfg)
+    with engine_set(output) as staged:  # the engine and its sidecar appear together or not at all
+        result = build_engine(dataclasses.replace(cfg, output=staged))
+    result = dataclasses.replace(result, path=output, sidecar_path=sidecar_path(output))
     click.echo(render_json(result.sidecar.to_dict()) if as_json else render_build(result))

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgefuse.cli.checks import check_io
 from edgefuse.cli.options import json_option
 from edgefuse.cli.render import render_export, render_json, render_presets
 from edgefuse.errors import EdgefuseError
@@ -55,8 +56,12 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--policy", type=click.Choice(["dynamic", "static", "stream"]),
               help="AdaFuse policy: in-graph argmax, folded into a static graph, or a per-frame stream graph [dynamic].")
 @click.option("--policy-clips", type=click.Path(path_type=Path, dir_okay=False), help="Clips (.npz) to fold the policy on.")
-@click.option("--tau", type=click.FloatRange(0, 1, min_open=True), help="Folding threshold (default: most aggressive keeping --min-agreement).")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), help="Top-1 agreement folded vs dynamic that --tau must keep [0.99].")
+@click.option("--tau", type=click.FloatRange(0, 1, min_open=True),
+              help="Folding threshold, folded whatever its agreement (default: the most aggressive keeping "
+                   "--min-agreement).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1),
+              help="Top-1 agreement folded vs dynamic the automatic tau must keep; when no tau does, export writes "
+                   "nothing and exits 1 [0.99].")
 @click.option("--parity-clips", type=click.Path(path_type=Path, dir_okay=False), help="Real clips (.npz) for the parity check.")
 @click.option("--tolerance", type=click.FloatRange(min=0), help="Max relative logit error ONNX vs PyTorch [1e-4].")
 @click.option("--target", metavar="NAME",
@@ -90,6 +95,7 @@ def export_cmd(model: str | None, preset: str | None, list_presets: bool, list_t
         raise EdgefuseError("no output path: pass -o model.onnx")
     from edgefuse.export.api import export
 
+    check_io(inputs=[given.get(k) for k in ("checkpoint", "policy_clips", "parity_clips")], outputs={output: "graph"})
     cfg = make_config(preset, output, model=model, ranges=_parse_ranges(ranges),
                       options=_parse_options(model_options), **given)
     result = export(cfg)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from edgefuse.cli.checks import check_io
 from edgefuse.cli.options import json_option
 from edgefuse.cli.render import render_infer, render_json
 
@@ -32,6 +33,7 @@ def infer_cmd(engine: Path, clips_dir: Path, out_dir: Path, batch: int | None, w
     from edgefuse.backends.device_io import StreamBatch
     from edgefuse.backends.infer import InferConfig, infer
 
+    check_io(engines=[engine], inputs=[clips_dir], folders={out_dir: "logits folder"})
     def emit(batch_result: StreamBatch) -> None:
         click.echo(batch_result.line())  # click.echo flushes: the reader gets each line as its batch ends
 

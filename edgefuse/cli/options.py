@@ -1,6 +1,7 @@
 """Option groups shared by several commands, defined once."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,61 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(f)
 
 
-def clip_options(default_num: int) -> Callable[[F], F]:
-    """--clips, --root, --num-clips, --seed, --workers: which benchmark clips, sampled from the graph's metadata."""
+_READ_OPTIONS = ("classes", "frame_template", "frame_start", "sampling_clock", "min_frames", "allow_outside_root")
+
+
+def clip_read_options(argument: str = "clips") -> Callable[[F], F]:
+    """--classes, --frame-template, --frame-start, --sampling, --min-frames, --allow-outside-root: how a clip
+    source is read. The command receives its ``argument`` (the source's path) as an
+    :class:`edgefuse.clips.ClipSource` carrying them, a Path that every library call taking clips hands on
+    to ``edgefuse.clips.open``; the options themselves do not reach the command."""
     def deco(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            opts = {key: kwargs.pop(key) for key in _READ_OPTIONS}
+            if kwargs.get(argument) is not None:
+                from edgefuse.clips import DEFAULT_TEMPLATE, ClipSource  # decoders only when a command runs
+
+                kwargs[argument] = ClipSource.of(
+                    kwargs[argument], classes=opts["classes"], frame_start=opts["frame_start"],
+                    frame_template=opts["frame_template"] or DEFAULT_TEMPLATE, clock=opts["sampling_clock"],
+                    min_frames=opts["min_frames"], allow_outside_root=opts["allow_outside_root"])
+            return f(*args, **kwargs)
+
+        wrapped: F = command
+        for opt in reversed([
+            click.option("--classes", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                         help="Class names: a file with one name per line (label = line index), or the "
+                              "Something-Something V2 labels JSON (a V2 list's labels come from its templates)."),
+            click.option("--frame-template", metavar="TEMPLATE",
+                         help="File names of the frames in frame folders: img_%05d.jpg (printf) or img_{:05d}.jpg "
+                              "[%05d.jpg, Something V1 / Jester; Kinetics-style folders: img_%05d.jpg]."),
+            click.option("--frame-start", default=1, show_default=True, type=click.IntRange(min=0),
+                         help="Number of the first frame file in a frame folder."),
+            click.option("--sampling", "sampling_clock", type=click.Choice(["index", "time"]), default="index",
+                         show_default=True,
+                         help="Place the segments on frame numbers (the official loaders) or on the videos' "
+                              "timestamps (variable-frame-rate video: phones, screen recordings)."),
+            click.option("--min-frames", default=3, show_default=True, type=click.IntRange(min=1),
+                         help="Skip clips with fewer frames (any source; clips with fewer frames than segments "
+                              "repeat frames)."),
+            click.option("--allow-outside-root", is_flag=True,
+                         help="Accept list entries that leave the root (absolute paths, '../'); refused by default."),
+        ]):
+            wrapped = opt(wrapped)
+        return wrapped
+    return deco
+
+
+def clip_options(default_num: int) -> Callable[[F], F]:
+    """--clips, --root, --num-clips, --seed, --workers: which benchmark clips, sampled from the graph's metadata;
+    and how to read them (:func:`clip_read_options`: ``clips`` arrives as a ClipSource)."""
+    def deco(f: F) -> F:
+        f = clip_read_options("clips")(f)
         for opt in reversed([
             click.option("--clips", "clips", required=True, type=click.Path(path_type=Path, exists=True),
-                         help="Clip source: a TSN list file, a folder of videos or frame folders, a V2 JSON, "
-                              "or an .npz."),
+                         help="Clip source: a TSN list file, a folder of videos, of class folders or of frame "
+                              "folders, a video, a V2 JSON, or an .npz ('edgefuse clips' summarises one)."),
             click.option("--root", type=click.Path(path_type=Path, file_okay=False),
                          help="Root of the list file's relative paths (default: the list file's folder)."),
             click.option("--num-clips", default=default_num, show_default=True, type=click.IntRange(min=1),
@@ -46,6 +95,12 @@ def clip_options(default_num: int) -> Callable[[F], F]:
             f = opt(f)
         return f
     return deco
+
+
+def same_reading(clips: Path, other: Path | None) -> Path | None:
+    """``other`` (a second clip source, e.g. calibrate's --holdout) read with the options ``clips`` carries."""
+    with_source = getattr(clips, "with_source", None)
+    return other if other is None or with_source is None else with_source(other)
 
 
 def remote_options(what: str) -> Callable[[F], F]:

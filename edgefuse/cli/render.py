@@ -11,7 +11,6 @@ if TYPE_CHECKING:  # the results edgefuse calibrate / build-engine / devices / v
     from edgefuse.bench import BenchReport, EstimateReport
     from edgefuse.bench.remote import FleetReport
     from edgefuse.demo import DemoReport
-    from edgefuse.devices import DeviceProfile
     from edgefuse.estimate import Estimate
     from edgefuse.export.report import ExportReport
     from edgefuse.graph.inspect import GraphInspection
@@ -66,12 +65,18 @@ def render_export(report: ExportReport, size_mb: float) -> str:
 
 
 def render_estimate(est: Estimate, top: int | None = None) -> str:
-    """A roofline estimate's kernels, slowest first (``top`` of them)."""
+    """A roofline estimate: its total with the uncertainty of its device class, then its kernels, slowest first
+    (``top`` of them), each in its own precision."""
     rows = [{"name": r.name, "op": "+".join((r.op, *[e.rsplit("/", 1)[-1] for e in r.epilogue])),
              "precision": r.precision, "mmacs": r.macs / 1e6, "kb": r.bytes / 1e3, "us": r.time_ms * 1e3,
              "bound": r.bound} for r in est.slowest(top)]
-    return format_table(rows, ["name", "op", "precision", "mmacs", "kb", "us", "bound"],
-                        ["layer", "op", "precision", "MMACs", "kB", "time (us)", "bound"])
+    span = est.range_ms
+    where = f"{est.device}{' (one DLA core)' if est.target == 'dla' else ''}"
+    head = (f"{est.label} on {where}: {est.total_ms:.3f} ms"
+            + (f" (published latencies of its class put it between {span[0]:.3f} and {span[1]:.3f} ms)" if span else "")
+            + (f"; {est.uncertainty}" if est.uncertainty else ""))
+    return "\n".join([head, format_table(rows, ["name", "op", "precision", "mmacs", "kb", "us", "bound"],
+                                         ["layer", "op", "precision", "MMACs", "kB", "time (us)", "bound"])])
 
 
 THREADS_DEFAULT = "ONNX Runtime's default: one per physical core, pinned"
@@ -97,7 +102,8 @@ def _pct(v: float | None, digits: int = 1) -> str:
 
 
 def render_calibrate(result: CalibrateResult) -> str:
-    """``edgefuse calibrate``'s summary: the candidate against FP32 on the held-out clips, MACs, the budget."""
+    """``edgefuse calibrate``'s summary: the candidate against FP32 on the held-out clips (or, said so, on the
+    calibration clips when there is no held-out set), MACs, the budget, the clips skipped."""
     rep, r = result.report, result.report.result
     p = rep.precision.upper()
     rows = [{"figure": "top-1 agreement with FP32", "value": _pct(r.top1_agreement, 2)},
@@ -115,7 +121,17 @@ def render_calibrate(result: CalibrateResult) -> str:
     if rep.budget_layers:
         rows.append({"figure": "layers returned to FP32 by the budget",
                      "value": f"{len(rep.budget_layers)} ({m.budget_layers_macs / 1e9:.3f} GMACs)"})
-    lines = [format_table(rows, ["figure", "value"], ["", f"{p} vs FP32 on {rep.holdout.clips} held-out clips"])]
+    on = (f"{rep.holdout.clips} held-out clips" if rep.holdout.held_out
+          else f"the {rep.holdout.clips} calibration clips (no held-out set)")
+    lines = [format_table(rows, ["figure", "value"], ["", f"{p} vs FP32 on {on}"])]
+    if not rep.holdout.held_out:
+        lines.append("no held-out set: these figures are on the clips calibration saw; give --holdout (e.g. the val "
+                     "list) for unbiased ones")
+    skipped = rep.skipped
+    if skipped:
+        lines.append(f"skipped {len(skipped)} unreadable clip(s): "
+                     + "; ".join(f"{d['id']}: {d['reason']}" for d in skipped[:3])
+                     + (f"; ... ({len(skipped) - 3} more in {result.report_path})" if len(skipped) > 3 else ""))
     lines += [f"  flips {block}: {_pct(rate, 3)}" for block, rate in r.flip_rate.items()]
     if rep.budget_layers:
         lines.append("FP32 by budget: " + ", ".join(rep.budget_layers))
@@ -149,19 +165,6 @@ def render_build(result: BuildResult) -> str:
     return "\n".join(lines)
 
 
-def device_rows(profiles: Sequence[tuple[DeviceProfile, Sequence[str]]]) -> list[dict[str, Any]]:
-    """``edgefuse devices``' rows (table and JSON): each profile with the TensorRT versions it knows."""
-    return [{"name": d.name, "title": d.title, "kind": d.kind, "sm": d.compute_capability or "-",
-             "precisions": ",".join(d.precisions), "dla": d.dla_cores if d.dla_cores is not None else "-",
-             "memory_gb": d.memory_gb if d.memory_gb is not None else "-", "tensorrt": ", ".join(trt) or "-"}
-            for d, trt in profiles]
-
-
-def render_devices(rows: Sequence[dict[str, Any]]) -> str:
-    return format_table(rows, ["name", "title", "kind", "sm", "precisions", "dla", "memory_gb", "tensorrt"],
-                        ["device", "", "kind", "sm", "fast precisions", "DLA", "GB", "TensorRT"])
-
-
 def render_validate(rep: ValidateReport) -> str:
     """``edgefuse validate``'s summary: the figures, the classes that moved, AdaFuse, the first departure and
     the verdict."""
@@ -178,7 +181,25 @@ def render_validate(rep: ValidateReport) -> str:
     rows += [{"figure": "logit cosine (mean / min)", "value": f"{r.cosine_mean:.5f} / {r.cosine_min:.5f}"},
              {"figure": "max |logit error|", "value": f"{r.max_abs_error:.4f}"},
              {"figure": "KL divergence (mean / max)", "value": f"{r.kl_mean:.2e} / {r.kl_max:.2e}"}]
+    if rep.skipped:
+        rows.append({"figure": "clips skipped (unreadable)", "value": len(rep.skipped)})
     lines = [format_table(rows, ["figure", "value"], ["", f"{Path(rep.engine).name} vs {Path(rep.reference).name}"])]
+    if rep.skipped:
+        lines.append(f"skipped {len(rep.skipped)} clip(s) of the source: "
+                     + "; ".join(f"{i}: {why}" for i, why in rep.skipped[:3])
+                     + (f"; ... ({len(rep.skipped) - 3} more in the JSON / HTML report)" if len(rep.skipped) > 3
+                        else ""))
+    disagree = rep.disagreements()
+    if disagree:
+        lines.append(f"clips that disagree: {len(disagree)} of {r.clips}; worst by logit error:")
+        names = rep.class_names or []
+        for d in disagree[:5]:
+            what = f"reference {d.reference_class} / engine {d.engine_class}"
+            label = "" if d.label is None else f", label {names[d.label] if 0 <= d.label < len(names) else d.label}"
+            lines.append(f"  {d.id}: {what}, max |logit error| {d.max_abs_error:.4g}{label}"
+                         + (f" (non-finite {d.nonfinite} logits)" if d.nonfinite else ""))
+        if len(disagree) > 5:
+            lines.append(f"  ... and {len(disagree) - 5} more (all in the JSON / HTML report)")
     if r.per_class:
         lines.append("classes that moved most: " + ", ".join(f"{c.name} {100 * c.delta:+.1f}" for c in r.per_class[:3]))
     for p in rep.policy or []:
@@ -196,7 +217,13 @@ def render_validate(rep: ValidateReport) -> str:
         lines.append(f"departing layer: {pl.layer}{others}")
     elif pl is not None:
         lines.append(f"no tensor departs by more than {pl.tolerance} ({pl.tensors_checked} checked)")
-    lines.append(f"verdict: {rep.verdict} (drop {rep.drop_points:.2f} points, budget {rep.max_drop})")
+    failures = rep.failures
+    if failures:
+        lines.append("verdict: FAIL: " + "; ".join(failures))
+    else:
+        lines.append(f"verdict: pass (drop {rep.drop_points:.2f} points, budget {rep.max_drop}"
+                     + (f"; agreement {_pct(r.top1_agreement, 2)} >= {_pct(rep.min_agreement, 2)}"
+                        if rep.min_agreement is not None else "") + ")")
     return "\n".join(lines)
 
 
@@ -207,7 +234,8 @@ def render_bench(rep: BenchReport | EstimateReport) -> str:
 
     if isinstance(rep, EstimateReport):
         return "\n".join([rep.note, format_table([{"name": r.name, "estimate_ms": r.estimate_ms} for r in rep.rows],
-                                                 ["name", "estimate_ms"], ["engine", "estimated ms (roofline)"])])
+                                                 ["name", "estimate_ms"], ["engine", "estimated ms (roofline)"]),
+                          *[f"{r.name}: {r.summary}" for r in rep.rows]])
     rows = [{"name": r.name, "backend": r.backend, "precision": r.precision, "median_ms": r.latency.median_ms,
              "p90_ms": r.latency.p90_ms, "p99_ms": r.latency.p99_ms, "cov_pct": f"{100 * r.latency.cov:.1f}%",
              "clips_per_s": r.latency.clips_per_s, "frames_per_s": r.latency.frames_per_s, "rss_mb": r.rss_mb,
@@ -216,18 +244,41 @@ def render_bench(rep: BenchReport | EstimateReport) -> str:
                                  "clips_per_s", "frames_per_s", "rss_mb", "speedup"],
                           ["engine", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "CoV", "clips/s",
                            "frames/s", "RSS MB", "vs first"])]
+    unc = None
     for r in rep.rows:
         if r.estimate_ms is not None and r.estimate_error_pct is not None:
+            if unc is None:
+                unc = _estimate_uncertainty(rep.device)
             lines.append(f"estimate (roofline) {r.name}: {r.estimate_ms:.2f} ms vs measured "
-                         f"{r.latency.median_ms:.2f} ms ({r.estimate_error_pct:+.0f}%)")
+                         f"{r.latency.median_ms:.2f} ms ({r.estimate_error_pct:+.0f}%){unc}")
     for r in rep.rows:
         w = r.power
         if w is not None and w.energy_mj_per_clip is not None and w.mean_power_mw is not None:
             lines.append(f"energy {r.name}: {w.energy_mj_per_clip:.1f} mJ/clip at {w.mean_power_mw / 1000:.2f} W "
-                         f"(power mode {w.power_mode}, clocks pinned: {w.clocks_pinned})")
+                         f"(power mode {w.power_mode}, clocks pinned: {w.clocks_pinned}"
+                         f"{f'; {w.power_source}' if w.power_source else ''})")
     lines.append(f"input {'x'.join(str(d) for d in rep.input)} on {rep.device}, {rep.rows[0].latency.iterations} runs "
                  f"each, round robin after {rep.warmup} warm-up; peak RSS {rep.peak_rss_mb} MB")
     return "\n".join(lines)
+
+
+def _estimate_uncertainty(device: str) -> str:
+    """ "; the class's held-out error ..." for the estimate lines of render_bench ("" where it is not known)."""
+    from edgefuse.errors import EdgefuseError
+
+    try:
+        from edgefuse.devices import get_device
+        from edgefuse.estimate import uncertainty
+        from edgefuse.estimate.device import device_class
+        from edgefuse.estimate.model import load_fitted
+
+        profile = get_device(device)
+        if profile.kind == "cpu":
+            return ""
+        cls = device_class(profile)
+        return f"; estimate uncertainty {uncertainty(load_fitted().constants.get(cls), cls)[1]}"
+    except EdgefuseError:
+        return ""
 
 
 def render_demo(rep: DemoReport) -> str:

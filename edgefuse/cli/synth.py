@@ -56,8 +56,10 @@ def synth_cmd(out: Path, frames: int, size: int, train: int, val: int, calib: in
               force: bool) -> None:
     """Write a synthetic temporal benchmark: 10 classes in 5 time-reversed pairs, as JPEG frame
     folders and videos with TSN list files (Something-Something V1 / Jester layout)."""
+    from edgefuse.cli.checks import check_io
     from edgefuse.lab.synth import SynthConfig, generate
 
+    check_io(folders={out: "dataset folder"})
     cfg = SynthConfig(out=out, frames=frames, size=size, train=train, val=val, calib=calib, seed=seed,
                       formats=parse_formats(formats), codec=codec, ext=ext, pix_fmt=pix_fmt,
                       codec_options=parse_codec_options(codec_options), fps=fps, workers=workers, force=force)

@@ -48,6 +48,9 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
     from edgefuse.models import get_entry
 
     get_entry(model)  # unknown names fail before any decoding
+    from edgefuse.cli.checks import check_io
+
+    check_io(inputs=[init], outputs={out: "checkpoint"})
     cfg = TrainConfig(model, options={"width": width}, segments=segments, size=size, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, efficiency_weight=efficiency_weight,
                       tau=tau, keep_bias=keep_bias, init=init, seed=seed, threads=threads, workers=workers, out=out,

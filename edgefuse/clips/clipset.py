@@ -7,7 +7,12 @@ through the pool's pipes). The set keeps the views as uint8 (a quarter of the fl
 8 x 224 x 224 views are 1.2 MB per clip) and normalises on access, with the official float32
 operations. A clip that
 cannot be read is logged, counted in :attr:`ClipSet.skipped` and listed by
-:meth:`ClipSet.summary`; when none can be read, :class:`EdgefuseError` says why.
+:meth:`ClipSet.summary`; when none can be read, :class:`EdgefuseError` says why. Short clips follow
+one rule whatever the source (:mod:`~edgefuse.clips.decode`): fewer than ``min_frames`` frames:
+skipped; fewer than the sampling needs: frames repeat; each warned once with a count.
+
+torch is imported only when clips are turned into tensors, so reading a source's entries and
+checking its list files costs no torch import.
 """
 from __future__ import annotations
 
@@ -20,19 +25,23 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from edgefuse.clips.decode import Job, Result, attach_output, run_job
+from edgefuse.clips.decode import ClipInfo, Job, Result, attach_output, run_job
 from edgefuse.clips.preprocess import Preprocess, normalise
 from edgefuse.clips.sampling import Sampling
-from edgefuse.clips.sources import DEFAULT_TEMPLATE, discover, read_classes, read_labels
+from edgefuse.clips.sources import DEFAULT_TEMPLATE, MIN_FRAMES, check_label, discover, read_classes, read_labels, sniff
+from edgefuse.clips.spec import ClipSource
+from edgefuse.clips.spec import frame_template as printf_template
 from edgefuse.clips.subset import balanced_subset
 from edgefuse.errors import EdgefuseError
 from edgefuse.progress import progress as progress_bar
 from edgefuse.utils import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Clip", "ClipSet", "open_clips"]
 
@@ -57,6 +66,7 @@ class _Stored:
     label: int | None
     pixels: np.ndarray | None = None  # (V, T, S, S, 3) uint8 RGB, decoded sources
     tensor: torch.Tensor | None = None  # (V, T, 3, H, W) float32, preprocessed .npz
+    info: ClipInfo | None = None  # what decoding found (frames, duration, rotation, ...)
 
 
 class ClipSet:
@@ -64,7 +74,8 @@ class ClipSet:
 
     def __init__(self, source: str, items: Sequence[_Stored], skipped: Sequence[tuple[str, str]],
                  class_names: tuple[str, ...] | None, preprocess: Preprocess | None, sampling: Sampling | None,
-                 planned: int) -> None:
+                 planned: int, *, kind: str = "npz", ignored: Sequence[str] = (), too_short: int = 0,
+                 min_frames: int = MIN_FRAMES) -> None:
         self.source = source
         self._items = list(items)
         self.skipped: list[tuple[str, str]] = list(skipped)
@@ -72,6 +83,10 @@ class ClipSet:
         self.preprocess = preprocess
         self.sampling = sampling
         self.planned = planned
+        self.kind = kind  # the source's kind: list, ssv2, videos, class_folders, ..., npz
+        self.ignored = list(ignored)  # files of a folder source that are neither videos nor frames
+        self.too_short = too_short  # skipped for having fewer than min_frames frames
+        self.min_frames = min_frames
 
     def __len__(self) -> int:
         return len(self._items)
@@ -92,7 +107,28 @@ class ClipSet:
     def labels(self) -> list[int | None]:
         return [item.label for item in self._items]
 
+    @property
+    def clip_shape(self) -> tuple[int, ...]:
+        """Shape of one clip as :meth:`stack` gives it: (T, 3, H, W), or (V, T, 3, H, W) for several views."""
+        if not self._items:
+            return ()
+        item = self._items[0]
+        if item.tensor is not None:
+            shape = tuple(int(d) for d in item.tensor.shape)  # (V, T, 3, H, W)
+        else:
+            assert item.pixels is not None
+            v, t, h, w, c = item.pixels.shape  # (V, T, S, S, 3)
+            shape = (v, t, c, h, w)
+        return shape[1:] if shape[0] == 1 else shape
+
+    @property
+    def infos(self) -> list[ClipInfo | None]:
+        """What decoding found about each clip (None for .npz clips)."""
+        return [item.info for item in self._items]
+
     def _tensor(self, items: Sequence[_Stored]) -> torch.Tensor:
+        import torch
+
         tensors = [item.tensor for item in items if item.tensor is not None]
         if items and len(tensors) == len(items):
             return torch.stack(tensors)  # (N, V, T, 3, H, W)
@@ -105,6 +141,8 @@ class ClipSet:
     def stack(self) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
         """(clips (N, T, 3, H, W) or (N, V, T, 3, H, W) float32, labels (N,) int64 or None when any
         is unknown, ids)."""
+        import torch
+
         if not self._items:
             raise EdgefuseError(f"{self.source}: no clips to stack")
         data = self._tensor(self._items)  # (N, V, T, 3, H, W)
@@ -179,7 +217,7 @@ def _decode_all(jobs: Sequence[Job], workers: int, show: bool,
 def _all_failed(src: Path, skipped: Sequence[tuple[str, str]], template: str) -> EdgefuseError:
     reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
     return EdgefuseError(f"{src}: none of the {len(skipped)} clips could be read ({reasons}); check the files, "
-                         f"root= and frame_template= ({template!r})")
+                         f"the root (--root) and the frame template (--frame-template, now {template!r})")
 
 
 def _npz_views(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -206,37 +244,85 @@ def _check_npz(clips: np.ndarray, path: Path, pre: Preprocess | None, sampling: 
                                 "re-create the .npz with this model's preprocessing")
 
 
+def _check_finite(clips: np.ndarray, ids: Sequence[str], path: Path) -> None:
+    finite = np.isfinite(clips.reshape(clips.shape[0], -1)).all(axis=1)  # (N,)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        more = f" ({len(bad)} of {len(finite)} clips do)" if len(bad) > 1 else ""
+        raise EdgefuseError(f"{path}: clip {int(bad[0])} (id {ids[int(bad[0])]!r}) holds NaN or infinite values{more}; "
+                            "re-create the .npz from the source clips ('edgefuse clips SRC -o clips.npz')")
+
+
+def _check_npz_labels(stored: Sequence[int], ids: Sequence[str], num_classes: int | None, path: Path) -> None:
+    for i, label in enumerate(stored):
+        if label == -1:
+            continue  # unknown, as ClipSet.to_npz writes it
+        where = f"{path}: clip {i} (id {ids[i]!r})"
+        if label < -1:
+            raise EdgefuseError(f"{where}: label {label} is negative (-1 marks an unknown label); fix the labels array")
+        check_label(label, num_classes, where)
+
+
 def _open_npz(path: Path, pre: Preprocess | None, sampling: Sampling | None, labels: Any, classes: Any,
-              num_clips: int | None, seed: int) -> ClipSet:
+              num_clips: int | None, seed: int, num_classes: int | None = None) -> ClipSet:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "clips" not in data:
                 raise EdgefuseError(f"{path}: no 'clips' array (has {', '.join(data.files)}); store clips=(N, T, 3, "
                                     "H, W) float32 with numpy.savez")
-            clips = _npz_views(np.asarray(data["clips"], dtype=np.float32), path)  # (N, V, T, 3, H, W)
+            raw = data["clips"]
+            if raw.dtype.kind not in "fiu":
+                raise EdgefuseError(f"{path}: clips are {raw.dtype}, not numbers; store clips=(N, T, 3, H, W) float32")
+            clips = _npz_views(np.asarray(raw, dtype=np.float32), path)  # (N, V, T, 3, H, W)
             n = clips.shape[0]
             ids = [str(i) for i in data["ids"]] if "ids" in data else [str(i) for i in range(n)]
-            stored = [int(x) for x in data["labels"]] if "labels" in data else [-1] * n
+            raw_labels = data["labels"] if "labels" in data else np.full(n, -1)
             names = tuple(str(x) for x in data["class_names"]) if "class_names" in data else None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise EdgefuseError(f"{path}: not a readable .npz archive ({e}); write it with ClipSet.to_npz or "
                             "numpy.savez") from None
+    if n == 0:
+        raise EdgefuseError(f"{path}: the archive holds no clips; re-create it from a clip source")
+    if raw_labels.ndim != 1 or raw_labels.dtype.kind not in "iu":
+        raise EdgefuseError(f"{path}: labels are {raw_labels.dtype} of shape {raw_labels.shape}, expected (N,) "
+                            "integers (-1 = unknown)")
+    stored = [int(x) for x in raw_labels]
     if len(ids) != n or len(stored) != n:
         raise EdgefuseError(f"{path}: {n} clips but {len(ids)} ids and {len(stored)} labels; the arrays must match")
     _check_npz(clips, path, pre, sampling)
+    _check_finite(clips, ids, path)
     class_names, index = read_classes(classes)
-    given = read_labels(labels, index)
+    known = len(class_names) if class_names is not None else len(names) if names is not None else num_classes
+    _check_npz_labels(stored, ids, known, path)
+    given = read_labels(labels, index, known)
     label_list = [given.get(i, None if x < 0 else x) for i, x in zip(ids, stored)]
     keep = balanced_subset(label_list, num_clips, seed) if num_clips is not None else list(range(n))
+    import torch  # only once the archive passed its checks
+
     items = [_Stored(ids[i], label_list[i], tensor=torch.from_numpy(np.ascontiguousarray(clips[i])))
              for i in keep]  # each (V, T, 3, H, W)
     return ClipSet(str(path), items, [], class_names or names, pre, sampling, len(keep))
 
 
+def _warn_short(src: Path, too_short: Sequence[tuple[str, str]], repeated: Sequence[tuple[str, int]],
+                sampling: Sampling, min_frames: int, total: int) -> None:
+    """One warning for each short-clip rule that applied, with its count."""
+    if too_short:
+        named = ", ".join(i for i, _ in too_short[:5]) + (", ..." if len(too_short) > 5 else "")
+        log.warning("%s: skipped %d of %d clips with fewer than %d frames (%s); --min-frames sets the minimum",
+                    src, len(too_short), total, min_frames, named)
+    if repeated:
+        shortest = min(n for _, n in repeated)
+        log.warning("%s: %d of %d clips have fewer frames than the sampling takes (%d segments, %s; shortest %d "
+                    "frames): their clips repeat frames (short=%r)", src, len(repeated), total, sampling.num_segments,
+                    sampling.mode, shortest, sampling.short)
+
+
 def open_clips(src: str | Path, preprocess: Preprocess | None = None, sampling: Sampling | None = None, *,
                root: str | Path | None = None, labels: Any = None, classes: Any = None,
                num_clips: int | None = None, seed: int = 0, workers: int = 2, progress: bool = True,
-               frame_template: str = DEFAULT_TEMPLATE, frame_start: int = 1) -> ClipSet:
+               frame_template: str = DEFAULT_TEMPLATE, frame_start: int = 1, num_classes: int | None = None,
+               min_frames: int | None = None, allow_outside_root: bool = False) -> ClipSet:
     """Read, sample and preprocess the clips of ``src`` (see :mod:`edgefuse.clips` for the sources).
 
     ``preprocess`` / ``sampling`` default to ``Preprocess()`` / ``Sampling()`` (ImageNet
@@ -246,36 +332,64 @@ def open_clips(src: str | Path, preprocess: Preprocess | None = None, sampling: 
     mapping). ``num_clips``: a class-balanced subset chosen with ``seed``
     (:func:`balanced_subset`) before anything is decoded. ``frame_template`` /
     ``frame_start``: file names of frame ``i`` (0-based) are ``frame_template.format(i +
-    frame_start)``.
+    frame_start)`` (printf style ``img_%05d.jpg`` is converted). ``num_classes``: the class
+    count labels are checked against (the model's; the class list's length when ``classes`` is
+    given). ``min_frames``: clips with fewer frames are skipped (default 3).
+    ``allow_outside_root``: accept list entries that leave the root.
+
+    ``src`` may be a :class:`~edgefuse.clips.spec.ClipSource`: its options (classes, frame
+    template and start, sampling clock, minimum frames, outside-root permission) apply wherever
+    the keywords here are left at their defaults.
     """
+    if isinstance(src, ClipSource):
+        opts = src.options()
+        classes = classes if classes is not None else opts["classes"]
+        frame_template = frame_template if frame_template != DEFAULT_TEMPLATE else opts["frame_template"]
+        frame_start = frame_start if frame_start != 1 else opts["frame_start"]
+        min_frames = min_frames if min_frames is not None else opts["min_frames"]
+        allow_outside_root = allow_outside_root or opts["allow_outside_root"]
+        if opts["clock"] != "index":
+            sampling = dataclasses.replace(sampling or Sampling(), clock=opts["clock"])
+    frame_template = printf_template(frame_template)  # 'img_%05d.jpg' works as well as 'img_{:05d}.jpg'
+    min_frames = MIN_FRAMES if min_frames is None else min_frames
+    if min_frames < 1:
+        raise EdgefuseError(f"min_frames must be at least 1, got {min_frames}")
     src = Path(src)
     if num_clips is not None and num_clips < 1:
         raise EdgefuseError(f"num_clips must be at least 1, got {num_clips}")
-    if src.suffix.lower() == ".npz":
+    if src.suffix.lower() == ".npz" or (src.is_file() and sniff(src) == "npz"):
         if not src.is_file():
             raise EdgefuseError(f"{src}: not found")
-        return _open_npz(src, preprocess, sampling, labels, classes, num_clips, seed)
+        return _open_npz(src, preprocess, sampling, labels, classes, num_clips, seed, num_classes)
     pre = preprocess or Preprocess()
     sampling = sampling or Sampling()
     source = discover(src, root=Path(root) if root is not None else None, labels=labels, classes=classes,
-                      template=frame_template, frame_start=frame_start)
+                      template=frame_template, frame_start=frame_start, num_classes=num_classes,
+                      allow_outside_root=allow_outside_root)
     entries = list(source.entries)
     if num_clips is not None and num_clips < len(entries):
         keep = balanced_subset([e.label for e in entries], num_clips, seed)
         entries = [entries[i] for i in keep]
         log.info("%s: %d of %d clips chosen (class-balanced, seed %d)", src, len(entries), len(source.entries), seed)
-    jobs = [Job(i, entry, pre, sampling) for i, entry in enumerate(entries)]
+    jobs = [Job(i, entry, pre, sampling, min_frames) for i, entry in enumerate(entries)]
     view_shape = (sampling.views, sampling.num_segments, pre.crop_size(sampling), pre.crop_size(sampling), 3)
-    items, skipped = [], []
+    items, skipped, too_short, repeated = [], [], [], []
     for entry, (result, pixels) in zip(entries, _decode_all(jobs, workers, progress, view_shape)):
         if pixels is None:
-            log.warning("%s: skipped clip %s: %s", src, entry.id, result.reason)
+            if result.too_short:
+                too_short.append((entry.id, result.reason or "too short"))
+            else:
+                log.warning("%s: skipped clip %s: %s", src, entry.id, result.reason)
             skipped.append((entry.id, result.reason or "unknown"))
         else:
-            items.append(_Stored(entry.id, entry.label, pixels=pixels))
+            items.append(_Stored(entry.id, entry.label, pixels=pixels, info=result.info))
+            if result.info is not None and result.info.repeats:
+                repeated.append((entry.id, result.info.frames))
+    _warn_short(src, too_short, repeated, sampling, min_frames, len(entries))
     if not items:
         raise _all_failed(src, skipped, frame_template)
-    clipset = ClipSet(str(src), items, skipped, source.class_names, pre, sampling, len(entries))
-    if skipped:
+    clipset = ClipSet(str(src), items, skipped, source.class_names, pre, sampling, len(entries), kind=source.kind,
+                      ignored=source.ignored, too_short=len(too_short), min_frames=min_frames)
+    if len(skipped) > len(too_short):
         log.warning("%s", clipset.summary())
     return clipset

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from edgefuse.clips.sampling import Sampling
 from edgefuse.errors import EdgefuseError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Preprocess", "center_offset", "normalise", "process_image", "scaled_size", "view_boxes"]
 
@@ -157,6 +159,8 @@ def process_image(image: Image.Image, pre: Preprocess, sampling: Sampling) -> np
 
 def normalise(frames: np.ndarray, pre: Preprocess) -> torch.Tensor:
     """uint8 RGB frames (..., H, W, 3) -> float32 model input (..., 3, H, W)."""
+    import torch  # here only: reading and sampling clips needs no torch
+
     x = torch.from_numpy(np.ascontiguousarray(frames))  # (..., H, W, 3) uint8
     if pre.channel_order == "BGR":
         x = x.flip(-1)  # (..., H, W, 3) channels reversed, Stack(roll=True)

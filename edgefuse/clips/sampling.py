@@ -37,18 +37,33 @@ Rules, with ``n`` frames, ``T`` segments and ``tick = n / T`` (float):
 
 Training randomness comes from a ``numpy.random.Generator`` (``rng``), so it is seeded and
 reproducible; it cannot reproduce the official global ``np.random`` stream, only its law.
+
+Time sampling (``clock="time"``, :func:`time_indices`): the same rules placed on the video's
+presentation timeline instead of its frame numbers, for variable-frame-rate video (phones drop to
+a lower rate in the dark, screen recordings only store changed frames). Segment ``t`` of ``T``
+covers ``[t / T, (t + 1) / T)`` of the duration (first frame's timestamp to the end of the last
+frame); evaluation takes the frame on screen at ``(t + phase) / T`` of it, training a uniformly
+random instant inside the segment; dense clips put index ``i`` of the frame-count rule at the
+centre of its nominal slot, ``(i + 1/2) / n``. The frame on screen at instant ``s`` is the last one
+whose timestamp is ``<= s``. On constant-rate video the evaluation and dense rules pick exactly the
+frames the index rules pick (exact rational arithmetic on the timestamps); frame folders and
+videos without usable timestamps are sampled by index.
 """
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
 from edgefuse.errors import EdgefuseError
 
-__all__ = ["Sampling", "dense_indices", "dense_starts", "multi_clip_indices", "tsn_indices"]
+__all__ = ["Sampling", "dense_indices", "dense_starts", "multi_clip_indices", "time_indices", "tsn_indices"]
 
 MODES = ("tsn", "dense")
+CLOCKS = ("index", "time")
 SHORT_RULES = ("spread", "first", "pad")
 CROPS = (1, 3, 5, 10)
 DENSE_WINDOW = 64  # frames covered by one dense clip in the official loaders
@@ -68,6 +83,8 @@ class Sampling:
     test crops ``input_size``: pass ``full_res=False``). ``stride``: dense sampling only, ``None``
     = the official ``64 // num_segments``. ``short``: the rule for videos with at most
     ``num_segments`` frames (see the module docstring). ``seed`` seeds training offsets.
+    ``clock``: ``"index"`` places segments on frame numbers (the official loaders), ``"time"`` on
+    presentation timestamps (variable-frame-rate video; see the module docstring).
     """
 
     num_segments: int = 8
@@ -79,6 +96,7 @@ class Sampling:
     full_res: bool | None = None
     short: str = "spread"
     seed: int = 0
+    clock: str = "index"
 
     def __post_init__(self) -> None:
         if self.num_segments < 1:
@@ -93,6 +111,9 @@ class Sampling:
             raise EdgefuseError(f"crops={self.crops} is not an official test protocol: use 1, 3, 5 or 10")
         if self.short not in SHORT_RULES:
             raise EdgefuseError(f"short={self.short!r} is unknown: use 'spread', 'first' or 'pad'")
+        if self.clock not in CLOCKS:
+            raise EdgefuseError(f"sampling clock {self.clock!r} is unknown: use 'index' (frame numbers) or 'time' "
+                                "(presentation timestamps)")
 
     @property
     def views(self) -> int:
@@ -187,3 +208,30 @@ def multi_clip_indices(num_frames: int, sampling: Sampling, rng: np.random.Gener
     phases = [(0.5 + k / clips) % 1.0 for k in range(clips)]
     return np.stack([tsn_indices(num_frames, segments, False, phase=p, short=sampling.short)
                      for p in phases])  # (K, T)
+
+
+def time_indices(times: Sequence[Fraction], end: Fraction, sampling: Sampling,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """0-based frame indices (clips, num_segments) sampled on the presentation timeline.
+
+    ``times``: each frame's timestamp in seconds from the first frame (sorted, ``times[0] == 0``);
+    ``end``: when the last frame stops being shown. See the module docstring for the rules."""
+    n = len(times)
+    _check(n, sampling.num_segments)
+    segments, clips = sampling.num_segments, sampling.clips
+    if sampling.train and rng is None:
+        rng = np.random.default_rng(sampling.seed)
+    if end <= times[-1] or (n <= segments and sampling.short != "spread"):
+        return multi_clip_indices(n, sampling, rng)  # no usable duration, or the short-video rules (by index)
+    positions: list[list[Fraction]]
+    if sampling.mode == "dense":
+        index = multi_clip_indices(n, sampling, rng)  # (K, T)
+        positions = [[Fraction(2 * int(i) + 1, 2 * n) for i in row] for row in index]
+    elif sampling.train:
+        assert rng is not None
+        positions = [[(t + Fraction(float(rng.random()))) / segments for t in range(segments)] for _ in range(clips)]
+    else:
+        phases = [(Fraction(1, 2) + Fraction(k, clips)) % 1 for k in range(clips)]
+        positions = [[(phase + t) / segments for t in range(segments)] for phase in phases]
+    out = [[min(n - 1, max(0, bisect.bisect_right(times, u * end) - 1)) for u in row] for row in positions]
+    return np.array(out, dtype=np.int64)  # (K, T)

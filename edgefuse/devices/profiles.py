@@ -23,8 +23,16 @@ else:  # Python 3.10 (JetPack 6's): the same parser from PyPI
 KINDS = ("jetson", "gpu", "cpu")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8", "fp4")
 
+# The per-unit peaks the latency estimate reads (dense, no structured sparsity): gpu_fp32_tflops (CUDA cores),
+# gpu_fp16_tflops (tensor cores where the GPU has them, FP32 accumulation; CUDA cores' FP16 where it has none),
+# gpu_int8_tops (the GPU alone), dla_int8_tops (all DLA cores together). fp16_tflops, int8_tops (a Jetson's
+# module total, GPU + DLA, as NVIDIA publishes it), int8_tops_sparse, fp8_tflops and fp4_tflops_sparse are the
+# headline figures as published, kept for the estimator that reads them until it moves to the gpu_/dla_ figures.
+UNIT_FIGURES = ("gpu_fp32_tflops", "gpu_fp16_tflops", "gpu_int8_tops", "dla_int8_tops")
 _FIGURES = ("memory_gb", "memory_bandwidth_gbs", "fp16_tflops", "int8_tops", "int8_tops_sparse", "fp8_tflops",
-            "fp4_tflops_sparse")
+            "fp4_tflops_sparse", *UNIT_FIGURES)
+_MODE_FIGURES = ("gpu_fp32_tflops", "gpu_fp16_tflops", "gpu_int8_tops", "dla_int8_tops", "memory_bandwidth_gbs")
+_PART = re.compile(r"p\d{4}-\d{4}")
 _REQUIRED = {
     "jetson": ("name", "title", "kind", "precisions", "architecture", "compute_capability", "match", "dla_cores",
                "memory_gb", "memory_bandwidth_gbs", "jetpack", "power_modes"),
@@ -33,7 +41,7 @@ _REQUIRED = {
     "cpu": ("name", "title", "kind", "precisions"),
 }
 _OPTIONAL = {"slow_precisions", "notes", "extra_tensorrt", "jetpack", "power_modes", "min_tensorrt", "min_cuda",
-             "architecture", "compute_capability", "match", "dla_cores", *_FIGURES}
+             "architecture", "compute_capability", "match", "dla_cores", "part_numbers", "aliases", *_FIGURES}
 _VERSION = re.compile(r"\d+(\.\d+)*")
 
 
@@ -61,6 +69,12 @@ class PowerMode:
     name: str
     watts: float | None = None  # None: no power budget (MAXN on some modules)
     note: str | None = None
+    # this mode's peaks where they differ from the profile's top-level ones (e.g. MAXN SUPER); None: not given
+    gpu_fp32_tflops: float | None = None
+    gpu_fp16_tflops: float | None = None
+    gpu_int8_tops: float | None = None
+    dla_int8_tops: float | None = None
+    memory_bandwidth_gbs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,9 @@ class DeviceProfile:
     architecture: str | None = None
     compute_capability: str | None = None  # "8.7"; None for cpu
     slow_precisions: tuple[SlowPrecision, ...] = ()
-    match: tuple[str, ...] = ()  # substrings of the device-tree model/compatible or nvidia-smi name (detect_device)
+    match: tuple[str, ...] = ()  # Jetson: substrings of the device-tree model/compatible; GPU: nvidia-smi names
+    part_numbers: tuple[str, ...] = ()  # Jetson module part numbers ("p3767-0001") that identify this profile
+    aliases: tuple[str, ...] = ()  # other names get_device accepts for this profile
     dla_cores: int = 0
     memory_gb: float | None = None
     memory_bandwidth_gbs: float | None = None
@@ -82,6 +98,10 @@ class DeviceProfile:
     int8_tops_sparse: float | None = None
     fp8_tflops: float | None = None  # peak dense
     fp4_tflops_sparse: float | None = None
+    gpu_fp32_tflops: float | None = None  # dense, CUDA cores
+    gpu_fp16_tflops: float | None = None  # dense, tensor cores with FP32 accumulation (CUDA cores where none)
+    gpu_int8_tops: float | None = None  # dense, the GPU alone (never a Jetson's GPU + DLA total)
+    dla_int8_tops: float | None = None  # dense, all DLA cores together; None where there is no DLA
     jetpack: tuple[JetPack, ...] = ()
     power_modes: tuple[PowerMode, ...] = ()
     min_tensorrt: str | None = None  # desktop GPUs: first TensorRT release with this architecture
@@ -128,6 +148,27 @@ def _version(path: Path, key: str, value: Any) -> str:
     if not _VERSION.fullmatch(value):
         raise _fail(path, f'{key} must be a version string such as "10.3", not {value!r}')
     return value
+
+
+def _positive(path: Path, key: str, value: Any) -> float:
+    number = float(_check(path, key, value, (int, float), "a number"))
+    if number <= 0:
+        raise _fail(path, f"{key} must be positive, not {value!r}")
+    return number
+
+
+def _check_unit_figures(path: Path, figures: dict[str, float], precisions: tuple[str, ...], dla: int) -> None:
+    """A GPU or Jetson profile carries the dense per-unit peaks the estimate reads: fp32 and fp16 always, int8 where
+    int8 is fast, the DLAs' int8 exactly when it has DLA cores."""
+    for key in ("gpu_fp32_tflops", "gpu_fp16_tflops"):
+        if key not in figures:
+            raise _fail(path, f"missing required key '{key}'")
+    if "int8" in precisions and "gpu_int8_tops" not in figures:
+        raise _fail(path, "missing required key 'gpu_int8_tops' (int8 is among its precisions)")
+    if dla and "dla_int8_tops" not in figures:
+        raise _fail(path, f"missing required key 'dla_int8_tops' (it has {dla} DLA core(s))")
+    if not dla and "dla_int8_tops" in figures:
+        raise _fail(path, "dla_int8_tops is given but dla_cores is 0")
 
 
 def load_profile(path: Path) -> DeviceProfile:
@@ -178,12 +219,7 @@ def load_profile(path: Path) -> DeviceProfile:
         _check(path, "compute_capability", cc, str, 'a string such as "8.7"')
         if not re.fullmatch(r"\d+\.\d+", cc):
             raise _fail(path, f'compute_capability must look like "8.7", not {cc!r}')
-    figures = {}
-    for key in _FIGURES:
-        if key in raw:
-            figures[key] = float(_check(path, key, raw[key], (int, float), "a number"))
-            if figures[key] <= 0:
-                raise _fail(path, f"{key} must be positive, not {raw[key]!r}")
+    figures = {key: _positive(path, key, raw[key]) for key in _FIGURES if key in raw}
 
     jetpack = []
     for i, entry in enumerate(_check(path, "jetpack", raw.get("jetpack", []), list, "a list of [[jetpack]] tables")):
@@ -197,15 +233,27 @@ def load_profile(path: Path) -> DeviceProfile:
     modes = []
     for i, entry in enumerate(_check(path, "power_modes", raw.get("power_modes", []), list, "a list of tables")):
         key = f"power_modes[{i}]"
-        _table(path, key, entry, ("name",), ("watts", "note"))
+        _table(path, key, entry, ("name",), ("watts", "note", *_MODE_FIGURES))
         watts, note = entry.get("watts"), entry.get("note")
+        mode_figures = {k: _positive(path, f"{key}.{k}", entry[k]) for k in _MODE_FIGURES if k in entry}
         modes.append(PowerMode(
             _check(path, f"{key}.name", entry["name"], str, "a string"),
             None if watts is None else float(_check(path, f"{key}.watts", watts, (int, float), "a number")),
             None if note is None else _check(path, f"{key}.note", note, str, "a string"),
+            **mode_figures,
         ))
 
     dla = _check(path, "dla_cores", raw.get("dla_cores", 0), int, "a whole number")
+    if kind != "cpu":
+        _check_unit_figures(path, figures, precisions, dla)
+    parts = _strings(path, "part_numbers", raw.get("part_numbers", []))
+    for part in parts:
+        if not _PART.fullmatch(part):
+            raise _fail(path, f'part_numbers: {part!r} must look like "p3767-0001"')
+    aliases = _strings(path, "aliases", raw.get("aliases", []))
+    for alias in aliases:
+        if not re.fullmatch(r"[a-z0-9_]+", alias):
+            raise _fail(path, f"aliases: {alias!r} must be a lowercase name such as jetson_orin_nano_8gb")
     return DeviceProfile(
         name=name,
         title=_check(path, "title", raw["title"], str, "a string"),
@@ -217,6 +265,8 @@ def load_profile(path: Path) -> DeviceProfile:
         compute_capability=cc,
         slow_precisions=tuple(slow),
         match=_strings(path, "match", raw.get("match", [])),
+        part_numbers=parts,
+        aliases=aliases,
         dla_cores=dla,
         jetpack=tuple(jetpack),
         power_modes=tuple(modes),
@@ -240,12 +290,16 @@ def list_devices(directory: Path | None = None) -> list[DeviceProfile]:
 
 
 def get_device(name: str, directory: Path | None = None) -> DeviceProfile:
-    """A profile by name (case insensitive; '-' and spaces count as '_')."""
+    """A profile by name or one of its ``aliases`` (case insensitive; '-' and spaces count as '_')."""
     key = re.sub(r"[-\s]+", "_", name.strip().lower())
     folder = Path(directory) if directory is not None else devices_dir()
     path = folder / f"{key}.toml"
     if key and "/" not in key and path.is_file():
         return load_profile(path)
+    if key and "/" not in key:
+        for profile in list_devices(folder):
+            if key in profile.aliases:
+                return profile
     names = sorted(p.stem for p in folder.glob("*.toml"))
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""

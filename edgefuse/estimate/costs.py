@@ -205,12 +205,27 @@ def layer_costs(model: onnx.ModelProto, meta: dict[str, Any] | None = None, fuse
                     "view", "qdq", "constant") and nodes[i].input:
                 t = nodes[i].input[0]  # a view aliases its input; a fused DQ's reader reads the 8-bit tensor
                 continue
-            users = consumers.get(t, [])
-            if users and t not in graph_outputs and all(
-                    nodes[c].op_type == "QuantizeLinear" and fused.get(c) == "qdq" for c in users):
-                return _size(info.get(nodes[users[0]].output[0], ((), np.dtype(np.int8)))[1])
+            q = quantized_size(t)
+            if q is not None:
+                return q
             break
         return _size(info.get(t, ((), None))[1])
+
+    def quantized_size(t: str, depth: int = 0) -> int | None:
+        """The 8-bit size ``t`` is stored at when only fused QuantizeLinear nodes read it, or (TensorRT) only MaxPool
+        nodes whose outputs only those read: TensorRT moves a Q across a MaxPool (they commute), so the producer
+        writes 8-bit and the pool runs on 8-bit data."""
+        users = consumers.get(t, [])
+        if not users or t in graph_outputs or depth > 8:
+            return None
+        if all(nodes[c].op_type == "QuantizeLinear" and fused.get(c) == "qdq" for c in users):
+            return _size(info.get(nodes[users[0]].output[0], ((), np.dtype(np.int8)))[1])
+        if runtime == "tensorrt" and all(nodes[c].op_type == "MaxPool" and c not in fused and len(nodes[c].output) == 1
+                                         for c in users):
+            sizes = {quantized_size(nodes[c].output[0], depth + 1) for c in users}
+            if len(sizes) == 1 and None not in sizes:
+                return sizes.pop()
+        return None
 
     def nbytes(t: str) -> int:
         shp = shape.get(t)

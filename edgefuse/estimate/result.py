@@ -72,6 +72,11 @@ class Estimate:
     assumptions: tuple[str, ...]
     fuse: bool = True
     label: str = LABEL
+    device_class: str | None = None  # whose fitted constants were used (None: CPU)
+    target: str = "gpu"  # gpu | dla
+    uncertainty_pct: float | None = None  # largest error on the class's held-out published points; None: unknown
+    uncertainty: str = ""  # where the uncertainty comes from, in words
+    harness_ms: float = 0.0  # a Python caller's fitted cost per call, not included in total_ms
 
     @property
     def kernels(self) -> tuple[LayerEstimate, ...]:
@@ -96,16 +101,27 @@ class Estimate:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(label=self.label, macs=self.macs, bytes=self.bytes, kernels=len(self.kernels), **self.split())
+        d.update(label=self.label, macs=self.macs, bytes=self.bytes, kernels=len(self.kernels), range_ms=self.range_ms,
+                 **self.split())
         return d
 
     def slowest(self, top: int | None = None) -> tuple[LayerEstimate, ...]:
         """The kernels, slowest first (``top`` of them)."""
         return tuple(sorted(self.kernels, key=lambda lay: -lay.time_ms)[:top])
 
+    @property
+    def range_ms(self) -> tuple[float, float] | None:
+        """(low, high) from the held-out error, or None where it is unknown."""
+        if self.uncertainty_pct is None:
+            return None
+        u = self.uncertainty_pct / 100.0
+        return self.total_ms / (1 + u), self.total_ms / max(1 - u, 0.05)
+
     def summary(self) -> str:
         s = self.split()
-        return (f"{self.label} on {self.device}: {self.total_ms:.3f} ms ({len(self.kernels)} kernels, "
+        where = f"{self.device}{' DLA' if self.target == 'dla' else ''}"
+        unc = f" {self.uncertainty}" if self.uncertainty else ""
+        return (f"{self.label} on {where}: {self.total_ms:.3f} ms{unc} ({len(self.kernels)} kernels, "
                 f"{self.macs / 1e9:.3f} GMACs, {self.bytes / 1e6:.1f} MB moved; compute-bound {s['compute_bound_ms']:.3f}"
                 f" ms, memory-bound {s['memory_bound_ms']:.3f} ms, overhead {s['overhead_ms']:.3f} ms)")
 

@@ -68,7 +68,38 @@ def to_onnx(
                         dynamic_shapes=_dynamo_shapes(input_names, dynamic_axes, ranges), optimize=True,
                     )
         model = onnx.load(str(path))
+    if kind == "dynamo":
+        model = scope_names(model)
     log.debug("traced %s with the %s exporter at opset %d", type(module).__name__, kind, opset)
+    return model
+
+
+def scope_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Name every node of a dynamo export after its module scope, as the TorchScript exporter does
+    (``/backbone/layer1.0/gsf/Conv``, ``/fc/Gemm``, then ``_1``, ``_2`` ... for more of one op in one scope), from
+    the ``pkg.torch.onnx.name_scopes`` the dynamo exporter records per node (its own names, ``node_Conv_2867``,
+    say nothing of the module). What reads node names by scope depends on it: calibrate's default excludes
+    (``*/gsf/*``, ``*/gsf_*/*``, ``*/adafuse/*``, ``/fc/*``) and AdaFuse's decision tensors. Nodes without scopes keep
+    their names."""
+    import ast
+
+    used: dict[str, int] = {}
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes is None:
+            continue
+        try:
+            paths = [s for s in ast.literal_eval(scopes)[:-1] if s]  # full module paths; the last is the aten op
+        except (ValueError, SyntaxError):
+            continue
+        parts, parent = [], ""
+        for path in paths:
+            parts.append(path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path)
+            parent = path
+        base = "/" + "/".join([*parts, node.op_type])
+        count = used.get(base, 0)
+        used[base] = count + 1
+        node.name = base if count == 0 else f"{base}_{count}"
     return model
 
 

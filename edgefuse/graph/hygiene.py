@@ -118,14 +118,15 @@ def frozen_activations(model: onnx.ModelProto) -> list[str]:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
                     tensors[n.output[0]] = a.t
     shapes = {k: list(t.dims) for k, t in tensors.items()}
-    # weights behind a Q/DQ pair (explicit INT8): the QuantizeLinear reading them is a weight slot too
+    # weights behind a Q/DQ pair (explicit INT8) or a Cast (an FP16 graph's weight of a layer kept FP32): the
+    # QuantizeLinear or Cast reading them is a weight slot too
     producer = producers(model)
     weight_q = set()
     for n in graph.node:
         for i in _WEIGHT_INPUTS.get(n.op_type, set()):
             src = producer.get(n.input[i]) if i < len(n.input) else None
-            while src is not None and src.op_type in ("DequantizeLinear", "QuantizeLinear"):
-                if src.op_type == "QuantizeLinear":
+            while src is not None and src.op_type in ("DequantizeLinear", "QuantizeLinear", "Cast"):
+                if src.op_type in ("QuantizeLinear", "Cast"):
                     weight_q.add(src.name)
                 src = producer.get(src.input[0])
     found = []

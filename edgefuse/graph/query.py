@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.graph.metadata import read_metadata
 
 COMPUTE_OPS = ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "Gemm", "MatMul", "MatMulInteger",
@@ -145,3 +146,36 @@ def node_macs(model: onnx.ModelProto, meta: dict[str, Any] | None = None) -> dic
     return {n.name: macs_of_node(n, shape) for n in model.graph.node if n.op_type in COMPUTE_OPS}
 
 
+def _shape_text(vi: onnx.ValueInfoProto) -> str:
+    return f"{vi.name} ({', '.join(str(d) if d != '' else '?' for d in dims(vi))})"
+
+
+def clip_graph_problem(model: onnx.ModelProto) -> str | None:
+    """Why ``model`` is not a graph edgefuse runs (None: it is one): one input clips (N, T, 3, H, W), or a stream
+    graph's frame and state inputs as its metadata lists them."""
+    inputs = graph_inputs(model)
+    states = read_metadata(model).get("stream_states")
+    if isinstance(states, list) and states:
+        want = [str(read_metadata(model).get("input_name") or "frame"),
+                *(str(s.get("name")) for s in states if isinstance(s, dict))]
+        names = [vi.name for vi in inputs]
+        if sorted(names) == sorted(want):
+            return None
+        return f"a stream graph whose inputs {', '.join(names) or 'none'} are not its metadata's {', '.join(want)}"
+    if len(inputs) != 1:
+        shown = ", ".join(_shape_text(vi) for vi in inputs[:3]) + (", ..." if len(inputs) > 3 else "")
+        return f"{len(inputs)} inputs{': ' + shown if inputs else ''}"
+    d = dims(inputs[0])
+    if len(d) != 5 or (isinstance(d[2], int) and d[2] not in (0, 3)):
+        return f"its input is {_shape_text(inputs[0])}"
+    if not model.graph.output:
+        return "no outputs"
+    return None
+
+
+def check_clip_graph(model: onnx.ModelProto, path: object) -> None:
+    """Refuse a graph that is not an edgefuse clip model (one line naming ``path`` and what it has instead)."""
+    problem = clip_graph_problem(model)
+    if problem is not None:
+        raise EdgefuseError(f"{path}: not an edgefuse video model ({problem}); edgefuse takes the graph 'edgefuse "
+                            "export' writes: one input clips (N, T, 3, H, W), or a stream graph's frame and states")

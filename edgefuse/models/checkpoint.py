@@ -56,7 +56,24 @@ def _unpickler_reason(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (torch.jit.save: a zip with code/ and constants.pkl)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/__torch__/" in n for n in names)
+
+
 def _torch_load(path: Path) -> Any:
+    if path.is_file() and path.stat().st_size == 0:
+        raise EdgefuseError(f"{path}: empty file (0 bytes), not a checkpoint; download or copy it again")
+    if _is_torchscript(path):
+        raise EdgefuseError(
+            f"{path}: a TorchScript archive (torch.jit.save), not a state dict; edgefuse reads weights only: save them "
+            f"with torch.save(torch.jit.load({str(path)!r}).state_dict(), 'weights.pth') and pass that file"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -95,6 +112,18 @@ def _find_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dic
     )
 
 
+def _check_finite(state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights holding NaN or infinity: every output of the model would be NaN (one line: how many
+    tensors, the first key)."""
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise EdgefuseError(
+            f"{path}: {len(bad)} of {len(state_dict)} weight tensors hold NaN or infinite values (first: {bad[0]}); "
+            "the training run diverged or the file is damaged: use an earlier checkpoint of the run, or copy it again"
+        )
+
+
 def _classifier_rows(state_dict: dict[str, torch.Tensor]) -> int | None:
     for suffix in ("new_fc.weight",):
         for k, v in state_dict.items():
@@ -117,6 +146,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise EdgefuseError(f"{p}: no such checkpoint file; check the path")
     obj = _torch_load(p)
     state_dict, container, found_under = _find_state_dict(obj, p)
+    _check_finite(state_dict, p)
     # Detection sees the container as read: which key held the weights is a marker too (GSF's model_state_dict).
     source = detect_source(list(state_dict), obj if found_under is not None else {})
     if source is None:
@@ -468,6 +498,7 @@ def load_imagenet_backbone(model: VideoClassifier, path: str | Path) -> None:
     if not p.is_file():
         raise EdgefuseError(f"{p}: no such weights file; check the path")
     state_dict, _, _ = _find_state_dict(_torch_load(p), p)
+    _check_finite(state_dict, p)
     cfg = model.config
     backbone = model.backbone
     own = backbone.state_dict()

@@ -40,7 +40,7 @@ from edgefuse.quantize.inputs import (
 )
 from edgefuse.quantize.report import CalibrateReport, CalibrateResult, HeldOut, MacsSplit
 from edgefuse.quantize.stats import ActivationStats, thresholds
-from edgefuse.utils import atomic_path
+from edgefuse.utils import write_set
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     cache.mkdir(parents=True, exist_ok=True)
     stats_file = cache / "stats.npz"
     need_stats = cfg.from_trt_cache is None and not stats_file.is_file()
-    calib_clips, holdout = load_clips(cfg, meta, cache, need_stats)
+    calib_clips, holdout, calibration = load_clips(cfg, meta, cache, need_stats)
     check_clip_shape(cfg.model, input_dims, holdout.clips, holdout.source)
     timings: dict[str, float] = {"clips_s": time.monotonic() - start}
 
@@ -214,12 +214,15 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         percentile=cfg.percentile if cfg.method == "percentile" else None, clips=str(cfg.clips), num_clips=num_calib,
         seed=cfg.seed, cache_key=key, statistics=stats_source, excluded_patterns=list(cfg.excludes),
         excluded_layers=excluded, budget_layers=budget_layers, max_drop=cfg.max_drop, min_agreement=cfg.min_agreement,
-        holdout=HeldOut(holdout.source, len(holdout.ids)), first_try=first if budget_layers else None,
+        holdout=HeldOut(holdout.source, len(holdout.ids), holdout.held_out, list(holdout.ids), holdout.skipped),
+        first_try=first if budget_layers else None,
         result=result, within_budget=None if cfg.max_drop is None and cfg.min_agreement is None else not over(result),
         sensitivity=dict(sorted(sens.items(), key=lambda kv: -kv[1])),
         macs=MacsSplit(cfg.precision, sum(macs.values()), sum(v for k, v in macs.items() if k in low),
                        sum(macs.get(n, 0) for n in budget_layers)),
         timings={**timings, "total_s": time.monotonic() - start},
+        calibration_ids=calibration.ids if cfg.from_trt_cache is None else None,
+        calibration_skipped=calibration.skipped if cfg.from_trt_cache is None else None,
     )
     facts: dict[str, object] = {}
     if cfg.precision == "int8":  # grids for what the CPU engine quantizes beyond TensorRT's placement
@@ -228,11 +231,10 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     out = set_metadata(candidate, {"precision": cfg.precision, "calibration": report.calibration(), **facts,
                                    "fp32_source_sha256": hashlib.sha256(model.SerializeToString()).hexdigest()})
     dest = Path(cfg.output)
-    with atomic_path(dest) as tmp:
-        onnx.save(out, str(tmp))
     report_path = dest.with_suffix(".calib.json")
-    with atomic_path(report_path) as tmp:
-        tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    with write_set(dest, report_path) as (tmp, tmp_report):  # the graph and its report appear together or not at all
+        onnx.save(out, str(tmp))
+        tmp_report.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
     trt_path = None
     if cfg.trt_cache is not None:
         from edgefuse.quantize.trtcache import write_cache

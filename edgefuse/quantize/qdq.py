@@ -156,10 +156,29 @@ def quantize_int8(model: onnx.ModelProto, amax: Mapping[str, float], nodes: Sequ
     with _quiet_ort_quantizer():
         out = quantizer.quantize_model()
     out = _quantize_residuals(out, model, nodes, amax)
+    out = _float_inputs_for_kept(out, model, nodes)
     out = _single_channel_per_tensor(out)
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
     return finalize(out)
+
+
+def _float_inputs_for_kept(out: onnx.ModelProto, source: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
+    """Candidate layers kept FP32 (excluded, or returned by a budget) read their activation as it was, not the
+    DequantizeLinear ONNX Runtime's quantizer hands every reader of a tensor it quantizes for another layer (a
+    non-local block's theta and phi share their input with its quantized g): kept FP32 is FP32 input too."""
+    chosen = set(nodes)
+    original = {n.name: n.input[0] for n in candidate_nodes(source) if n.name not in chosen}
+    producer = producers(out)
+    for n in out.graph.node:
+        tensor = original.get(n.name)
+        if tensor is None or not n.input or n.input[0] == tensor:
+            continue
+        dq = producer.get(n.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] == tensor:
+            n.input[0] = tensor
+    return out
 
 
 def _single_channel_per_tensor(model: onnx.ModelProto) -> onnx.ModelProto:

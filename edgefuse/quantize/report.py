@@ -13,12 +13,33 @@ CALIBRATION_KEYS = ("precision", "method", "percentile", "clips", "num_clips", "
                     "excluded_patterns", "excluded_layers", "budget_layers", "max_drop", "min_agreement")
 
 
+def _skips(skipped: list[tuple[str, str]] | None) -> list[dict[str, str]] | None:
+    return None if skipped is None else [{"id": i, "reason": r} for i, r in skipped]
+
+
+def _unskips(d: list[dict[str, str]] | None) -> list[tuple[str, str]] | None:
+    return None if d is None else [(s["id"], s["reason"]) for s in d]
+
+
 @dataclass(frozen=True)
 class HeldOut:
-    """The clips the comparison with FP32 ran on."""
+    """The clips the comparison with FP32 ran on: held out from calibration, or (``held_out`` False) the calibration
+    clips themselves when there was no held-out set."""
 
     source: str
     clips: int
+    held_out: bool = True
+    ids: list[str] | None = None
+    skipped: list[tuple[str, str]] | None = None  # (id, why) of the source's clips that could not be read
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "clips": self.clips, "held_out": self.held_out, "ids": self.ids,
+                "skipped": _skips(self.skipped)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeldOut:
+        return cls(d["source"], int(d["clips"]), bool(d.get("held_out", True)), d.get("ids"),
+                   _unskips(d.get("skipped")))
 
 
 @dataclass(frozen=True)
@@ -69,10 +90,22 @@ class CalibrateReport:
     sensitivity: dict[str, float]  # layer -> logit MSE with only it in low precision, most sensitive first
     macs: MacsSplit
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    calibration_ids: list[str] | None = None  # the clips the statistics came from (None: not known or a TRT cache)
+    calibration_skipped: list[tuple[str, str]] | None = None  # (id, why) of --clips' unreadable clips (None: unknown)
 
     @property
     def drop_points(self) -> float:
         return self.result.drop_points
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """Every clip that could not be read, with its source and why (calibration clips first)."""
+        out = [{"id": i, "reason": r, "source": self.clips} for i, r in self.calibration_skipped or []]
+        seen = {(d["source"], d["id"]) for d in out}
+        source = self.holdout.source.split(" (")[0]
+        out += [{"id": i, "reason": r, "source": source} for i, r in self.holdout.skipped or []
+                if (source, i) not in seen]
+        return out
 
     def calibration(self) -> dict[str, Any]:
         """The calibration facts the graph's metadata records."""
@@ -80,7 +113,8 @@ class CalibrateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "output": self.output, **self.calibration(),
-                "holdout": {"source": self.holdout.source, "clips": self.holdout.clips},
+                "calibration_clips": self.calibration_ids, "calibration_skipped": _skips(self.calibration_skipped),
+                "holdout": self.holdout.to_dict(), "skipped": self.skipped,
                 "first_try": self.first_try.to_dict() if self.first_try is not None else None,
                 "result": self.result.to_dict(), "drop_points": self.drop_points, "within_budget": self.within_budget,
                 "sensitivity": dict(self.sensitivity), "macs": self.macs.to_dict(), "timings": dict(self.timings)}
@@ -88,11 +122,12 @@ class CalibrateReport:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CalibrateReport:
         return cls(model=d["model"], output=d["output"], **{k: d[k] for k in CALIBRATION_KEYS},
-                   holdout=HeldOut(**d["holdout"]),
+                   holdout=HeldOut.from_dict(d["holdout"]),
                    first_try=Comparison.from_dict(d["first_try"]) if d.get("first_try") else None,
                    result=Comparison.from_dict(d["result"]), within_budget=d["within_budget"],
                    sensitivity=dict(d["sensitivity"]), macs=MacsSplit.from_dict(d["macs"], d["precision"]),
-                   timings=dict(d.get("timings") or {}))
+                   timings=dict(d.get("timings") or {}), calibration_ids=d.get("calibration_clips"),
+                   calibration_skipped=_unskips(d.get("calibration_skipped")))
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,13 @@ def per_class(reference: np.ndarray, engine: np.ndarray, labels: np.ndarray,
 
 def compare_logits(ref: np.ndarray, eng: np.ndarray, labels: np.ndarray | None,
                    class_names: Sequence[str] | None, ids: list[str] | None = None) -> EngineComparison:
-    """``eng`` (N, K) against ``ref`` (N, K); top-1 / top-5 and per-class accuracy with ``labels`` (N,)."""
+    """``eng`` (N, K) against ``ref`` (N, K); top-1 / top-5 and per-class accuracy with ``labels`` (N,). Clips
+    whose logits hold NaN or inf are listed (``nonfinite_engine`` / ``nonfinite_reference``) and never agree."""
     diff = metrics.compare_logits(ref, eng, labels)
+    finite_r, finite_e = np.isfinite(ref).all(axis=1), np.isfinite(eng).all(axis=1)  # (N,)
+    names = ids if ids is not None else [str(i) for i in range(len(ref))]
+    # a clip with non-finite logits never agrees (argmax would pick the first NaN)
+    agreement = float(np.mean((diff.reference_top1 == diff.candidate_top1) & finite_r & finite_e)) if len(ref) else 0.0
     clip = PerClip(max_abs_error=diff.max_abs_error.tolist(), kl=diff.kl.tolist(), cosine=diff.cosine.tolist(),
                    reference_top1=diff.reference_top1.tolist(), engine_top1=diff.candidate_top1.tolist(),
                    label=labels.tolist() if labels is not None else None, id=ids)
@@ -38,8 +43,10 @@ def compare_logits(ref: np.ndarray, eng: np.ndarray, labels: np.ndarray | None,
                        "top5_engine": metrics.topk_accuracy(e, labels, 5),
                        "per_class": per_class(r, e, labels, class_names)}
     return EngineComparison(
-        clips=diff.clips, top1_agreement=diff.top1_agreement, cosine_mean=float(diff.cosine.mean()),
+        clips=diff.clips, top1_agreement=agreement, cosine_mean=float(diff.cosine.mean()),
         cosine_min=float(diff.cosine.min()), max_abs_error=float(diff.max_abs_error.max()),
         mean_abs_error=diff.mean_abs_error, kl_mean=float(diff.kl.mean()), kl_max=float(diff.kl.max()), per_clip=clip,
+        nonfinite_engine=[names[i] for i in np.flatnonzero(~finite_e)] or None,
+        nonfinite_reference=[names[i] for i in np.flatnonzero(~finite_r)] or None,
         **with_labels,
     )

@@ -29,12 +29,14 @@ def plots(report: ValidateReport) -> dict[str, str]:
 
     out = {}
     res = report.result
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist(res.per_clip.max_abs_error, bins=30)
-    ax.set_xlabel("max |logit error| per clip")
-    ax.set_ylabel("clips")
-    out["logit_error"] = _png(fig)
-    plt.close(fig)
+    errors = [e for e in res.per_clip.max_abs_error if np.isfinite(e)]  # non-finite clips are listed apart
+    if errors:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.hist(errors, bins=30)
+        ax.set_xlabel("max |logit error| per clip")
+        ax.set_ylabel("clips")
+        out["logit_error"] = _png(fig)
+        plt.close(fig)
     if res.per_class is not None:
         classes = sorted(res.per_class, key=lambda c: c.name)
         fig, ax = plt.subplots(figsize=(max(6, len(classes) * 0.5), 3))
@@ -69,11 +71,25 @@ def write_html(report: ValidateReport, path: Path) -> Path:
     res = report.result
     figures = res.to_dict(per_clip=False)
     summary = [{"figure": k, "value": figures[k]} for k in SUMMARY if k in figures]
+    gate = (f"drop {report.drop_points:.2f} points, budget {report.max_drop}"
+            + (f"; top-1 agreement {res.top1_agreement:.4f}, minimum {report.min_agreement}"
+               if report.min_agreement is not None else ""))
     intro = (f"<h1>edgefuse validate</h1><p>engine <code>{html.escape(report.engine)}</code> vs reference "
              f"<code>{html.escape(report.reference)}</code> on {res.clips} clips of "
-             f"<code>{html.escape(report.clips)}</code>; verdict: <b>{report.verdict}</b> "
-             f"(drop {report.drop_points:.2f} points, budget {report.max_drop})</p>")
-    parts = [intro, _table(summary, ["figure", "value"])]
+             f"<code>{html.escape(report.clips)}</code>; verdict: <b>{report.verdict.upper()}</b> "
+             f"({html.escape(gate)})</p>")
+    parts = [intro]
+    if report.failures:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in report.failures) + "</ul>")
+    parts.append(_table(summary, ["figure", "value"]))
+    disagree = report.disagreements()
+    parts += [f"<h2>Clips that disagree ({len(disagree)} of {res.clips})</h2>",
+              _table([d.to_dict() for d in disagree], ["id", "label", "reference_class", "engine_class",
+                                                       "max_abs_error", "nonfinite"])
+              if disagree else "<p>none: the engine's top-1 is the reference's on every clip</p>"]
+    parts += [f"<h2>Clips skipped ({len(report.skipped)})</h2>",
+              _table([{"id": i, "reason": why} for i, why in report.skipped], ["id", "reason"])
+              if report.skipped else "<p>none: every clip of the source could be read</p>"]
     if res.per_class is not None:
         parts += ["<h2>Classes that moved most</h2>", _table([c.to_dict() for c in res.per_class[:10]],
                                                              ["class", "clips", "reference", "engine", "delta"])]

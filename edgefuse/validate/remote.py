@@ -42,7 +42,7 @@ from edgefuse.errors import EdgefuseError
 from edgefuse.utils import atomic_path
 from edgefuse.validate.compare import compare_logits
 from edgefuse.validate.report import EngineInfo, ValidateReport
-from edgefuse.validate.run import CHUNK, ValidateConfig
+from edgefuse.validate.run import CHUNK, ValidateConfig, class_names, min_agreement
 
 log = logging.getLogger(__name__)
 
@@ -281,10 +281,12 @@ def _prepare(cfg: ValidateConfig) -> tuple[np.ndarray, Any, list[str], dict[str,
                             "give a graph from 'edgefuse export' or 'edgefuse calibrate'")
     clip_set = open_clips(cfg.clips, Preprocess.from_metadata(meta, source=str(path)),
                           Sampling(num_segments=int(meta["segments"])), root=cfg.root, num_clips=cfg.num_clips,
-                          seed=cfg.seed, workers=cfg.workers, progress=cfg.progress)
+                          seed=cfg.seed, workers=cfg.workers, progress=cfg.progress,
+                          num_classes=meta.get("num_classes"))
     data, labels, ids = clip_set.stack()
-    names = list(meta.get("class_names") or []) or list(clip_set.class_names or [])
-    return data.numpy(), labels, [str(i) for i in ids], {**meta, "_class_names": names}, input_name
+    names = class_names(clip_set.class_names, meta)
+    return data.numpy(), labels, [str(i) for i in ids], {**meta, "_class_names": names,
+                                                         "_skipped": list(clip_set.skipped)}, input_name
 
 
 def _reference_logits(cfg: ValidateConfig, meta: dict[str, Any], clips: np.ndarray) -> np.ndarray:
@@ -342,8 +344,9 @@ async def validate_fleet(cfg: ValidateConfig, hosts: Sequence[HostSpec], remote:
     if got:
         engine = next((s.engine for s in shares if s.engine is not None), None)
         names = meta.pop("_class_names")
+        skipped = meta.pop("_skipped", [])
         result = compare_logits(ref[got], np.stack([work.logits[i] for i in got]),
-                                labels.numpy()[got] if labels is not None else None, names or None,
+                                labels.numpy()[got] if labels is not None else None, names,
                                 [ids[i] for i in got])
         side = engine.sidecar if engine is not None else None
         devices = sorted({s.device or s.host for s in shares if s.clips})
@@ -352,9 +355,11 @@ async def validate_fleet(cfg: ValidateConfig, hosts: Sequence[HostSpec], remote:
         backends = " / ".join(dict.fromkeys(e.backend for e in used)) or (side.backend if side else None)
         versions = " / ".join(dict.fromkeys(e.backend_version for e in used)) or (side.backend_version if side
                                                                                   else None)
-        info = EngineInfo(backends, versions, "; ".join(devices), side.precision if side else meta.get("precision"))
+        precision = side.precision if side else meta.get("precision")
+        info = EngineInfo(backends, versions, "; ".join(devices), precision)
         report = ValidateReport(str(cfg.engine), str(cfg.reference), str(cfg.clips), info, cfg.max_drop, result,
-                                None, None, None)
+                                None, None, None, min_agreement(cfg, precision or meta.get("precision")),
+                                skipped, names)
     fleet = FleetValidateReport(report, list(shares), len(ids), {ids[i]: h for i, h in sorted(work.ran_on.items())},
                                 missing)
     if cfg.report:

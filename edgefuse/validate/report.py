@@ -3,6 +3,7 @@ gives the file's content, ``from_dict`` reads it back). Optional parts absent fr
 from the JSON, as they always were."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -74,6 +75,8 @@ class EngineComparison:
     top5_reference: float | None = None
     top5_engine: float | None = None
     per_class: list[ClassShift] | None = None  # with labels: the classes whose accuracy fell most first
+    nonfinite_engine: list[str] | None = None  # ids of the clips whose engine logits hold NaN or inf (None: none)
+    nonfinite_reference: list[str] | None = None  # ids of the clips whose reference logits do
 
     @property
     def drop_points(self) -> float:
@@ -91,6 +94,10 @@ class EngineComparison:
                      top5_reference=self.top5_reference, top5_engine=self.top5_engine)
         if self.per_class is not None:
             d["per_class"] = [c.to_dict() for c in self.per_class]
+        if self.nonfinite_engine:
+            d["nonfinite_engine"] = list(self.nonfinite_engine)
+        if self.nonfinite_reference:
+            d["nonfinite_reference"] = list(self.nonfinite_reference)
         return d
 
     @classmethod
@@ -178,6 +185,34 @@ class RealizedMacs:
     dense: float
 
 
+# --min-agreement when not given: top-1 agreement with the FP32 reference an engine must reach, by its precision.
+# INT8 moves near-tie clips (the zoo's INT8 graphs agree on 98.8-99.6 % of the val clips, docs/benchmarks); an
+# FP32 or FP16 engine computes the same function up to rounding.
+DEFAULT_MIN_AGREEMENT = {"int8": 0.98, "fp16": 0.99, "fp32": 0.99}
+
+
+def default_min_agreement(precision: Any) -> float:
+    """The agreement floor of an engine of ``precision`` (any precision naming INT8 counts as INT8)."""
+    return DEFAULT_MIN_AGREEMENT["int8" if "int8" in str(precision or "").lower() else "fp32"]
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """One clip whose top-1 differs between the engine and the reference (or whose logits are not finite)."""
+
+    id: str
+    reference: int
+    engine: int
+    reference_class: str
+    engine_class: str
+    max_abs_error: float
+    label: int | None = None
+    nonfinite: str | None = None  # "engine", "reference" or "both"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _present(self)
+
+
 @dataclass(frozen=True)
 class ValidateReport:
     engine: str
@@ -189,14 +224,52 @@ class ValidateReport:
     policy: list[PolicyBlock] | None = None  # AdaFuse graphs on ONNX Runtime
     realized: RealizedMacs | None = None  # AdaFuse with its MACs in the metadata
     per_layer: Departure | None = None
+    min_agreement: float | None = None  # top-1 agreement with the reference the engine must reach (None: no gate)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (clip id, why) of the clips that could not be read
+    class_names: list[str] | None = None  # the clip source's when it has them, else the graph metadata's
 
     @property
     def drop_points(self) -> float:
         return self.result.drop_points
 
     @property
+    def failures(self) -> list[str]:
+        """Why the engine fails, one reason each (empty: it passes)."""
+        r, out = self.result, []
+        for what, ids in (("engine", r.nonfinite_engine), ("reference", r.nonfinite_reference)):
+            if ids:
+                named = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+                out.append(f"{len(ids)} of {r.clips} clips give non-finite (NaN or inf) {what} logits ({named})")
+        if self.min_agreement is not None and not r.top1_agreement >= self.min_agreement:
+            out.append(f"top-1 agreement {100 * r.top1_agreement:.2f}% is below --min-agreement "
+                       f"{100 * self.min_agreement:.2f}%")
+        if not self.drop_points <= self.max_drop:
+            what = "top-1 drop" if r.top1_reference is not None else "disagreement"
+            out.append(f"{what} {self.drop_points:.2f} points is over --max-drop {self.max_drop}")
+        return out
+
+    def disagreements(self) -> list[Disagreement]:
+        """The clips whose top-1 differs (and those with non-finite logits), the largest logit error first."""
+        pc, names = self.result.per_clip, self.class_names or []
+        ids = pc.id or [str(i) for i in range(len(pc.engine_top1))]
+        bad_e, bad_r = set(self.result.nonfinite_engine or ()), set(self.result.nonfinite_reference or ())
+        out = []
+        for i, clip in enumerate(ids):
+            ref, eng = int(pc.reference_top1[i]), int(pc.engine_top1[i])
+            nonfinite = ("both" if clip in bad_e and clip in bad_r else "engine" if clip in bad_e
+                         else "reference" if clip in bad_r else None)
+            if ref == eng and nonfinite is None:
+                continue
+            out.append(Disagreement(clip, ref, eng, names[ref] if 0 <= ref < len(names) else str(ref),
+                                    names[eng] if 0 <= eng < len(names) else str(eng), float(pc.max_abs_error[i]),
+                                    pc.label[i] if pc.label is not None else None, nonfinite))
+        # non-finite clips first (they are the worst), then by logit error
+        return sorted(out, key=lambda x: (0, 0.0) if x.nonfinite or math.isnan(x.max_abs_error)
+                      else (1, -x.max_abs_error))
+
+    @property
     def verdict(self) -> str:
-        return "pass" if self.drop_points <= self.max_drop else "fail"
+        return "fail" if self.failures else "pass"
 
     @property
     def passed(self) -> bool:
@@ -215,7 +288,12 @@ class ValidateReport:
                      dense_gmacs_per_clip=self.realized.dense)
         if self.per_layer is not None:
             d["per_layer"] = self.per_layer.to_dict()
-        d.update(drop_points=self.drop_points, verdict=self.verdict)
+        if self.class_names is not None:
+            d["class_names"] = list(self.class_names)
+        d.update(skipped=[{"id": i, "reason": why} for i, why in self.skipped],
+                 disagreements=[x.to_dict() for x in self.disagreements()])
+        d.update(drop_points=self.drop_points, min_agreement=self.min_agreement, verdict=self.verdict,
+                 failures=self.failures)
         return d
 
     @classmethod
@@ -227,4 +305,6 @@ class ValidateReport:
         return cls(d["engine"], d["reference"], d["clips"], EngineInfo(**d["engine_info"]), d["max_drop"],
                    EngineComparison.from_dict(d["result"]),
                    [PolicyBlock.from_dict(p) for p in d["policy"]] if "policy" in d else None, realized,
-                   Departure.from_dict(d["per_layer"]) if "per_layer" in d else None)
+                   Departure.from_dict(d["per_layer"]) if "per_layer" in d else None, d.get("min_agreement"),
+                   [(s["id"], s["reason"]) for s in d.get("skipped") or []],
+                   list(d["class_names"]) if d.get("class_names") is not None else None)

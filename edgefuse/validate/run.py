@@ -11,7 +11,7 @@ import numpy as np
 from edgefuse.errors import EdgefuseError
 from edgefuse.utils import atomic_path
 from edgefuse.validate.compare import compare_logits
-from edgefuse.validate.report import EngineInfo, ValidateReport
+from edgefuse.validate.report import EngineInfo, ValidateReport, default_min_agreement
 
 CHUNK = 8  # clips per run of both
 
@@ -26,11 +26,16 @@ class ValidateConfig:
     root: Path | None = None
     workers: int = 2
     max_drop: float = 0.5  # top-1 points: drop with labels, disagreement without
+    min_agreement: float | None = None  # top-1 agreement with the reference (None: 0.98 for INT8, else 0.99)
     report: Path | None = None
     html: Path | None = None
     per_layer: bool = False
     layer_tolerance: float = 0.05  # relative error at which a tensor counts as departed
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
+            raise EdgefuseError(f"--min-agreement {self.min_agreement}: give a fraction in [0, 1], e.g. 0.99")
 
 
 def _reference(cfg: ValidateConfig, metadata: dict[str, Any]) -> Any:
@@ -43,6 +48,16 @@ def _reference(cfg: ValidateConfig, metadata: dict[str, Any]) -> Any:
 
         return EagerRunner(cfg.reference, metadata)
     return backends.load(cfg.reference)
+
+
+def min_agreement(cfg: ValidateConfig, precision: Any) -> float:
+    """The agreement floor: ``cfg.min_agreement``, else the default for the engine's precision."""
+    return cfg.min_agreement if cfg.min_agreement is not None else default_min_agreement(precision)
+
+
+def class_names(source: Any, meta: dict[str, Any]) -> list[str] | None:
+    """The clip source's class names when it has them (they name its labels), else the graph metadata's."""
+    return list(source or []) or list(meta.get("class_names") or []) or None
 
 
 def _write(report: ValidateReport, cfg: ValidateConfig) -> ValidateReport:
@@ -77,13 +92,14 @@ def validate_device_logits(cfg: ValidateConfig) -> ValidateReport:
         bar.update(len(clips[i:i + CHUNK]))
     bar.close()
     labels = meta.get("labels")
-    names = list(meta.get("class_names") or []) or list(meta.get("source_class_names") or [])
+    names = class_names(meta.get("source_class_names"), meta)
     result = compare_logits(np.concatenate(ref_logits), got.logits, np.asarray(labels) if labels else None,
-                            names or None, ids)
+                            names, ids)
     run = got.timings
     info = EngineInfo(run.backend, run.backend_version, run.device_name or "device", meta.get("precision"))
+    skipped = [(str(i), str(why)) for i, why in manifest.get("skipped") or meta.get("skipped") or []]
     return _write(ValidateReport(str(cfg.engine), str(cfg.reference), str(cfg.clips), info, cfg.max_drop, result,
-                                 None, None, None), cfg)
+                                 None, None, None, min_agreement(cfg, meta.get("precision")), skipped, names), cfg)
 
 
 def validate(cfg: ValidateConfig) -> ValidateReport:
@@ -111,7 +127,8 @@ def validate(cfg: ValidateConfig) -> ValidateReport:
     dec_names = [d for d in dec_names if d in engine.names] if isinstance(engine, OrtRunner) else []
     clip_set = open_clips(cfg.clips, Preprocess.from_metadata(meta, source=str(cfg.engine)),
                           Sampling(num_segments=int(meta["segments"])), root=cfg.root, num_clips=cfg.num_clips,
-                          seed=cfg.seed, workers=cfg.workers, progress=cfg.progress)
+                          seed=cfg.seed, workers=cfg.workers, progress=cfg.progress,
+                          num_classes=meta.get("num_classes"))
     data, labels, ids = clip_set.stack()
     clips = data.numpy()
 
@@ -133,9 +150,9 @@ def validate(cfg: ValidateConfig) -> ValidateReport:
             eng_logits.append(engine.run(chunk))
         bar.update(len(chunk))
     bar.close()
-    names = list(meta.get("class_names") or []) or list(clip_set.class_names or [])
+    names = class_names(clip_set.class_names, meta)
     result = compare_logits(np.concatenate(ref_logits), np.concatenate(eng_logits),
-                            labels.numpy() if labels is not None else None, names or None, ids)
+                            labels.numpy() if labels is not None else None, names, ids)
     policy = realized = per_layer = None
     if dec_names:
         from edgefuse.validate.policy import policy_blocks
@@ -149,10 +166,12 @@ def validate(cfg: ValidateConfig) -> ValidateReport:
     if cfg.per_layer:
         per_layer = _per_layer(cfg, ref_graph, engine, clips[:1])
     info = engine.info
+    precision = info.get("precision") or meta.get("precision")
     report = ValidateReport(str(cfg.engine), str(cfg.reference), str(cfg.clips),
                             EngineInfo(info.get("backend"), info.get("backend_version"), info.get("device"),
                                        info.get("precision")),
-                            cfg.max_drop, result, policy, realized, per_layer)
+                            cfg.max_drop, result, policy, realized, per_layer, min_agreement(cfg, precision),
+                            list(clip_set.skipped), names)
     return _write(report, cfg)
 
 

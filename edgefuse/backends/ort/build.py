@@ -52,7 +52,10 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
     u8 x s8 kernels with every exact move, and quantizes the convolutions no QuantizeLinear follows
     on the grids the calibration recorded for them; "exact" adds no rounding the Q/DQ graph lacks; "qdq" keeps the
     graph's int8 Q/DQ as it is."""
+    from edgefuse.backends.ort.layout import stride_one_pools
+
     rewrite = None
+    model = stride_one_pools(model)  # exact: ceil mode means nothing at stride 1, and it costs ONNX Runtime 6x
     if int8 not in (None,) + CPU_INT8_MODES:
         raise EdgefuseError(f"cpu_int8 {int8!r}: use auto (u8 x s8 kernels, every convolution quantized), "
                             "exact (no rounding beyond the Q/DQ graph's) or qdq (the Q/DQ graph as it is)")
@@ -66,15 +69,17 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
                         "another tool or an older edgefuse): convolutions no QuantizeLinear follows stay FP32 on the "
                         "CPU; calibrate the graph again with edgefuse for the faster engine")
         signed = u8s8_exact_here()
-        model = cpu_int8_graph(model, ranges, signed_weights=signed)
+        model = cpu_int8_graph(model, ranges, signed_weights=signed, fast_pools=int8 == "auto")
         added = sum(n.name.endswith("_cpu_Q") for n in model.graph.node)
         kernels = ("weights int8: the calibrated grid on ONNX Runtime's u8 x s8 kernels" if signed else
                    "weights uint8 (zero point 128): the calibrated grid on ONNX Runtime's u8 x u8 kernels (this CPU "
                    "has no VNNI/AMX, and its u8 x s8 kernel saturates)")
+        pools = sum(n.name.endswith("_dw") and n.op_type == "Conv" for n in model.graph.node)
         rewrite = (f"activations uint8 (zero point 128), {kernels}; quantization moved after each convolution where "
                    "exact"
                    + (f"; {added} convolution outputs quantized on their calibrated grids (not in the Q/DQ graph)"
-                      if ranges else "; no rounding beyond the Q/DQ graph's"))
+                      if ranges else "; no rounding beyond the Q/DQ graph's")
+                   + (f"; {pools} average pools as depthwise integer convolutions" if pools else ""))
     with atomic_path(output) as tmp:
         optimize_offline(model, tmp, threads)
     return {"int8_rewrite": rewrite, "intra_op_num_threads": threads or None,  # None: ONNX Runtime's default

@@ -330,20 +330,74 @@ def weights_to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     return finalize(out)
 
 
+def pools_as_depthwise(model: onnx.ModelProto) -> onnx.ModelProto:
+    """DequantizeLinear -> AveragePool -> QuantizeLinear (the Inception networks' branch pools once their input is
+    on a grid) as a depthwise convolution of INT8 weights 127 at scale 1 / (k * k) / 127: the same average on the
+    same grids, which ONNX Runtime runs as a depthwise QLinearConv instead of its QLinearAveragePool (an 8x256x28x28
+    3x3 pool: 1.05 ms against 12.4 ms, outputs identical there). Zero padding counted (``count_include_pad``, or no
+    padding) is the input's zero point, as QLinearConv pads. Not bit-exact by construction (the weight 127 x scale
+    is 1 / (k * k) to float rounding, so a value on a rounding tie may move one step): an ``auto`` engine step."""
+    from edgefuse.backends.ort.layout import _shapes
+
+    out = _copy(model)
+    consts = _Constants(out)
+    producer = producers(out)
+    consumers = consumers_of(out)
+    shapes = _shapes(out)
+    replaced = 0
+    for pool in [n for n in out.graph.node if n.op_type == "AveragePool" and n.domain in ("", "ai.onnx")]:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in pool.attribute}
+        kernel = list(attrs.get("kernel_shape", []))
+        strides = list(attrs.get("strides", [1] * len(kernel)))
+        pads = list(attrs.get("pads", [0] * 2 * len(kernel)))
+        dq = producer.get(pool.input[0])
+        shape = shapes.get(pool.input[0])
+        readers = consumers.get(pool.output[0], [])
+        if len(kernel) != 2 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") \
+                or (any(pads) and not attrs.get("count_include_pad", 0)) \
+                or (attrs.get("ceil_mode", 0) and any(s != 1 for s in strides)) \
+                or dq is None or dq.op_type != "DequantizeLinear" or _activation_grid(dq, consts) is None \
+                or not readers or any(r.op_type != "QuantizeLinear" for r in readers) \
+                or shape is None or len(shape) != 4 or not shape[1]:
+            continue
+        channels = int(shape[1])
+        name = pool.name or pool.output[0]
+        weight = numpy_helper.from_array(np.full((channels, 1, *kernel), 127, dtype=np.int8), f"{name}_dw_weight")
+        scale = numpy_helper.from_array(np.array(np.float32(1.0 / (kernel[0] * kernel[1])) / np.float32(127),
+                                                 dtype=np.float32), f"{name}_dw_scale")
+        zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{name}_dw_zero_point")
+        out.graph.initializer.extend([weight, scale, zero])
+        wdq = helper.make_node("DequantizeLinear", [weight.name, scale.name, zero.name], [f"{name}_dw_w"],
+                               name=f"{name}_dw_DQ")
+        conv = helper.make_node("Conv", [pool.input[0], f"{name}_dw_w"], list(pool.output), name=f"{name}_dw",
+                                group=channels, kernel_shape=kernel, strides=strides, pads=pads)
+        index = list(out.graph.node).index(pool)
+        out.graph.node.remove(pool)
+        out.graph.node.insert(index, conv)
+        out.graph.node.insert(index, wdq)
+        replaced += 1
+    if replaced:
+        log.debug("average pools on a grid as depthwise convolutions: %d", replaced)
+    return finalize(out) if replaced else out
+
+
 def cpu_int8_graph(model: onnx.ModelProto, ranges: Mapping[str, float] | None = None,
-                   signed_weights: bool | None = None) -> onnx.ModelProto:
+                   signed_weights: bool | None = None, fast_pools: bool = False) -> onnx.ModelProto:
     """The CPU engine's INT8 graph: the temporal shifts in the convolutions' layout
     (:func:`~edgefuse.backends.ort.layout.drop_unit_batch`), the calibrated grid on ONNX Runtime's
     u8 x s8 kernels, every exact move that lets a convolution run in integers, and (with
     ``ranges``) the convolutions no QuantizeLinear follows quantized on their calibrated grids.
     ``signed_weights``: int8 weights (u8 x s8 kernels) or uint8 (u8 x u8); None: int8 where the u8 x s8
-    kernels are exact on this CPU (:func:`exact_u8s8`)."""
+    kernels are exact on this CPU (:func:`exact_u8s8`). ``fast_pools``: average pools on a grid as depthwise
+    integer convolutions (:func:`pools_as_depthwise`)."""
     if signed_weights is None:
         signed_weights = u8s8_exact_here()
     out = hoist_quantize(activations_to_uint8(drop_unit_batch(model)))
     if ranges:
         out = hoist_quantize(quantize_conv_outputs(out, ranges))
     out = fold_weight_quantization(out)
+    if fast_pools:
+        out = pools_as_depthwise(out)
     return out if signed_weights else weights_to_uint8(out)
 
 

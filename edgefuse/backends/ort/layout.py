@@ -132,3 +132,24 @@ def drop_unit_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     log.debug("unit batch dropped around %d shift(s)", done)
     return finalize(out)
 
+
+def stride_one_pools(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Pooling with stride 1 everywhere and ``ceil_mode = 1`` (BN-Inception's branch pools, as Caffe rounds) with
+    ``ceil_mode = 0``: at stride 1 the output size is the same integer either way, so the values are too, and ONNX
+    Runtime runs ceil-mode pooling on a generic path (an 8x256x28x28 3x3 average pool measured 12.7 ms against
+    2.0 ms for the same pool without ceil mode)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    changed = 0
+    for n in out.graph.node:
+        if n.op_type not in ("AveragePool", "MaxPool", "LpPool") or n.domain not in ("", "ai.onnx"):
+            continue
+        attrs = {a.name: a for a in n.attribute}
+        strides = list(attrs["strides"].ints) if "strides" in attrs else []
+        if "ceil_mode" in attrs and attrs["ceil_mode"].i == 1 and all(s == 1 for s in strides):
+            attrs["ceil_mode"].i = 0
+            changed += 1
+    if changed:
+        log.debug("stride-1 pools out of ceil mode: %d", changed)
+    return out
+

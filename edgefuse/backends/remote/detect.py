@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgefuse.devices import DeviceProfile, JetPack, jetpack_for_l4t
-from edgefuse.devices.detect import l4t_of, profile_from_readings
+from edgefuse.devices.detect import l4t_of, mem_total_kb_of, profile_from_readings
 
 if TYPE_CHECKING:
     from edgefuse.backends.remote.connection import RemoteHost
 
 MARK = "@@edgefuse:"
 SECTIONS = ("l4t", "model", "compatible", "nvidia_smi", "dpkg_tensorrt", "python_tensorrt", "trtexec", "python3",
-            "edgefuse", "python_modules", "tegrastats", "machine_id", "machine")
+            "edgefuse", "python_modules", "tegrastats", "machine_id", "machine", "meminfo")
 TRTEXEC_JETPACK = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it, off the PATH
 RUNNER_MODULES = ("numpy", "tensorrt", "cuda", "pycuda")  # what device_runner.py imports (cuda: cuda-python)
 RUNNER_HINT = ("JetPack 4.6 / 5: sudo apt install python3-numpy python3-libnvinfer, then pip3 install pycuda (or "
@@ -54,6 +54,7 @@ for name, code in {_PROBES}:
 s tegrastats; command -v tegrastats 2>/dev/null
 s machine_id; cat /etc/machine-id 2>/dev/null || cat /var/lib/dbus/machine-id 2>/dev/null
 s machine; uname -m
+s meminfo; grep MemTotal /proc/meminfo 2>/dev/null
 s end
 exit 0
 """
@@ -82,6 +83,7 @@ class RemoteDevice:
     python_modules: tuple[str, ...] = ()  # which of RUNNER_MODULES python3 there finds
     tegrastats: str | None = None  # its path (Jetsons)
     machine_id: str | None = None  # /etc/machine-id: which device this is, whatever address reaches it
+    mem_total_kb: int | None = None  # /proc/meminfo MemTotal (tells a Jetson's memory variants apart)
 
     @property
     def is_jetson(self) -> bool:
@@ -201,14 +203,16 @@ def parse_detection(text: str) -> RemoteDevice:
         python_modules=tuple(dict.fromkeys(m for m in s.get("python_modules", "").split() if m in RUNNER_MODULES)),
         tegrastats=_first_line(s.get("tegrastats", "")),
         machine_id=_machine_id(s.get("machine_id", "")),
+        mem_total_kb=mem_total_kb_of(s.get("meminfo", "")),
     )
 
 
 def device_profile(device: RemoteDevice, directory: Path | None = None) -> DeviceProfile:
     """The edgefuse device profile of ``device``: its readings through the same rules as local detection
     (:func:`edgefuse.devices.detect.profile_from_readings`)."""
-    gpus = [f"{device.gpus[0].name}, "] if device.gpus else []  # nvidia-smi's "name, compute_cap" (cap not asked)
-    return profile_from_readings(device.model, "\n".join(device.compatible) or None, device.l4t, gpus, directory)
+    gpus = [f"{g.name}, {g.memory_mib} MiB" if g.memory_mib is not None else g.name for g in device.gpus]
+    return profile_from_readings(device.model, "\n".join(device.compatible) or None, device.l4t, gpus, directory,
+                                 mem_total_kb=device.mem_total_kb)
 
 
 def jetpack(device: RemoteDevice, profile: DeviceProfile) -> JetPack | None:

@@ -12,20 +12,31 @@ from edgefuse.errors import EdgefuseError
 
 log = logging.getLogger(__name__)
 
-_NV_POWER_MODE = re.compile(r"^\s*NV Power Mode:\s*(\S.*?)\s*$", re.MULTILINE)
+# "NV Power Mode: MAXN" (`nvpmodel -q`, and the end of `jetson_clocks --show`) or, with --verbose,
+# "NVPM VERB: Current mode: NV Power Mode: MAXN"; the mode id follows on the next line
+_NV_POWER_MODE = re.compile(r"^\s*(?:NVPM VERB:\s*Current mode:\s*)?NV Power Mode:\s*(\S.*?)\s*$", re.MULTILINE)
+_ACTIVE_MODE = re.compile(r"^\s*NVPM VERB:\s*ACTIVE=(.+?)\((\d+)\)\s*$", re.MULTILINE)  # old --verbose: ACTIVE=MAXN(0)
 _CLOCK_LINE = re.compile(r"^\s*(cpu\d+|GPU|EMC)\b:?(.*)$", re.MULTILINE)
 _KV = re.compile(r"(\w+)=(\S+)")
 
 
 def parse_nvpmodel(text: str) -> tuple[str, int | None]:
-    """``(mode name, mode id)`` from ``nvpmodel -q`` output ("NV Power Mode: MAXN" then the id on the next line);
-    the id is None when the output has none (some quotes of it, and ``jetson_clocks --show``)."""
+    """``(mode name, mode id)`` from ``nvpmodel -q`` output ("NV Power Mode: MAXN" then the id on the next line) or
+    ``nvpmodel -q --verbose`` output ("NVPM VERB: Current mode: NV Power Mode: MAXN", the id next, then ``NVPM VERB:``
+    lines; older releases also print "NVPM VERB: ACTIVE=MAXN(0)"). ``NVPM ERROR`` / ``WARN`` lines around it (nvpmodel
+    run without root) are ignored. The id is None when the output has none (some quotes of it, and
+    ``jetson_clocks --show``)."""
     m = _NV_POWER_MODE.search(text)
     if m is None:
-        raise EdgefuseError("no 'NV Power Mode:' line in the nvpmodel output; pass the output of `nvpmodel -q`")
+        raise EdgefuseError("no 'NV Power Mode:' line in the nvpmodel output; pass the output of `nvpmodel -q` "
+                            "(or `nvpmodel -q --verbose`)")
+    name = m.group(1)
     rest = text[m.end():].split("\n")
     following = next((ln.strip() for ln in rest if ln.strip()), "")
-    return m.group(1), int(following) if following.isdigit() else None
+    if following.isdigit():
+        return name, int(following)
+    active = next((int(a.group(2)) for a in _ACTIVE_MODE.finditer(text) if a.group(1).strip() == name), None)
+    return name, active
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,79 @@
-"""Energy and mean power over a window, integrated from sampled tegrastats power readings."""
+"""Energy and mean power over a window, integrated from sampled tegrastats power readings, and what that power is the
+total of (:func:`total_source`: the input rail, or a partial sum of rails; docs/power.md)."""
 from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from edgefuse.devices.jetson.sampler import TimedSample
+from edgefuse.devices.jetson.tegrastats import RAIL_RULES
 from edgefuse.errors import EdgefuseError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TotalSource:
+    """Where the total power of a window's samples came from.
+
+    ``rail`` is the input rail or ``"sum(A,B,...)"`` (several joined by ``" / "`` when the samples disagree), ``rule``
+    the :class:`~edgefuse.devices.jetson.tegrastats.RailRule` key, ``partial`` True when any sample's total is a
+    partial sum (no input rail on the line), ``mixed`` True when partial and input-rail totals were mixed, and
+    ``negative_rails`` the rails that read below zero in some sample (never summed) with how many samples did.
+    """
+
+    rail: str
+    rule: str | None
+    partial: bool
+    mixed: bool
+    negative_rails: tuple[tuple[str, int], ...]
+    samples: int
+
+    def short(self) -> str:
+        """A short label for a report column: ``"VIN"``, or ``"partial sum(A,B,...)"``, with ``" (mixed)"`` and the
+        rails below zero appended when they apply."""
+        text = f"partial {self.rail}" if self.partial else self.rail
+        if self.mixed:
+            text += " (mixed)"
+        if self.negative_rails:
+            text += " (below zero: " + ",".join(n for n, _ in self.negative_rails) + ")"
+        return text
+
+    def describe(self) -> str:
+        """One line for the user: the total's source, and why a partial total is not comparable."""
+        rule = next((r for r in RAIL_RULES if r.key == self.rule), None)
+        if not self.partial:
+            scope = f", {rule.input_scope}" if rule is not None else ""
+            text = f"total from {self.rail}{scope}"
+        else:
+            text = (f"PARTIAL total {self.rail}: no input rail on these tegrastats lines, so this leaves out what no "
+                    f"monitor measures and is not comparable with a board or image that prints one")
+        if self.mixed:
+            text += "; WARNING: partial and input-rail totals mixed in one window (the input rail came and went)"
+        if self.negative_rails:
+            text += "; rails below zero (not summed): " + ", ".join(f"{n} in {k} samples"
+                                                                   for n, k in self.negative_rails)
+        return text
+
+
+def total_source(samples: Sequence[TimedSample], start: float | None = None,
+                 end: float | None = None) -> TotalSource | None:
+    """What the total power of the samples in ``[start, end]`` (all when not given) came from; None when no sample
+    carries a total."""
+    picked = [s.sample for s in samples if s.sample.total_power_mw is not None and s.sample.power_rail is not None
+              and (start is None or s.t >= start) and (end is None or s.t <= end)]
+    if not picked:
+        return None
+    rails = list(dict.fromkeys(s.power_rail for s in picked if s.power_rail is not None))
+    rules = list(dict.fromkeys(s.power_rule for s in picked))
+    partial = {s.power_partial for s in picked}
+    negative = Counter(n for s in samples for n in s.sample.negative_rails
+                       if (start is None or s.t >= start) and (end is None or s.t <= end))
+    return TotalSource(" / ".join(rails), rules[0] if len(rules) == 1 else None, True in partial, len(partial) > 1,
+                       tuple(sorted(negative.items())), len(picked))
 
 
 def _power_points(samples: Sequence[TimedSample]) -> list[tuple[float, float]]:
@@ -65,7 +130,14 @@ def mean_power_mw(samples: Sequence[TimedSample], start: float, end: float) -> f
 def energy_per_clip_mj(samples: Sequence[TimedSample], start: float, end: float, clips: int, *,
                        idle_mw: float = 0.0) -> float:
     """Energy per clip in mJ over a window in which ``clips`` clips ran; ``idle_mw`` (the board's idle power,
-    measured beforehand) is subtracted over the window to count only what the workload added."""
+    measured beforehand) is subtracted over the window to count only what the workload added. Logs where the total
+    came from (:func:`total_source`), as a warning when it is partial, mixed or had rails below zero."""
     if isinstance(clips, bool) or not isinstance(clips, int) or clips <= 0:
         raise EdgefuseError(f"clips must be a positive whole number, not {clips!r}")
-    return (energy_mj(samples, start, end) - idle_mw * (end - start)) / clips
+    energy = energy_mj(samples, start, end)
+    source = total_source(samples, start, end) or total_source(samples)
+    if source is not None and (source.partial or source.mixed or source.negative_rails):
+        log.warning("energy per clip: %s", source.describe())
+    elif source is not None:
+        log.info("energy per clip: %s", source.describe())
+    return (energy - idle_mw * (end - start)) / clips

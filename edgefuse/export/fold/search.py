@@ -76,7 +76,8 @@ def _evaluate(folded: nn.Module, tau: float, plan: FoldPlan, batches: Sequence[t
 
 def _search(model: VideoClassifier, stats: PolicyStats, batches: Sequence[torch.Tensor], observed: Observed,
             taus: Sequence[float], min_agreement: float, enabled: bool) -> tuple[list[_Trial], VideoClassifier]:
-    """Try taus in order until one agrees >= min_agreement (else the last, with a warning).
+    """Try taus in order until one agrees >= min_agreement; when none does, refuse (:class:`EdgefuseError` naming
+    the best agreement reached and what to do).
 
     Returns the trials and the folded model of the last one. Taus giving the same plan are
     evaluated once; only the latest folded model is held (one copy of the network at a time).
@@ -94,8 +95,12 @@ def _search(model: VideoClassifier, stats: PolicyStats, batches: Sequence[torch.
         if tried[-1].agreement >= min_agreement:
             break
     else:
-        log.warning("no fold tau reached top-1 agreement %.4f with the dynamic model; using tau %.3g, "
-                    "agreement %.4f", min_agreement, tried[-1].tau, tried[-1].agreement)
+        best = max(tried, key=lambda t: (t.agreement, t.tau))
+        clips = sum(int(b.shape[0]) for b in batches)
+        raise EdgefuseError(
+            f"folding: no tau reaches top-1 agreement {min_agreement:.4f} with the dynamic policy on the {clips} "
+            f"policy clips (best {best.agreement:.4f}, at tau {best.tau:.3g}); nothing written. Give --tau "
+            f"{best.tau:.3g} to fold anyway, lower --min-agreement, or keep the policy (--policy dynamic)")
     folded = latest[1] if latest[0] == tried[-1].plan.key() else None
     return tried, folded if folded is not None else fold_model(model, tried[-1].plan).eval()
 
@@ -130,9 +135,10 @@ def fold(
 
     With ``tau`` None, candidate taus are tried from the smallest (most aggressive)
     up and the first whose folded model's top-1 agrees with the dynamic model on
-    ``batches`` in at least ``min_agreement`` of the clips is taken; tau 1 is the
-    fallback (returned with a warning if even it falls short). MACs in the report
-    are per clip at the clips' (T, H, W).
+    ``batches`` in at least ``min_agreement`` of the clips is taken (tau 1 is always
+    tried last); when none does, :class:`EdgefuseError` says so and nothing is folded.
+    An explicit ``tau`` is folded whatever its agreement (a warning below
+    ``min_agreement``). MACs in the report are per clip at the clips' (T, H, W).
     """
     if not 0.0 <= min_agreement <= 1.0:
         raise EdgefuseError(f"min_agreement must be in [0, 1], got {min_agreement}; e.g. --min-agreement 0.99")
@@ -143,6 +149,9 @@ def fold(
     tried, folded = _search(model, stats, batches, observed, candidates, min_agreement if tau is None else 0.0,
                             progress and tau is None)
     chosen = tried[-1]
+    if tau is not None and chosen.agreement < min_agreement:
+        log.warning("folding with the given tau %.3g: top-1 agreement %.4f with the dynamic policy is below %.4f",
+                    chosen.tau, chosen.agreement, min_agreement)
     report = _report(chosen, tried, stats, observed, _mean_macs(model, observed.shapes, observed.costs))
     log.info("folded with tau %.3g: agreement %.4f, %.4f -> %.4f GMACs per clip", chosen.tau, chosen.agreement,
              report.macs.dense / 1e9, chosen.macs / 1e9)

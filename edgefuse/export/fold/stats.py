@@ -96,9 +96,9 @@ def adafuse_blocks(model: nn.Module) -> dict[str, AdaFuse]:
     if not fuses:
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)
         raise EdgefuseError(f"{name} has no AdaFuse policy to fold; use --policy static with adafuse_* models only")
-    blocks = dict(model.blocks()) if isinstance(model, VideoClassifier) else {}
-    if not all(hasattr(blocks.get(name), "conv1") for name in fuses):  # folding rebuilds conv1/bn1/conv2
-        cfg = model.config  # type: ignore[union-attr]
+    assert isinstance(model, VideoClassifier)  # fuses come from adafuse_modules() only
+    if not all(hasattr(block, "conv1") for name, block in model.blocks() if name in fuses):  # rebuilds conv1/bn1/conv2
+        cfg = model.config
         raise EdgefuseError(f"{cfg.name}: --policy static folds AdaFuse into ResNet blocks only, not {cfg.backbone}'s; "
                             "export it with --policy dynamic (decisions in the graph) or --policy stream")
     return fuses
