@@ -125,23 +125,24 @@ def write_set(*paths: str | Path) -> Iterator[tuple[Path, ...]]:
 def _commit(dests: list[Path], staged: tuple[Path, ...], stage: Path) -> None:
     """Move ``staged`` onto ``dests``; any failure puts every destination back as it was, then re-raises."""
     backups: list[tuple[Path, Path]] = []  # (destination, its old file moved aside)
-    placed: list[Path] = []
+    placed: list[Path] = []  # each recorded before its move: an interruption right after a move is undone too
     try:
         for i, d in enumerate(dests):
             if d.exists() or d.is_symlink():
                 old = stage / f"old.{i}.{d.name}"
-                os.replace(d, old)
                 backups.append((d, old))
+                os.replace(d, old)
         for d, s in zip(dests, staged):
+            placed.append(d)  # every old file is aside by now: whatever is at d is ours
             os.replace(s, d)
-            placed.append(d)
     except BaseException:
         for d in placed:
             with contextlib.suppress(OSError):
                 os.unlink(d)
         for d, old in backups:
-            with contextlib.suppress(OSError):
-                os.replace(old, d)
+            if old.exists():
+                with contextlib.suppress(OSError):
+                    os.replace(old, d)
         raise
 
 

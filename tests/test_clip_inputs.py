@@ -203,7 +203,7 @@ def labelled(tmp_path: Path) -> Path:
 
 
 def test_commands_pass_clip_options_through(labelled: Path) -> None:
-    graph = str(tiny_graph(labelled / "g.onnx", num_classes=10))
+    graph = str(tiny_graph(labelled / "g.onnx", num_classes=3))  # the class list's count: the model's is checked too
     lst, classes = str(labelled / "frames" / "list.txt"), str(labelled / "classes.txt")
     opts = ["--classes", classes, "--frame-template", "img_%05d.jpg"]
     runner = CliRunner()

@@ -287,18 +287,18 @@ def test_auto_tau_skips_taus_that_break_agreement() -> None:
     assert result.plan.channels("layer1.0") == {"removed": 0, "reused": 32, "kept": 32}
 
 
-def test_auto_tau_falls_back_to_one_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    """Odd channels skip at the first segment and keep after: no static structure is exact."""
+def test_auto_tau_below_the_floor_refuses_and_an_explicit_tau_folds(caplog: pytest.LogCaptureFixture) -> None:
+    """Odd channels skip at the first segment and keep after: no static structure is exact, so the search
+    (tau 1 added last) refuses, naming the best agreement; an explicit tau folds anyway, with a warning."""
     model = _model()
     _first_segment_then(model, later=2)
     batches = _similar_clips(9, 10)
     _tell_clips_apart(model, batches)
+    with pytest.raises(EdgefuseError, match=r"no tau reaches top-1 agreement 1\.0000 .*best 0\.\d+, at tau"):
+        fold(model, batches, taus=(0.5, 0.2), min_agreement=1.0, progress=False)
     with caplog.at_level(logging.WARNING, logger="edgefuse.export.fold"):
-        result = fold(model, batches, taus=(0.5, 0.2), min_agreement=1.0, progress=False)
-    tried = result.report.taus_tried
-    assert [t.tau for t in tried] == [0.2, 0.5, 1.0]  # sorted, tau 1 added as the fallback
-    assert all(t.agreement < 1.0 for t in tried)
-    assert result.tau == 1.0 and result.report.agreement == tried[-1].agreement
+        result = fold(model, batches, tau=1.0, min_agreement=1.0, progress=False)
+    assert result.tau == 1.0 and result.report.agreement < 1.0
     assert result.plan.channels("layer1.0") == {"removed": 0, "reused": 0, "kept": 64}
     assert f"agreement {result.report.agreement:.4f}" in caplog.text
 

@@ -1,5 +1,5 @@
-"""The deployment path of the BN-Inception, InceptionV3 and non-local models, as the ResNet / MobileNetV2 models
-have it: export (clean graph, ONNX Runtime parity with PyTorch, a verdict per TensorRT version, --target
+"""The deployment path of the BN-Inception, InceptionV3 and non-local models and TSM's Jester online model, as the
+ResNet / MobileNetV2 models have it: export (clean graph, ONNX Runtime parity with PyTorch, a verdict per TensorRT version, --target
 jetpack4.6), INT8 calibration (Q/DQ) with GSF and the non-local attention kept in float, FP16, and ONNX Runtime
 CPU engines built and run.
 
@@ -15,9 +15,11 @@ contract, not the accuracy of a trained model; the exactness of the CPU rewrite,
 checked exactly.
 
 Small inputs keep it fast: BN-Inception at 64 px, InceptionV3 at 69 px (its smallest), the non-local ResNet-50 at
-64 px, 2 segments. The default suite runs GSF BN-Inception through every stage (its CLI included), GSF InceptionV3's
-GSF exclusion and the non-local model's INT8 placement; every model through every stage, the dynamo exporter's
-names and the non-local measurement at the official size run with ``-m slow``.
+64 px, the Jester MobileNetV2 at 64 px and width 0.5, 2 segments. The default suite (about 40 s on 2 cores) runs
+GSF BN-Inception through export, INT8, the CPU engines and the CLI, the non-local model's INT8 placement and the
+Jester stream graph's export and engine; every model through every stage (FP16 included), calibrate's command
+line, the Jester clip graph's INT8, the dynamo exporter's names and the non-local measurement at the official size
+run with ``-m slow``.
 """
 from __future__ import annotations
 
@@ -192,29 +194,36 @@ def test_default_export_reads_on_tensorrt_84_to_11(name: str, tmp_path: Path) ->
     assert all(verdicts[k].problems == ["opset 17 outside the parser's range 7-13"] for k in ("8.0", "8.2"))
 
 
-def test_cli_inspects_calibrates_and_builds(deployed: _Deployed, tmp_path: Path) -> None:
-    """The commands a user runs after export, on GSF BN-Inception: inspect (every TensorRT 'ok', the BGR input),
-    calibrate (GSF's convolutions named in its report as kept FP32), build-engine on the CPU."""
+def test_cli_inspects_and_builds(deployed: _Deployed, tmp_path: Path) -> None:
+    """The commands a user runs after export, on GSF BN-Inception: inspect (every TensorRT 'ok', the BGR input) and
+    build-engine on the CPU from the calibrated graph (calibrate's command line: test_cli_calibrates, slow)."""
     from edgefuse.cli import cli
 
     runner = CliRunner()
-    graph, bench = deployed["gsf_bninception"]["fp32"], deployed.bench
-    res = runner.invoke(cli, ["inspect", str(graph)])
+    res = runner.invoke(cli, ["inspect", str(deployed["gsf_bninception"]["fp32"])])
     assert res.exit_code == 0 and "hygiene     ok" in res.output and 'channel_order = "BGR"' in res.output, res.output
     rows = [line.split()[:2] for line in res.output.splitlines() if line.strip()[:3] in ("8.0", "8.2", "10.", "11.")]
     assert ["8.0", "ok"] in rows and ["8.2", "ok"] in rows and ["11.5", "ok"] in rows, res.output
-    q = tmp_path / "gsf.int8.onnx"
-    res = runner.invoke(cli, ["calibrate", str(graph), "--clips", str(bench / "calib.txt"), "--holdout",
-                              str(bench / "val.txt"), "--num-clips", "8", "--num-holdout", "8", "--method", "minmax",
-                              "--cache-dir", str(deployed.tmp / "cache"), "-o", str(q)])
+    q = deployed.calibrated("gsf_bninception", "int8").path  # type: ignore[attr-defined]
+    res = runner.invoke(cli, ["build-engine", str(q), "--device", "cpu", "--backend", "onnxruntime",
+                              "-o", str(tmp_path / "gsf.int8.engine")])
+    assert res.exit_code == 0, res.output
+    side = read_sidecar(tmp_path / "gsf.int8.engine")
+    assert side.precision == "int8" and "7 average pools as depthwise integer convolutions" in side.settings["int8_rewrite"]
+
+
+@pytest.mark.slow
+def test_cli_calibrates(deployed: _Deployed, tmp_path: Path) -> None:
+    from edgefuse.cli import cli
+
+    graph, bench, q = deployed["gsf_bninception"]["fp32"], deployed.bench, tmp_path / "gsf.int8.onnx"
+    res = CliRunner().invoke(cli, ["calibrate", str(graph), "--clips", str(bench / "calib.txt"), "--holdout",
+                                   str(bench / "val.txt"), "--num-clips", "8", "--num-holdout", "8", "--method",
+                                   "minmax", "--cache-dir", str(deployed.tmp / "cache"), "-o", str(q)])
     assert res.exit_code == 0, res.output
     report = json.loads(q.with_suffix(".calib.json").read_text())
     assert "*/gsf_*/*" in report["excluded_patterns"]
     assert len(report["excluded_layers"]) == GSF_CONVS * gsf_modules("gsf_bninception") + 1
-    res = runner.invoke(cli, ["build-engine", str(q), "--device", "cpu", "--backend", "onnxruntime",
-                              "-o", str(tmp_path / "gsf.int8.engine")])
-    assert res.exit_code == 0, res.output
-    assert read_sidecar(tmp_path / "gsf.int8.engine").precision == "int8"
 
 
 @pytest.mark.slow
@@ -422,6 +431,45 @@ def test_cpu_engines_build_and_run_like_their_graphs(deployed: _Deployed, name: 
         assert ops.count("QLinearConv") == len(qdq.quantized_node_names(q)) + pools, ops.count("QLinearConv")
         assert "QLinearAveragePool" not in ops and ops.count("Conv") + ops.count("FusedConv") == kept
         assert (got.argmax(1) == reference.argmax(1)).mean() >= 0.5
+
+
+# --- TSM's Jester online model (preset tsm_online_jester): a stream graph --------------------------------
+
+
+def test_jester_stream_graph_for_jetpack46_builds_and_runs(tmp_path: Path) -> None:
+    """The preset's per-frame stream graph (MobileNetV2 at width 0.5, 64 px here) with --target jetpack4.6: the preset's
+    opset 17 yields to the target's 13, every TensorRT reads it, and its CPU engine builds (the batch axis of a
+    stream graph is dynamic whatever the shape: its range is in the metadata) and streams like the graph."""
+    from edgefuse.export.config import make_config
+
+    result = export(make_config("tsm_online_jester", tmp_path / "j.onnx", size=64, num_classes=27,
+                                options={"width": 0.5}, target="jetpack4.6"))
+    assert result.policy == "stream" and result.hygiene.ok and all(p.within(1e-4) for p in result.parity)
+    graph = onnx.load(str(result.path))
+    assert hygiene.opset_of(graph) == 13 and all(v.ok for v in hygiene.check(graph).verdicts)
+    meta = read_metadata(result.path)
+    assert meta["dynamic_ranges"] == {"N": [1, 1, 4]} and meta["channel_order"] == "BGR"
+    engine = build_engine(BuildConfig(result.path, tmp_path / "j.engine", device="cpu", backend="onnxruntime")).path
+    x = np.random.default_rng(0).standard_normal((1, 4, 3, 64, 64)).astype(np.float32)  # 4 frames, one at a time
+    np.testing.assert_allclose(load(engine).run(x), OrtRunner(graph).run(x), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_jester_clip_graph_int8(bench: Path, tmp_path: Path) -> None:
+    """INT8 of the online model goes through its clip graph (calibrate refuses a stream graph: one frame and a state
+    per run is no clip to calibrate on): the same preset with --policy dynamic, calibrated, and its INT8 engine."""
+    from edgefuse.export.config import make_config
+
+    clip = export(make_config("tsm_online_jester", tmp_path / "c.onnx", size=64, num_classes=27, segments=SEGMENTS,
+                              options={"width": 0.5}, target="jetpack4.6", policy="dynamic")).path
+    result = calibrate(CalibrateConfig(model=clip, clips=bench / "calib.txt", output=tmp_path / "c.int8.onnx",
+                                       method="minmax", num_clips=8, holdout=bench / "val.txt", num_holdout=8,
+                                       cache_dir=tmp_path / "cache", progress=False, workers=1))
+    q = onnx.load(str(result.path))
+    assert all(v.ok for v in hygiene.check(q).verdicts) and len(qdq.quantized_node_names(q)) > 40
+    engine = build_engine(BuildConfig(result.path, tmp_path / "c.engine", device="cpu", backend="onnxruntime")).path
+    x = clips_for(read_metadata(q), bench, "val", 2)
+    assert load(engine).run(x).shape == (2, 27)
 
 
 # --- the dynamo exporter (opset >= 18: --target jetpack7, trt10, trt11) -----------------------------

@@ -62,7 +62,7 @@ def test_validate_catches_a_damaged_engine_and_names_the_layer(tsm, synth_defaul
     res = runner.invoke(cli, ["validate", str(tsm["damaged"]), "--reference", str(tsm["fp32"]), "--clips",
                               str(synth_default / "val.txt"), "--num-clips", "40", "--per-layer", "--max-drop", "0.5"])
     assert res.exit_code == 1, res.output  # over the budget: exit 1, so CI can gate on it
-    assert "verdict: fail" in res.output
+    assert "verdict: FAIL" in res.output
     assert f"departing layer: {VICTIM}" in res.output, res.output
     rep = validate(ValidateConfig(engine=tsm["damaged"], reference=tsm["fp32"], clips=synth_default / "val.txt",
                                   num_clips=8, per_layer=True, progress=False, max_drop=100.0))

@@ -95,7 +95,17 @@ class BuildResult:
 
 def build_engine(cfg: BuildConfig) -> BuildResult:
     """Build ``cfg.model`` for ``cfg.device``: an ONNX Runtime engine for ``cpu``, a TensorRT
-    engine for a GPU or Jetson profile (on that machine, with TensorRT installed)."""
+    engine for a GPU or Jetson profile (on that machine, with TensorRT installed). The engine and its sidecar
+    are built in a staging folder and appear together or not at all (an interrupt included)."""
+    from edgefuse.backends.sidecar import engine_set, sidecar_path
+
+    with engine_set(cfg.output) as staged:
+        result = _build_engine(dataclasses.replace(cfg, output=staged))
+    return dataclasses.replace(result, path=cfg.output, sidecar_path=sidecar_path(cfg.output))
+
+
+def _build_engine(cfg: BuildConfig) -> BuildResult:
+    """:func:`build_engine` into ``cfg.output`` as it is (a staging path)."""
     from edgefuse.backends.plan import graph_precision, optimization_profiles, plan_precision
     from edgefuse.backends.sidecar import write_sidecar
     from edgefuse.devices import detect_device, get_device

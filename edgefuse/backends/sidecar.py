@@ -127,7 +127,20 @@ def engine_set(engine: str | Path) -> Iterator[Path]:
     any moment included; a failed move puts back what was there). The staged path is in a hidden folder beside
     ``engine``."""
     with write_set(engine, sidecar_path(engine)) as (staged, _):
-        yield staged
+        _STAGED[staged] = Path(engine)
+        try:
+            yield staged
+        finally:
+            _STAGED.pop(staged, None)
+
+
+_STAGED: dict[Path, Path] = {}  # staged engine path -> where engine_set moves it
+
+
+def final_path(engine: str | Path) -> Path:
+    """Where an engine being built ends up: its destination while :func:`engine_set` stages it, else itself (for
+    what a sidecar records, e.g. trtexec's command)."""
+    return _STAGED.get(Path(engine), Path(engine))
 
 
 def write_sidecar(engine: str | Path, sidecar: Sidecar) -> Path:

@@ -24,7 +24,8 @@ from edgefuse.cli.render import render_calibrate, render_json, render_over_budge
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Keep nodes whose name matches (glob, e.g. '/backbone/conv1/*') in FP32; repeatable.")
 @click.option("--no-default-excludes", is_flag=True,
-              help="Also quantize AdaFuse policy nets, GSF gates/fusion and the classifier (kept FP32 by default).")
+              help="Also quantize AdaFuse policy nets, GSF gates/fusion, non-local query/key projections (INT8) and the "
+                   "classifier (kept FP32 by default).")
 @click.option("--holdout", type=click.Path(path_type=Path, exists=True),
               help="Held-out clips for the FP32 comparison and the budget (default: clips of --clips not used to "
                    "calibrate).")

@@ -1,7 +1,6 @@
 """``edgefuse build-engine`` and ``edgefuse devices``."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -107,13 +106,11 @@ def build_engine_cmd(model: Path, device: str, precision: str, shapes: tuple[str
     if rebuild:
         raise EdgefuseError("--rebuild is for --host (a local build always builds)")
     from edgefuse.backends import BuildConfig, build_engine
-    from edgefuse.backends.sidecar import engine_set, sidecar_path
+    from edgefuse.backends.sidecar import sidecar_path
 
-    check_io(inputs=[calibration_cache, timing_cache], outputs={output: "engine", sidecar_path(output): "sidecar"})
+    check_io(inputs=[model, calibration_cache, timing_cache], outputs={output: "engine", sidecar_path(output): "sidecar"})
     cfg = BuildConfig(model=model, output=output, device=device, precision=precision, shapes=parse_shapes(shapes),
                       workspace_mb=workspace, dla=dla, gpu_fallback=gpu_fallback, timing_cache=timing_cache,
                       threads=threads, cpu_int8=cpu_int8, backend=backend, calibration_cache=calibration_cache)
-    with engine_set(output) as staged:  # the engine and its sidecar appear together or not at all
-        result = build_engine(dataclasses.replace(cfg, output=staged))
-    result = dataclasses.replace(result, path=output, sidecar_path=sidecar_path(output))
+    result = build_engine(cfg)  # the engine and its sidecar appear together or not at all
     click.echo(render_json(result.sidecar.to_dict()) if as_json else render_build(result))

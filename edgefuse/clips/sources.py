@@ -273,7 +273,7 @@ def _label_value(value: Any, index: Mapping[str, int], where: str, num_classes: 
         return check_label(int(value), num_classes, where)
     if str(value) in index:
         return index[str(value)]
-    hint = "pass classes= (the class-name file) to map names to indices" if not index else \
+    hint = "pass --classes FILE (the class-name file) to map names to indices" if not index else \
         "the class list has no such name; check the spelling"
     raise EdgefuseError(f"{where}: label {value!r} is not a class index; {hint}")
 
@@ -384,7 +384,7 @@ def parse_ssv2(path: Path, root: Path, index: Mapping[str, int], template: str, 
         label = None
         if "template" in item:
             if not index:
-                raise EdgefuseError(f"{path}: clips are labelled by template; pass classes= (--classes) the V2 labels "
+                raise EdgefuseError(f"{path}: clips are labelled by template; pass --classes FILE, the V2 labels "
                                     "JSON (something-something-v2-labels.json)")
             name = str(item["template"]).replace("[", "").replace("]", "")
             if name not in index:

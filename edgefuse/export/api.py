@@ -107,6 +107,8 @@ def export(cfg: ExportConfig) -> ExportReport:
         meta["fold_plan"] = folded.plan.to_dict()  # rebuilds the folded model: fold_model(create_model(...), plan)
     if cfg.shape == "dynamic":
         meta["dynamic_ranges"] = {k: list(v) for k, v in ranges.items()}
+    elif cfg.policy == "stream":  # a stream graph's batch axis N is dynamic whatever the shape: its range for engines
+        meta["dynamic_ranges"] = {"N": list(ranges["N"])}
     if is_adafuse and cfg.policy == "dynamic":  # what validate needs to price the decisions the graph makes
         from edgefuse.models.cost import adafuse_macs
 

@@ -148,6 +148,8 @@ def load_preset(name: str) -> dict[str, Any]:
 def make_config(preset: str | None, output: Path, **given: Any) -> ExportConfig:
     """Preset values, overridden by the options given explicitly (None = not given)."""
     base: dict[str, Any] = load_preset(preset) if preset else {}
+    if given.get("target") is not None and given.get("opset") is None and base.get("target") is None:
+        base.pop("opset", None)  # a preset's opset (17 in the shipped ones) yields to a target given here
     for k, v in given.items():
         if v is None or (k in ("ranges", "options") and not v):
             continue

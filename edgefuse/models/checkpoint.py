@@ -93,6 +93,11 @@ def _torch_load(path: Path) -> Any:
         raise EdgefuseError(
             f"{path}: truncated or corrupt checkpoint ({msg[:160]}); download or copy it again"
         ) from None
+    except Exception as e:  # noqa: BLE001 - the unpickler fails on arbitrary bytes with any error (KeyError ...)
+        raise EdgefuseError(
+            f"{path}: not a PyTorch checkpoint (torch.load fails: {type(e).__name__}); pass the .pth / .pth.tar file "
+            "the model was saved to"
+        ) from None
 
 
 def _find_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str | None]:

@@ -17,11 +17,11 @@ PRECISIONS = ("int8", "fp16")
 DEFAULT_EXCLUDES = ("*/adafuse/*", "*/gsf/*", "*/gsf_*/*", "/fc/*")
 # INT8 only: a non-local block's query and key projections (theta, phi: /backbone/nl/theta_1/Conv,
 # /backbone/nl/phi/phi.0_1/Conv from TorchScript, /backbone/layer2.0/nl/phi/0/Conv from dynamo). Their outputs
-# multiply into the un-normalised affinities a softmax turns into attention, so their rounding error moves the
-# attention: measured on a data-initialised tsm_nl_resnet50 at 224 px x 8 segments, INT8 theta / phi put 3-17 %
-# relative error into the block's branch where INT8 g / W put 4-6 % and a backbone convolution 3 %
-# (docs/export.md, "Inception and non-local models"). The affinity and value products (MatMul of two activations)
-# take no Q/DQ at all: INT8 there measured 13-84 % (the softmax's small weights round to zero).
+# multiply into the un-normalised affinities a softmax turns into attention, so their rounding moves the attention:
+# measured on a data-initialised tsm_nl_resnet50 at 224 px x 8 segments (benchmarks/inception_cpu.py), INT8 theta /
+# phi put 7-15 % relative error into a block's branch where INT8 g / W put 3-5 % and a backbone convolution 3 %. The
+# affinity and value products (MatMul of two activations) take no Q/DQ at all: INT8 there measured 10-20 % (the
+# softmax's small weights round to zero on a per-tensor grid). docs/export.md, "Inception and non-local models".
 INT8_EXCLUDES = ("*/nl/theta*", "*/nl/phi/*")
 MIN_CLIPS = 8
 SAVE_EVERY = 16  # clips between checkpoints of the statistics (an interrupted run resumes there)

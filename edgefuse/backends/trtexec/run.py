@@ -118,7 +118,11 @@ def build_with_trtexec(onnx: Path, engine: Path, flags: Sequence[str] = (), netw
         raise EdgefuseError(f"trtexec build: it exited cleanly but wrote no engine at {engine}; rerun with verbose "
                             "output and check the disk")
     check_build(report, version, dla_core, gpu_fallback)
-    return build_settings(report, argv, version, flags, network_flags, dla_core, timing_cache, workspace_mb,
+    from edgefuse.backends.sidecar import final_path
+
+    final = f"--saveEngine={final_path(engine)}"  # the command as it reruns: the engine's place, not its staging
+    recorded = [final if a == f"--saveEngine={engine}" else a for a in argv]
+    return build_settings(report, recorded, version, flags, network_flags, dla_core, timing_cache, workspace_mb,
                           reused_timing_cache=bool(cache_before and report.timing_cache_loaded_bytes))
 
 
