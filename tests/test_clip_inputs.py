@@ -87,7 +87,7 @@ BAD: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "duplicate_class": (_with_classes("dc.txt", LIST, "x\ny\nx\n"), "class 'x' is listed twice"),
     "image_as_list": (_text("frame.png", b"\x89PNG\r\n\x1a\n" + bytes(64)), "frame.png: expected a list file (text)"),
     "ssv2_without_classes": (_text("v2.json", json.dumps([{"id": "1", "template": "Pushing [something]"}])),
-                             "clips are labelled by template; pass classes= (--classes)"),
+                             "clips are labelled by template; pass --classes FILE"),
     "ssv2_labels_as_source": (_text("labels.json", json.dumps({"Pushing something": "0"})),
                               "this is a class-index JSON"),
     "frame_template": (_text("ft.txt", LIST, "--frame-template", "frame.jpg"), "must have exactly one"),

@@ -333,7 +333,7 @@ def test_every_source_format_reads(data: Path, tmp_path: Path) -> None:
     with pytest.raises(EdgefuseError, match="k.txt:1: expected 'relative_path num_frames label'"):
         (tmp_path / "k.txt").write_text("abseiling/x1 twelve 4\n")
         stacked(tmp_path / "k.txt")
-    with pytest.raises(EdgefuseError, match="pass classes="):
+    with pytest.raises(EdgefuseError, match="pass --classes FILE"):
         stacked(data / "ssv2" / "validation.json")
 
 

@@ -201,6 +201,17 @@ def _decode_all(jobs: Sequence[Job], workers: int, show: bool,
         return [(r, r.pixels) for r in (run_job(job) for job in progress_bar(jobs, desc, enabled=show))]
     processes = min(workers, len(jobs))
     chunk = max(1, min(8, len(jobs) // (4 * processes)))  # dispatch costs ~2 ms a task: as much as a small clip
+    if _threads_running():  # forking a process that runs other threads can deadlock a worker on a copied lock
+        from multiprocessing.pool import ThreadPool  # decoders release the GIL: threads share the output array
+
+        output = np.empty((len(jobs), *view_shape), dtype=np.uint8)  # (N, V, T, S, S, 3)
+        with ThreadPool(processes, initializer=attach_output, initargs=(output,)) as tpool:
+            try:
+                results = list(progress_bar(tpool.imap(run_job, jobs, chunksize=chunk), desc, total=len(jobs),
+                                            enabled=show))
+            finally:
+                attach_output(None)
+        return [(r, output[r.index] if r.shared else r.pixels) for r in results]
     if "fork" not in multiprocessing.get_all_start_methods():
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
             results = list(progress_bar(pool.imap(run_job, jobs, chunksize=chunk), desc, total=len(jobs), enabled=show))
@@ -212,6 +223,18 @@ def _decode_all(jobs: Sequence[Job], workers: int, show: bool,
     with context.Pool(processes, initializer=attach_output, initargs=(output,)) as pool:
         results = list(progress_bar(pool.imap(run_job, jobs, chunksize=chunk), desc, total=len(jobs), enabled=show))
     return [(r, output[r.index] if r.shared else r.pixels) for r in results]
+
+
+def _threads_running() -> bool:
+    """Whether this process runs threads besides the caller's (native ones included: ONNX Runtime's and
+    OpenMP's pools), where a forked worker may inherit a lock held by one of them and never return."""
+    import os
+    import threading
+
+    try:
+        return len(os.listdir("/proc/self/task")) > 1
+    except OSError:  # no /proc: Python's own threads only
+        return threading.active_count() > 1
 
 
 def _all_failed(src: Path, skipped: Sequence[tuple[str, str]], template: str) -> EdgefuseError:
