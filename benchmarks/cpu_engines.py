@@ -55,6 +55,40 @@ def ort_default_session(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: s.run(None, {name: x})[0]
 
 
+def fit_probe(model: Any, clips: Any, labels: Any, classes: int = 10) -> None:
+    """In place: ``model``'s BatchNorm statistics measured on ``clips`` (N, T, 3, H, W) (what BN would hold after
+    training), then its classifier fitted by ridge regression on the clips' pooled features against ``labels`` (N,)
+    (a linear probe, so its decisions turn on features that differ between clips)."""
+    import torch
+
+    t = clips.shape[1]
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:  # only BN in train mode: AdaFuse's policy keeps its argmax
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over every batch
+        bn.train()
+    feats: list[torch.Tensor] = []
+    hook = model.fc.register_forward_hook(lambda _m, inp, _out: feats.append(inp[0].detach()))
+    with torch.no_grad():
+        for i in range(0, len(clips), 4):
+            model(clips[i:i + 4])
+        for bn in bns:
+            bn.eval()
+        feats.clear()
+        for i in range(0, len(clips), 4):
+            model(clips[i:i + 4])
+    hook.remove()
+    f = torch.cat(feats).double()  # (N*T, C) pooled features per frame
+    f = f.view(len(clips), t, -1).mean(1)  # (N, C): fc is linear, so the clip's logits are fc of the frame mean
+    mu, sd = f.mean(0), f.std(0) + 1e-6
+    z = (f - mu) / sd  # (N, C) standardised
+    target = torch.nn.functional.one_hot(torch.as_tensor(labels).long(), classes).double() - 1.0 / classes  # centred
+    w = torch.linalg.solve(z.T @ z + 10.0 * torch.eye(z.shape[1], dtype=z.dtype), z.T @ target)  # (C, classes)
+    with torch.no_grad():
+        model.fc.weight.copy_((w / sd[:, None]).T.float())  # (classes, C): the standardisation folded in
+        model.fc.bias.copy_((-(mu / sd) @ w).float())
+
+
 def r50_checkpoint(name: str, synth: Path, work: Path, num_clips: int) -> Path:
     """Weights for a ResNet-50 row whose top-1 depends on the clip. No trained ResNet-50 checkpoint ships and
     a randomly initialised one answers the same class for every clip (its logits move by ~1% of their spread
@@ -78,31 +112,7 @@ def r50_checkpoint(name: str, synth: Path, work: Path, num_clips: int) -> Path:
     clips = open_clips(synth / "calib.txt", Preprocess.from_model_config(model.config), Sampling(num_segments=8),
                        num_clips=num_clips, progress=True)
     stacked, labels, _ = clips.stack()  # (N, T, 3, 224, 224), (N,)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:  # only BN in train mode: AdaFuse's policy keeps its argmax
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over every batch
-        bn.train()
-    feats: list[torch.Tensor] = []
-    hook = model.fc.register_forward_hook(lambda _m, inp, _out: feats.append(inp[0].detach()))
-    with torch.no_grad():
-        for i in range(0, len(stacked), 4):
-            model(stacked[i:i + 4])
-        for bn in bns:
-            bn.eval()
-        feats.clear()
-        for i in range(0, len(stacked), 4):
-            model(stacked[i:i + 4])
-    hook.remove()
-    f = torch.cat(feats).double()  # (N*T, C) pooled features per frame
-    f = f.view(len(stacked), 8, -1).mean(1)  # (N, C): fc is linear, so the clip's logits are fc of the frame mean
-    mu, sd = f.mean(0), f.std(0) + 1e-6
-    z = (f - mu) / sd  # (N, C) standardised
-    target = torch.nn.functional.one_hot(labels.long(), 10).double() - 0.1  # (N, 10), centred
-    w = torch.linalg.solve(z.T @ z + 10.0 * torch.eye(z.shape[1], dtype=z.dtype), z.T @ target)  # (C, 10)
-    with torch.no_grad():
-        model.fc.weight.copy_((w / sd[:, None]).T.float())  # (10, C): the standardisation folded in
-        model.fc.bias.copy_((-(mu / sd) @ w).float())
+    fit_probe(model, stacked, labels)
     save_checkpoint(model, path, note="benchmark weights: random init, BN statistics and a linear probe on "
                                       "synthetic calib clips")
     return path

@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # cpu_engines.fit_probe: one probe for every benchmark's models
 MODELS = ("gsf_bninception", "tsn_bninception", "gsf_inceptionv3")
 log = logging.getLogger("inception_cpu")
 
@@ -54,6 +55,7 @@ def probe_checkpoint(name: str, synth: Path, work: Path, segments: int, num_clip
     """Seeded random weights, BatchNorm statistics from ``num_clips`` calib clips, a ridge-regression classifier on
     their pooled features; saved as an edgefuse checkpoint."""
     import torch
+    from cpu_engines import fit_probe
 
     from edgefuse.models import create_model, get_entry
     from edgefuse.models.checkpoint import save_checkpoint
@@ -65,31 +67,7 @@ def probe_checkpoint(name: str, synth: Path, work: Path, segments: int, num_clip
     size = get_entry(name).default.input_size
     model = create_model(name, num_classes=10, num_segments=segments, input_size=size).eval()
     clips, labels = _clips(synth / "calib.txt", model.config, segments, num_clips)
-    x = torch.from_numpy(clips)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # the average over every batch
-        bn.train()
-    feats: list[torch.Tensor] = []
-    hook = model.fc.register_forward_hook(lambda _m, inp, _out: feats.append(inp[0].detach()))
-    with torch.no_grad():
-        for i in range(0, len(x), 4):
-            model(x[i:i + 4])
-        for bn in bns:
-            bn.eval()
-        feats.clear()
-        for i in range(0, len(x), 4):
-            model(x[i:i + 4])
-    hook.remove()
-    f = torch.cat(feats).double().view(len(x), segments, -1).mean(1)  # (N, C): the clip's mean frame feature
-    mu, sd = f.mean(0), f.std(0) + 1e-6
-    z = (f - mu) / sd
-    target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), 10).double() - 0.1
-    w = torch.linalg.solve(z.T @ z + 10.0 * torch.eye(z.shape[1], dtype=z.dtype), z.T @ target)  # (C, 10)
-    with torch.no_grad():
-        model.fc.weight.copy_((w / sd[:, None]).T.float())
-        model.fc.bias.copy_((-(mu / sd) @ w).float())
+    fit_probe(model, torch.from_numpy(clips), labels)  # BN statistics and a ridge classifier on the calib clips
     return save_checkpoint(model, path, note="benchmark weights: random init, BN statistics and a linear probe on "
                                              "synthetic calib clips")
 

@@ -216,13 +216,25 @@ def test_engine_precision_narrows_wider_layers() -> None:
 # ------------------------------------------------------------------------------------------- CLI
 
 
+def as_clip_graph(m: onnx.ModelProto) -> onnx.ModelProto:
+    """``m`` behind the input every edgefuse command takes: clips (N, T, 3, H, W), here (1, 1, 3, 16, 16),
+    reshaped to its image input X (1, 3, 16, 16)."""
+    g = m.graph
+    g.initializer.append(numpy_helper.from_array(np.array([1, 3, 16, 16], np.int64), "x_shape"))
+    g.node.insert(0, helper.make_node("Reshape", ["clips", "x_shape"], ["X"], name="clips_to_frames"))
+    del g.input[:]
+    g.input.append(helper.make_tensor_value_info("clips", T.FLOAT, [1, 1, 3, 16, 16]))
+    onnx.checker.check_model(m)
+    return m
+
+
 def test_bench_estimate_prints_the_uncertainty(tmp_path) -> None:
     from click.testing import CliRunner
 
     from edgefuse.cli import cli
 
     path = tmp_path / "mixed.onnx"
-    onnx.save(mixed_graph(), str(path))
+    onnx.save(as_clip_graph(mixed_graph()), str(path))
     runner = CliRunner()
     out = runner.invoke(cli, ["bench", str(path), "--device", "jetson_orin_nx", "--estimate"])
     assert out.exit_code == 0, out.output

@@ -124,6 +124,7 @@ def test_agreement_gate_without_labels_through_the_cli(work, tmp_path) -> None: 
     assert rep.passed and not rep.failures and len(rep.disagreements()) == 12
 
 
+@pytest.mark.slow
 def test_the_same_graph_passes_and_int8_has_its_own_floor(work) -> None:  # type: ignore[no-untyped-def]
     from edgefuse.validate.report import default_min_agreement
 
@@ -154,6 +155,7 @@ def test_nan_engine_or_reference_never_passes(work, tmp_path) -> None:  # type: 
         assert "verdict: <b>FAIL</b>" in (tmp_path / "r.html").read_text()
 
 
+@pytest.mark.slow
 def test_input_that_overflows_to_nan_fails(work, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A finite clip whose values overflow inside the network (both runs give NaN for it): one clip is enough."""
     with np.load(work["tmp"] / "labelled.npz") as z:

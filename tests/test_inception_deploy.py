@@ -194,6 +194,7 @@ def test_default_export_reads_on_tensorrt_84_to_11(name: str, tmp_path: Path) ->
     assert all(verdicts[k].problems == ["opset 17 outside the parser's range 7-13"] for k in ("8.0", "8.2"))
 
 
+@pytest.mark.slow
 def test_cli_inspects_and_builds(deployed: _Deployed, tmp_path: Path) -> None:
     """The commands a user runs after export, on GSF BN-Inception: inspect (every TensorRT 'ok', the BGR input) and
     build-engine on the CPU from the calibrated graph (calibrate's command line: test_cli_calibrates, slow)."""
@@ -265,6 +266,7 @@ def test_int8_keeps_gsf_in_float_on_the_inception_networks(deployed: _Deployed, 
     assert rep.macs.low > 0.98 * rep.macs.total  # GSF is cheap: nearly every MAC is INT8
 
 
+@pytest.mark.slow
 def test_int8_of_gsf_modules_is_possible_and_reads_on_tensorrt_80(deployed: _Deployed, tmp_path: Path) -> None:
     """--no-default-excludes quantizes GSF too: its tap-sum kernel (a buffer, exported as a Constant node) becomes an
     initializer for the quantizer, and its one-output-channel fusion convolutions get per-tensor weight Q/DQ without

@@ -28,7 +28,7 @@ from edgefuse.models.sources import detect_source, get_source
 from edgefuse.utils import sha256_file
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from edgefuse.models.video import VideoClassifier
 
@@ -175,6 +175,20 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 def _short(keys: list[str], n: int = 4) -> str:
     head = ", ".join(keys[:n])
     return head + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _misfit_parts(theirs: str, mismatched: list[str], missing: list[str], unexpected: list[str],
+                  shapes: Callable[[str], tuple[tuple[int, ...], tuple[int, ...]]]) -> list[str]:
+    """'N with other shapes (first: <theirs> (..) vs model (..))', 'N missing (...)', 'N unexpected (...)'."""
+    parts = []
+    if mismatched:
+        got, want = shapes(mismatched[0])
+        parts.append(f"{len(mismatched)} with other shapes ({mismatched[0]}: {theirs} {got} vs model {want})")
+    if missing:
+        parts.append(f"{len(missing)} missing ({_short(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_short(unexpected)})")
+    return parts
 
 
 def _gsf_module(key: str) -> str | None:
@@ -361,15 +375,8 @@ def load_into(model: VideoClassifier, ckpt: Checkpoint) -> None:
         near = _near_miss(cfg, ident, list(expected)) if ident is not None else None
         if near is not None:  # another model's checkpoint: say which, not which keys
             raise EdgefuseError(f"{ckpt.path}: {what}does not fit {cfg.name}: {near}")
-        parts = []
-        if mismatched:
-            k = mismatched[0]
-            parts.append(f"{len(mismatched)} with other shapes ({k}: checkpoint {tuple(converted[k].shape)} "
-                         f"vs model {tuple(expected[k].shape)})")
-        if missing:
-            parts.append(f"{len(missing)} missing ({_short(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_short(unexpected)})")
+        parts = _misfit_parts("checkpoint", mismatched, missing, unexpected,
+                              lambda k: (tuple(converted[k].shape), tuple(expected[k].shape)))
         raise EdgefuseError(
             f"{ckpt.path}: {what}does not fit {cfg.name}: {'; '.join(parts)}. Likely cause: "
             f"{_diagnose(model, missing, unexpected, mismatched, converted)}"
@@ -436,15 +443,8 @@ def _imagenet_misfit(p: Path, cfg: ModelConfig, state_dict: Mapping[str, torch.T
         use = f"use {prefix}{held}" if _registered(prefix, held) else f"edgefuse has no {prefix}{held} model"
         return (f"{p}: {what}: it holds {_BACKBONE_LABELS[held]} weights ({use} for them); "
                 f"{cfg.name} takes {wanted}")
-    parts = []
-    if mismatched:
-        k = mismatched[0]
-        parts.append(f"{len(mismatched)} with other shapes ({k}: file {tuple(weights[k].shape)} "
-                     f"vs model {tuple(expected[k])})")
-    if missing:
-        parts.append(f"{len(missing)} missing ({_short(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected ({_short(unexpected)})")
+    parts = _misfit_parts("file", mismatched, missing, unexpected,
+                          lambda k: (tuple(weights[k].shape), tuple(expected[k])))
     if any(k.startswith(("module.", "base_model.", "backbone.")) for k in state_dict):
         fix = "it is a video model checkpoint: load it with create_model(name, checkpoint=path)"
     else:
