@@ -222,9 +222,8 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str, Callable[..., Non
 
 # The default suite runs one or two cases of each kind (each case is a process of its own, ~1.5-3 s of imports on
 # two cores); every case runs with -m slow (benchmarks/run_slow_tests.sh).
-DEFAULT = {"ckpt_nan_weights", "ckpt_torchscript", "classes_duplicate_validate", "device_unknown",
-           "engine_without_sidecar", "flag_bad_shapes", "onnx_add_build", "onnx_zero_bytes_build",
-           "out_calibrate_same_as_input", "out_export_proc", "sidecar_foreign_json", "sidecar_missing_field"}
+DEFAULT = {"ckpt_nan_weights", "device_unknown", "onnx_add_build", "out_calibrate_same_as_input",
+           "sidecar_foreign_json", "classes_duplicate_validate"}
 SLOW = set(CASES) - DEFAULT
 
 

@@ -142,6 +142,7 @@ def test_edit_list_trim_counts_frames_by_decoding(trimmed: Path) -> None:
 # Containers by content
 
 @needs_ffmpeg
+@pytest.mark.slow  # suite time; runs with -m slow
 def test_containers_recognised_by_content(base: Path, tmp_path: Path) -> None:
     want = read(base / "base.mp4").stack()[0][0]
     folder = tmp_path / "videos"
@@ -185,6 +186,7 @@ def write_vfr(path: Path, times_ms: list[int]) -> None:
             out.mux(packet)
 
 
+@pytest.mark.slow  # suite time; runs with -m slow
 def test_variable_frame_rate_time_sampling(tmp_path: Path) -> None:
     times = [250 * i for i in range(8)] + [2000 + 40 * i for i in range(24)]  # 4 fps for 2 s, then 25 fps
     write_vfr(tmp_path / "vfr.mp4", times)

@@ -134,6 +134,7 @@ def test_published_file_loads(name: str, layout: str, files) -> None:
     assert counter.shape == () and counter.item() == 0  # absent from the file: the model's own value
 
 
+@pytest.mark.slow  # suite time; runs with -m slow
 def test_gsf_and_tsm_files_give_the_same_backbone(files) -> None:
     """yjxiong's (1, C) file and TSM's (C,) copy of the same weights load into the same network."""
     a = _model("tsn_bninception")
@@ -145,6 +146,7 @@ def test_gsf_and_tsm_files_give_the_same_backbone(files) -> None:
 
 
 @pytest.mark.parametrize("counters,fc_bias_2d", [(True, False), (False, True)])
+@pytest.mark.slow  # suite time; runs with -m slow
 def test_tolerated_variants(counters: bool, fc_bias_2d: bool, tmp_path) -> None:
     """What the evidence leaves open: TSM's copy with BN counters (kept from the file), a (1, 1000) fc.bias."""
     layout = TSM if counters else YJX
