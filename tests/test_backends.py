@@ -179,6 +179,7 @@ def test_sidecar_thread_count_is_typed_and_old_sentences_still_read() -> None:
     assert render_threads(None) == old and render_threads(4) == "4" and render_threads(old) == old
 
 
+@pytest.mark.slow  # waits on thread states (~13 s)
 def test_sessions_stop_spinning_after_each_run(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Every edgefuse session stops its threads spinning when a run ends (ONNX Runtime's default keeps
     them spinning, which slowed another session of the process 1.5-2.5x); outputs do not change."""

@@ -217,6 +217,14 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str, Callable[..., Non
                                                   "--clips", str(fx / "list.txt"), "--classes", str(d / "d.classes")],
                                    "d.classes: class 'x' is listed twice",
                                    lambda d, fx: _write("d.classes", "x\ny\nx\n")(d)),
+    # paths that are not there (the command line's own checks, before any work)
+    "path_classes_missing": (lambda fx, d: ["validate", str(fx / "e.engine"), "--reference", str(fx / "m.onnx"),
+                                            "--clips", str(fx / "list.txt"), "--classes", str(d / "nope.classes")],
+                             "nope.classes' does not exist. Check its spelling", None),
+    "path_clips_missing": (lambda fx, d: ["calibrate", str(fx / "m.onnx"), "--clips", str(d / "nope.txt"), "-o",
+                                          str(d / "q.onnx")], "nope.txt' does not exist", None),
+    "path_graph_missing": (lambda fx, d: ["build-engine", str(d / "nope.onnx"), "--device", "cpu", "-o",
+                                          str(d / "x.engine")], "nope.onnx", None),
 }
 
 
@@ -262,7 +270,7 @@ def results(fixtures: Path, tmp_path_factory: pytest.TempPathFactory, request: p
             ) -> dict[str, tuple[Path, subprocess.CompletedProcess[str], set[str]]]:
     """The selected cases run through the command line (four at a time): name -> (its folder, the process, the files
     its setup left there)."""
-    selected = {item.callspec.params["name"] for item in request.session.items
+    selected = {item.callspec.params.get("name") for item in request.session.items
                 if getattr(item, "module", None) is sys.modules[__name__] and hasattr(item, "callspec")}
     root = tmp_path_factory.mktemp("badin_cases")
     before = _digests(fixtures)
@@ -290,7 +298,8 @@ def results(fixtures: Path, tmp_path_factory: pytest.TempPathFactory, request: p
 
 def test_corpus_size() -> None:
     kinds = {name.split("_")[0] for name in CASES}
-    assert len(CASES) >= 35 and {"ckpt", "onnx", "sidecar", "engine", "device", "flag", "out", "classes"} <= kinds
+    assert len(CASES) >= 45 and {"ckpt", "onnx", "sidecar", "engine", "device", "flag", "out", "classes",
+                                 "path"} <= kinds
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CASES])
@@ -333,3 +342,23 @@ def test_external_data_error_names_the_full_path(fixtures: Path, tmp_path: Path)
     with pytest.raises(EdgefuseError) as err:
         load_onnx(deep / "m.onnx")
     assert str((deep / "m.onnx.weights.bin").resolve()) in str(err.value)
+
+
+@pytest.mark.parametrize("argv,code,text", [
+    (["validate", "e.engine", "--clips", "c.npz", "--classes", "nope.classes"], 1,
+     "Invalid value for '--classes': File 'nope.classes' does not exist. Check its spelling, or give the full path."),
+    (["valdate"], 2, "No such command 'valdate'."),
+    (["export", "tsn_resnet18", "--bogus"], 2, "No such option '--bogus'. See 'cli export -h'."),
+    (["calibrate", "m.onnx", "--clips", "c.npz", "--method", "kl"], 2, "'kl' is not one of"),
+])
+def test_command_line_errors_are_one_line(fixtures: Path, argv: list[str], code: int, text: str) -> None:
+    """A missing file named on the command line is bad input (exit 1); any other misuse of the command line is a
+    usage error (exit 2, with the help command): either way one line, not click's usage block."""
+    from click.testing import CliRunner
+
+    from edgefuse.cli import cli
+    args = [str(fixtures / a) if (fixtures / a).exists() else a for a in argv]
+    res = CliRunner().invoke(cli, args)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == code and len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert text in lines[0], lines[0]

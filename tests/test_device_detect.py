@@ -26,7 +26,7 @@ JETSONS = {
     "orin_nano_4gb_jp512": ("jetson_orin_nano_4gb", "part number", "5.1.2"),
     "orin_nano_super_devkit_jp62": ("jetson_orin_nano", "part number", "6.2"),
     "agx_orin_64gb_devkit": ("jetson_agx_orin", "part number", None),
-    "agx_orin_32gb_jp502": ("jetson_agx_orin_32gb", "part number", "5.0.2"),
+    "agx_orin_32gb_jp511": ("jetson_agx_orin_32gb", "part number", "5.1.1"),
     "agx_orin_devkit_p3701_0000_jp72": ("jetson_agx_orin_devkit", "part number", "7.2"),
     "agx_orin_industrial_jp512": ("jetson_agx_orin_industrial", "part number", "5.1.2"),
     "xavier_nx_devkit_jp46": ("jetson_xavier_nx", "part number", "4.6"),
@@ -36,11 +36,11 @@ JETSONS = {
     "clara_agx_p2888_0004_r34": ("jetson_agx_xavier", "part number", None),
     "agx_xavier_64gb_jp514": ("jetson_agx_xavier_64gb", "device-tree text", "5.1.4"),
     "agx_xavier_16gb_jp46": ("jetson_agx_xavier_16gb", "device-tree text", "4.6"),
-    "tx2_jp461": ("jetson_tx2", "device-tree text", "4.6.1"),
+    "tx2_jp441": ("jetson_tx2", "device-tree text", None),
     "tx2_4gb_jp466": ("jetson_tx2_4gb", "device-tree text", "4.6.6"),
     "tx2i_jp46": ("jetson_tx2i", "part number", "4.6"),
-    "tx2_nx_jp464": ("jetson_tx2_nx", "part number", "4.6.4"),
-    "nano_devkit_jp46": ("jetson_nano", "part number", "4.6"),
+    "tx2_nx_jp461": ("jetson_tx2_nx", "part number", "4.6.1"),
+    "nano_devkit_jp466": ("jetson_nano", "part number", "4.6.6"),
     "nano_2gb_devkit_jp461": ("jetson_nano_2gb", "part number", "4.6.1"),
     "thor_t5000_devkit_jp70": ("jetson_thor", "part number", "7.0"),
 }
@@ -155,6 +155,17 @@ def test_a_module_without_a_profile_is_an_error(tmp_path: Path) -> None:
     # the T4000's module (p3834-0000) must not fall back to the T5000 profile by its "tegra264" compatible
     with pytest.raises(EdgefuseError, match=r"module p3834-0000 \(Jetson Thor family\) has no device profile"):
         detect(root=fake_root(tmp_path, sample("thor_t4000_jp71")), nvidia_smi=None)
+
+
+def test_memory_overrides_a_device_tree_part_number_of_another_size(tmp_path: Path) -> None:
+    # JetPack 7's AGX Orin device tree names p3701-0000 (32GB) whatever the module (recorded: jetson_stats issue 864,
+    # a p3701-0001 module); a 64GB module's MemTotal must then pick a 64GB profile, a 32GB one keeps the devkit profile
+    s = sample("agx_orin_devkit_p3701_0000_jp72")
+    found = detect(root=fake_root(tmp_path, {**s, "meminfo": "MemTotal:       64335836 kB"}), nvidia_smi=None)
+    assert (found.profile.name, found.rule) == ("jetson_agx_orin", "part number"), found.reason
+    assert "p3701-0000" in found.reason and "by memory" in found.reason and "ambiguous between" in found.reason
+    readings = Readings(model=s["model"], compatible=compatible_of(s["compatible"]), mem_total_kb=31_970_000)
+    assert decide(readings).profile.name == "jetson_agx_orin_devkit"
 
 
 def test_memory_variants_without_meminfo_pick_the_base_profile_and_say_so() -> None:

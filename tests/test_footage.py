@@ -108,6 +108,36 @@ def test_rotation_metadata_is_applied_like_ffmpeg(base: Path, degrees: int) -> N
         assert (unrotated - want).abs().mean() > 0.2  # what ignoring the metadata would have given
 
 
+@needs_ffmpeg
+def test_rotate_tag_fallback_matches_the_display_matrix(base: Path) -> None:
+    """PyAV before 18 (FFmpeg <= 4) gives no display-matrix side data on frames; its demuxer exports the matrix as
+    the stream's ``rotate`` tag instead, in degrees clockwise (``-av_display_rotation_get``, wrapped to 0..359).
+    That PyAV cannot be installed beside this one, so the old frame is a stand-in with no side data and the old
+    stream a stand-in with the tag FFmpeg 4 writes for the same file; the orientation must equal the one read from
+    the real side data of the real file."""
+    import av
+
+    from edgefuse.clips.decode import IDENTITY, _orientation
+
+    class OldFrame:  # what PyAV < 18 frames give for side data: nothing to read
+        side_data: dict[str, object] = {}
+
+    class OldStream:
+        def __init__(self, tag: str | None) -> None:
+            self.metadata = {} if tag is None else {"rotate": tag}
+
+    for degrees in (90, 180, 270):  # counter-clockwise, as -display_rotation takes them
+        video = base / f"tag{degrees}.mp4"
+        rotated_copy(base / "base.mp4", video, degrees)
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            real = _orientation(next(container.decode(stream)), stream)
+        assert real != IDENTITY
+        assert _orientation(OldFrame(), OldStream(str((360 - degrees) % 360))) == real, degrees
+    assert _orientation(OldFrame(), OldStream(None)) == IDENTITY
+    assert _orientation(OldFrame(), OldStream("sideways")) == IDENTITY  # an unreadable tag: as stored
+
+
 # ---------------------------------------------------------------------------------------------
 # Stream-copied trims: MP4 edit lists
 

@@ -200,6 +200,37 @@ def test_validate_reports_list_the_skipped_clips(work, tmp_path) -> None:  # typ
     assert "clips skipped (unreadable)" in text and "skipped 1 clip(s) of the source: frames/val_00003:" in text
 
 
+def test_device_clips_carry_the_skipped_clips_to_validate(work, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The device path: device-clips records the clips it could not read in its manifest, and validate's report on
+    the device runner's output lists them (TensorRT cannot run here: the "device" logits are an ONNX Runtime run of
+    the same graph, written by the runner's own output writer)."""
+    from click.testing import CliRunner
+
+    from edgefuse.backends import device_runner as dr
+    from edgefuse.backends.device_io import read_clip_folder
+    from edgefuse.cli import cli
+
+    synth = tmp_path / "synth"
+    generate(SynthConfig(out=synth, train=0, val=6, calib=0, frames=8, size=64, formats=("frames",), workers=1))
+    _corrupt(synth, "val_00002")
+    res = CliRunner().invoke(cli, ["device-clips", str(work["fp32"]), "--clips", str(synth / "val.txt"), "-o",
+                                   str(tmp_path / "dev"), "--workers", "1"])
+    assert res.exit_code == 0 and "1 clip(s) of the source skipped" in res.output, res.output
+    clips, ids, manifest = read_clip_folder(tmp_path / "dev")
+    assert len(ids) == 5 and [s[0] for s in manifest["edgefuse"]["skipped"]] == ["frames/val_00002"]
+    logits = OrtRunner(onnx.load(str(work["fp32"]))).logits(clips)
+    dr.write_outputs(str(tmp_path / "out"), ids, logits, {"tensorrt": "10.3", "api": "tensors", "cuda": "cuda-python",
+                                                         "gpu": {"name": "stand-in (no GPU here)"}, "batch": 1,
+                                                         "warmup": 0, "engine": "m.plan", "input_name": "clips",
+                                                         "output_name": "logits", "timings": dr.per_clip_timings(
+                                                             [(ids, {"h2d_ms": 0.0, "compute_ms": 0.0, "d2h_ms": 0.0})])})
+    rep = validate(ValidateConfig(engine=tmp_path / "out", reference=work["fp32"], clips=tmp_path / "dev",
+                                  report=tmp_path / "r.json", progress=False))
+    assert rep.passed and rep.result.clips == 5
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert [s["id"] for s in saved["skipped"]] == ["frames/val_00002"] and saved["skipped"][0]["reason"]
+
+
 def test_labels_are_checked_against_the_models_classes(work, tmp_path) -> None:  # type: ignore[no-untyped-def]
     synth = work["synth"]
     bad = tmp_path / "bad.txt"

@@ -294,6 +294,7 @@ def test_int8_agrees_with_fp32(deployed: _Deployed, name: str) -> None:
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.02
 
 
+@pytest.mark.slow  # builds the non-local INT8 graph (~13 s)
 def test_int8_nonlocal_attention_stays_float(deployed: _Deployed) -> None:
     """The non-local blocks: theta and phi (query and key) stay FP32 and read their input unrounded, though g reads
     the same tensor quantized; the affinity and value products take no Q/DQ; g and W are INT8 (the decision and

@@ -181,6 +181,7 @@ def test_trt_cache_reads_back_into_the_same_qdq_graph(graphs, bench, tmp_path) -
     assert all(sb[k] == pytest.approx(sa[k], rel=1e-6) for k in sa)
 
 
+@pytest.mark.slow  # three calibrations (~13 s)
 def test_statistics_cache_skips_decoding_and_same_seed_same_graph(graphs, bench, tmp_path) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "bench"
     shutil.copytree(bench, data)
@@ -234,7 +235,8 @@ def _zoo_cfg(zoo_graphs, synth: Path, tmp: Path, arch: str = "tsm", **kw: object
 
 
 # TSM's INT8 graph is calibrated and checked again by the engine tests; its full zoo run is with the slow cases
-@pytest.mark.parametrize("arch", [pytest.param("tsm", marks=pytest.mark.slow), "adafuse"])
+@pytest.mark.slow  # both archs: ~20 s each on two cores; flips per block: test_adafuse_int8_reports_flip_rate_per_policy_block
+@pytest.mark.parametrize("arch", ["tsm", "adafuse"])
 def test_zoo_int8_keeps_accuracy_and_policy(arch, zoo_graphs, synth_default, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The trained zoo in INT8 on ONNX Runtime's CPU kernels: >= 98 % top-1 agreement and within
     1 point of FP32 on 100 val clips; AdaFuse's decisions barely flip."""
@@ -257,6 +259,7 @@ def test_zoo_fp16_agrees(arch, zoo_graphs, synth_default, tmp_path) -> None:  # 
         assert rep.mean_flip_rate is not None and rep.mean_flip_rate < 0.01
 
 
+@pytest.mark.slow  # ~30 s on two cores (a sensitivity sweep of every layer)
 def test_budget_returns_the_damaged_layer_to_fp32(zoo_graphs, synth_default, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A layer whose range is crushed (amax 1/1000 of the real one) is by far the most sensitive;
     the budget must find it first and put it back in FP32, and the drop then fits the budget."""

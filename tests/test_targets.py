@@ -230,6 +230,7 @@ def test_calibrated_graph_passes_the_qdq_rules(jetpack46_graph: Path) -> None:
     assert all(v.ok for v in verdicts), [(v.target, v.problems) for v in verdicts if not v.ok]
 
 
+@pytest.mark.slow  # a whole export in a subprocess (~12 s); test_export_for_jetpack46_reads_on_every_tensorrt is the same in-process
 def test_cli_target(tmp_path: Path) -> None:
     out = tmp_path / "z.onnx"
     proc = subprocess.run([sys.executable, "-m", "edgefuse", "export", "synth_tsm_r18w025", "--target", "jetpack4.6",

@@ -270,10 +270,12 @@ class ClipFolder:
     input_name: str
     labelled: bool
     runner: Path
+    skipped: int = 0  # clips of the source that could not be read (listed with their reasons in the manifest)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "clips": self.clips, "clip_shape": list(self.clip_shape),
-                "input_name": self.input_name, "labelled": self.labelled, "runner": str(self.runner)}
+                "input_name": self.input_name, "labelled": self.labelled, "runner": str(self.runner),
+                "skipped": self.skipped}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ClipFolder:
@@ -286,7 +288,7 @@ def prepare_clip_folder(model: str | Path, clips: str | Path, out_dir: str | Pat
     """Sample and preprocess ``clips`` as ``model``'s metadata says (the FP32 graph from export, or any graph or
     engine built from it) and write them as a clip folder for the device runner, with the labels, class names and
     the graph's metadata in the manifest (``validate`` reads them back)."""
-    from edgefuse.clips import Preprocess, Sampling
+    from edgefuse.clips import Preprocess, Sampling, model_reading
     from edgefuse.clips import open as open_clips
     from edgefuse.graph.io import load_onnx
     from edgefuse.graph.metadata import read_metadata
@@ -299,11 +301,12 @@ def prepare_clip_folder(model: str | Path, clips: str | Path, out_dir: str | Pat
                             "give the graph 'edgefuse export' wrote")
     clip_set = open_clips(clips, Preprocess.from_metadata(meta, source=str(model)),
                           Sampling(num_segments=int(meta["segments"])), root=root, num_clips=num_clips, seed=seed,
-                          workers=workers, progress=progress, num_classes=meta.get("num_classes"))
+                          workers=workers, progress=progress, **model_reading(meta))
     data, labels, ids = clip_set.stack()
     input_name = graph_inputs(graph)[0].name
     facts = {**meta, "labels": None if labels is None else [int(x) for x in labels.tolist()],
-             "source_class_names": list(clip_set.class_names or []) or None, "source": str(clips)}
+             "source_class_names": list(clip_set.class_names or []) or None, "source": str(clips),
+             "skipped": [[str(i), str(why)] for i, why in clip_set.skipped]}
     path = write_clip_folder(data.numpy(), ids, input_name, out_dir, metadata=facts)
     return ClipFolder(path, len(ids), tuple(int(d) for d in data.shape[1:]), input_name, labels is not None,
-                      runner_path())
+                      runner_path(), len(clip_set.skipped))

@@ -23,9 +23,25 @@ class EdgefuseGroup(click.Group):
         except EdgefuseError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except click.UsageError as e:
+            line, code = usage_line(e)
+            click.echo(f"error: {line}", err=True)
+            ctx.exit(code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+def usage_line(e: click.UsageError) -> tuple[str, int]:
+    """One line for a command-line error, and its exit code: a path option or argument naming a file that is not
+    there (or not the right kind) is bad input (1); any other misuse of the command line is a usage error (2), with
+    the help command to run."""
+    text = " ".join(e.format_message().split())
+    param = getattr(e, "param", None)
+    if isinstance(e, click.BadParameter) and param is not None and isinstance(param.type, click.Path):
+        return f"{text} Check its spelling, or give the full path.", 1
+    where = e.ctx.command_path if e.ctx is not None else "edgefuse"
+    return f"{text} See '{where} -h'.", 2
 
 
 class StatusFormatter(logging.Formatter):

@@ -12,10 +12,11 @@ def check_io(*, graphs: Iterable[Path] = (), engines: Iterable[Path | None] = ()
     """``graphs``: ONNX graphs (must be edgefuse video models); ``engines``: engines or graphs (a bare .onnx is
     checked as a graph); ``outputs`` / ``folders``: output file / folder -> what it is (None keys skipped);
     ``inputs``: other files read, which no output may be."""
-    from edgefuse.graph.io import check_graph_file
     from edgefuse.utils import check_output
 
     graphs, engines = list(graphs), list(engines)
+    if graphs or any(e is not None for e in engines):
+        from edgefuse.graph.io import check_graph_file  # imports onnx (a second); only when there are graphs
     for g in graphs:
         check_graph_file(g)
     for e in engines:

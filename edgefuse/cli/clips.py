@@ -29,7 +29,8 @@ LISTED = 20  # clips and skips listed without --all
 @click.option("--size", type=click.IntRange(min=32),
               help="Crop size [the model's, else 224]; the short side is resized to size * 256 / 224 first.")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False),
-              help="Root of the list file's relative paths (default: the list file's folder).")
+              help="Root of the list file's relative paths (default: the list file's folder; for a benchmark "
+                   "annotation, the folder of its frames / videos found beside it).")
 @click.option("--num-clips", type=click.IntRange(min=1), help="A class-balanced subset of this size [all clips].")
 @click.option("--seed", default=0, show_default=True, help="Seed of the subset (same seed, same clips).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Decoding processes.")
@@ -38,40 +39,43 @@ LISTED = 20  # clips and skips listed without --all
 @json_option
 def clips_cmd(src: Path, output: Path | None, model: str | None, segments: int | None, size: int | None,
               root: Path | None, num_clips: int | None, seed: int, workers: int, show_all: bool, as_json: bool) -> None:
-    """Read the clip source SRC as calibrate, validate and device-clips read it and summarise it: clips read and
-    skipped (with the reason), classes, frame counts, durations, frame rates, rotation. With -o, also write the
+    """Read the clip source SRC as calibrate, validate and device-clips read it and summarise it: format (and, for a
+    benchmark's annotation, its split, class order and the clips found and missing), clips read and skipped (with
+    the reason), classes, frame counts, durations, frame rates, rotation. With -o, also write the
     clips, sampled and preprocessed as --model takes them, to an .npz."""
     from edgefuse.clips import survey
 
     check_io(inputs=[src], outputs={output: ".npz"})
-    pre, sampling, num_classes, origin = _model_inputs(model, segments, size)
+    pre, sampling, reading, origin = _model_inputs(model, segments, size)
     report = survey(src, pre, sampling, output=output, root=root, num_clips=num_clips, seed=seed, workers=workers,
-                    num_classes=num_classes, preprocessing_from=origin)
+                    preprocessing_from=origin, **reading)
     click.echo(render_json(report.to_dict()) if as_json else render_clips(report, show_all))
 
 
 def _model_inputs(model: str | None, segments: int | None, size: int | None
-                  ) -> tuple[Preprocess | None, Sampling | None, int | None, str]:
-    """(preprocessing, sampling, class count, where they came from) for --model / --segments / --size; None, None
-    for neither (the library's defaults, or an .npz's clips as stored)."""
+                  ) -> tuple[Preprocess | None, Sampling | None, dict[str, Any], str]:
+    """(preprocessing, sampling, what the model says about reading clips (class count, class order), where they
+    came from) for --model / --segments / --size; None, None for neither (the library's defaults, or an .npz's
+    clips as stored)."""
     from edgefuse.clips import Preprocess, Sampling
 
     if model is None and segments is None and size is None:
-        return None, None, None, "defaults"
+        return None, None, {}, "defaults"
     if model is None:
         pre = Preprocess() if size is None else Preprocess(input_size=size, scale_size=size * 256 // 224)
-        return pre, Sampling(num_segments=segments or 8), None, "defaults"
+        return pre, Sampling(num_segments=segments or 8), {}, "defaults"
     if model.lower().endswith(".onnx") or Path(model).is_file():
         return _graph_inputs(Path(model), segments, size)
     from edgefuse.models.registry import resolve_config
 
     cfg = resolve_config(model, num_segments=segments, input_size=size)
-    return Preprocess.from_model_config(cfg), Sampling(num_segments=cfg.num_segments), cfg.num_classes, \
-        f"model {model}"
+    return Preprocess.from_model_config(cfg), Sampling(num_segments=cfg.num_segments), \
+        {"num_classes": cfg.num_classes}, f"model {model}"
 
 
-def _graph_inputs(path: Path, segments: int | None, size: int | None) -> tuple[Preprocess, Sampling, int | None, str]:
-    from edgefuse.clips import Preprocess, Sampling
+def _graph_inputs(path: Path, segments: int | None, size: int | None
+                  ) -> tuple[Preprocess, Sampling, dict[str, Any], str]:
+    from edgefuse.clips import Preprocess, Sampling, model_reading
 
     if not path.is_file():
         raise EdgefuseError(f"{path}: no such graph; pass the .onnx from 'edgefuse export' or a model name")
@@ -92,9 +96,7 @@ def _graph_inputs(path: Path, segments: int | None, size: int | None) -> tuple[P
     if size is not None and size != pre.input_size:
         pre = Preprocess(input_size=size, scale_size=size * 256 // 224, mean=pre.mean, std=pre.std,
                          channel_order=pre.channel_order, pixel_range=pre.pixel_range)
-    num_classes = meta.get("num_classes")
-    return pre, Sampling(num_segments=segments or int(meta["segments"])), \
-        int(num_classes) if num_classes else None, f"graph {path}"
+    return pre, Sampling(num_segments=segments or int(meta["segments"])), model_reading(meta), f"graph {path}"
 
 
 def _range(values: tuple[float, float, float] | None, unit: str, digits: int) -> str | None:
@@ -108,13 +110,26 @@ def render_clips(report: ClipsReport, show_all: bool = False) -> str:
     """``edgefuse clips``'s summary of a :class:`~edgefuse.clips.ClipsReport`."""
     kinds = {"list": "list file", "ssv2": "Something-Something V2 list", "videos": "folder of videos",
              "class_folders": "folder of class folders", "frame_folders": "folder of frame folders",
-             "frames": "frame folder", "video": "video", "npz": ".npz of preprocessed clips"}
+             "frames": "frame folder", "video": "video", "npz": ".npz of preprocessed clips",
+             "sthv1": "Something-Something V1 CSV", "jester": "Jester CSV", "kinetics": "Kinetics CSV",
+             "ucf101": "UCF101 split file", "hmdb51": "HMDB51 split files"}
     skipped = len(report.skipped)
-    head = f"{report.source} ({kinds.get(report.kind, report.kind)}): read {report.read} of {report.planned} clips"
+    what = kinds.get(report.kind, report.kind) + (f", {report.split}" if report.split else "")
+    head = f"{report.source} ({what}): read {report.read} of {report.planned} clips"
     if skipped:
         short = f", {report.too_short} with fewer than {report.min_frames} frames" if report.too_short else ""
         head += f"; skipped {skipped}{short}"
     lines = [head]
+    if report.root is not None:
+        listed_total = report.planned + len(report.missing)
+        found = f"found     {report.planned} of {listed_total} listed clips under {report.root}"
+        if report.missing:
+            absent = report.missing if show_all else report.missing[:5]
+            more = "" if len(absent) == len(report.missing) else ", ..."
+            found += f"; missing {len(report.missing)} ({', '.join(absent)}{more})"
+        lines.append(found)
+    if report.class_order is not None:
+        lines.append(f"order     {report.class_order}")
     counts = report.class_counts()
     if report.class_names is not None or any(name != "(no label)" for name in counts):
         total = len(report.class_names) if report.class_names is not None else len(counts)

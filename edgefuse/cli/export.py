@@ -79,10 +79,9 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, Any]:
 def export_cmd(model: str | None, preset: str | None, list_presets: bool, list_targets: bool, output: Path | None,
                ranges: tuple[str, ...], model_options: tuple[str, ...], as_json: bool, **given: Any) -> None:
     """Trace MODEL (with its checkpoint) into a checked, TensorRT-ready ONNX graph."""
-    from edgefuse.export.config import list_presets as presets
-    from edgefuse.export.config import make_config
-
     if list_presets:
+        from edgefuse.export.config import list_presets as presets
+
         click.echo(render_presets(presets()))
         return
     if list_targets:
@@ -93,9 +92,11 @@ def export_cmd(model: str | None, preset: str | None, list_presets: bool, list_t
         return
     if output is None:
         raise EdgefuseError("no output path: pass -o model.onnx")
-    from edgefuse.export.api import export
-
+    # the paths first: the export package imports torch (seconds)
     check_io(inputs=[given.get(k) for k in ("checkpoint", "policy_clips", "parity_clips")], outputs={output: "graph"})
+    from edgefuse.export.api import export
+    from edgefuse.export.config import make_config
+
     cfg = make_config(preset, output, model=model, ranges=_parse_ranges(ranges),
                       options=_parse_options(model_options), **given)
     result = export(cfg)

@@ -29,12 +29,14 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(f)
 
 
-_READ_OPTIONS = ("classes", "frame_template", "frame_start", "sampling_clock", "min_frames", "allow_outside_root")
+_READ_OPTIONS = ("classes", "frame_template", "frame_start", "sampling_clock", "min_frames", "allow_outside_root",
+                 "clip_format", "split", "class_order")
+CLIP_FORMATS = ("auto", "tsn", "sthv1", "sthv2", "jester", "kinetics", "ucf101", "hmdb51")
 
 
 def clip_read_options(argument: str = "clips") -> Callable[[F], F]:
-    """--classes, --frame-template, --frame-start, --sampling, --min-frames, --allow-outside-root: how a clip
-    source is read. The command receives its ``argument`` (the source's path) as an
+    """--classes, --frame-template, --frame-start, --sampling, --min-frames, --allow-outside-root, --format, --split,
+    --class-order: how a clip source is read. The command receives its ``argument`` (the source's path) as an
     :class:`edgefuse.clips.ClipSource` carrying them, a Path that every library call taking clips hands on
     to ``edgefuse.clips.open``; the options themselves do not reach the command."""
     def deco(f: F) -> F:
@@ -47,14 +49,17 @@ def clip_read_options(argument: str = "clips") -> Callable[[F], F]:
                 kwargs[argument] = ClipSource.of(
                     kwargs[argument], classes=opts["classes"], frame_start=opts["frame_start"],
                     frame_template=opts["frame_template"] or DEFAULT_TEMPLATE, clock=opts["sampling_clock"],
-                    min_frames=opts["min_frames"], allow_outside_root=opts["allow_outside_root"])
+                    min_frames=opts["min_frames"], allow_outside_root=opts["allow_outside_root"],
+                    format=None if opts["clip_format"] == "auto" else opts["clip_format"], split=opts["split"],
+                    class_order=opts["class_order"])
             return f(*args, **kwargs)
 
         wrapped: F = command
         for opt in reversed([
             click.option("--classes", type=click.Path(path_type=Path, dir_okay=False, exists=True),
                          help="Class names: a file with one name per line (label = line index), or the "
-                              "Something-Something V2 labels JSON (a V2 list's labels come from its templates)."),
+                              "Something-Something V2 labels JSON (a V2 list's labels come from its templates); "
+                              "a benchmark annotation finds its own labels file beside it."),
             click.option("--frame-template", metavar="TEMPLATE",
                          help="File names of the frames in frame folders: img_%05d.jpg (printf) or img_{:05d}.jpg "
                               "[%05d.jpg, Something V1 / Jester; Kinetics-style folders: img_%05d.jpg]."),
@@ -69,6 +74,17 @@ def clip_read_options(argument: str = "clips") -> Callable[[F], F]:
                               "repeat frames)."),
             click.option("--allow-outside-root", is_flag=True,
                          help="Accept list entries that leave the root (absolute paths, '../'); refused by default."),
+            click.option("--format", "clip_format", type=click.Choice(CLIP_FORMATS), default="auto", show_default=True,
+                         help="Format of the clip source: judged from its name and content, or forced: a TSN list "
+                              "(tsn) or a benchmark's annotation as downloaded (Something-Something V1 / V2, Jester, "
+                              "Kinetics CSV, UCF101 / HMDB51 split files)."),
+            click.option("--split", metavar="N|trainN|testN",
+                         help="UCF101 / HMDB51: which split to read [the file's, else test split 1]; Kinetics: the "
+                              "CSV's split column value to keep."),
+            click.option("--class-order", type=click.Choice(["sorted", "file"]),
+                         help="Something-Something V1 / Jester class order: the labels file's names sorted "
+                              "(TSM, GSF, TRN checkpoints) or its own order (AdaFuse, mmaction2) [the model's: "
+                              "file for a graph of an official AdaFuse checkpoint, else sorted]."),
         ]):
             wrapped = opt(wrapped)
         return wrapped
@@ -83,9 +99,11 @@ def clip_options(default_num: int) -> Callable[[F], F]:
         for opt in reversed([
             click.option("--clips", "clips", required=True, type=click.Path(path_type=Path, exists=True),
                          help="Clip source: a TSN list file, a folder of videos, of class folders or of frame "
-                              "folders, a video, a V2 JSON, or an .npz ('edgefuse clips' summarises one)."),
+                              "folders, a video, a benchmark's annotation file (Something-Something V1 / V2, Jester, "
+                              "Kinetics, UCF101, HMDB51), or an .npz ('edgefuse clips' summarises one)."),
             click.option("--root", type=click.Path(path_type=Path, file_okay=False),
-                         help="Root of the list file's relative paths (default: the list file's folder)."),
+                         help="Root of the list file's relative paths (default: the list file's folder; for a "
+                              "benchmark annotation, the folder of its frames / videos found beside it)."),
             click.option("--num-clips", default=default_num, show_default=True, type=click.IntRange(min=1),
                          help="Class-balanced subset size."),
             click.option("--seed", default=0, show_default=True, help="Seed of the subset (same seed, same clips)."),

@@ -373,6 +373,8 @@ def render_clip_folder(folder: ClipFolder) -> str:
     shape = "x".join(str(d) for d in folder.clip_shape)
     labelled = ", labelled" if folder.labelled else ""
     wrote = f"wrote {folder.clips} clips of {shape} ({folder.input_name}{labelled}) to {folder.path}"
+    if folder.skipped:
+        wrote += f"; {folder.skipped} clip(s) of the source skipped (listed in manifest.json, and in validate's report)"
     device = f"on the device:  python3 device_runner.py model.engine {folder.path.name}/ -o logits/"
     return "\n".join([wrote, f"{device}   (the runner: {folder.runner})",
                       f"back here:      edgefuse validate logits/ --reference MODEL.onnx --clips {folder.path}"])

@@ -16,21 +16,22 @@ Sources (:func:`open`): a TSN list file (``path num_frames label`` lines; entrie
 folders or videos), a folder of frame folders, a folder of videos, a folder of class-named
 folders (Kinetics / UCF101 layout) or one video (any container FFmpeg reads, recognised by
 content: mp4, mov, m4v, 3gp, webm, mkv, avi, ts, ...; decoded with PyAV, upright as its display
-matrix says), a Something-Something V2 JSON with its labels JSON as ``classes``, or an ``.npz``
-of preprocessed clips. :class:`ClipSource` carries the reading options (classes, frame template,
+matrix says), a benchmark's annotation file as downloaded (Something-Something V1 / V2, Jester,
+Kinetics, UCF101, HMDB51: :mod:`~edgefuse.clips.benchmarks`, with each benchmark's official class order), or an
+``.npz`` of preprocessed clips. :class:`ClipSource` carries the reading options (classes, frame template,
 time sampling, ...) through code that takes a path; :func:`survey` is ``edgefuse clips``.
 
 Modules: :mod:`~edgefuse.clips.sampling` (which frames: TSN segments, dense, multi-clip),
 :mod:`~edgefuse.clips.preprocess` (resize, crops, normalisation), :mod:`~edgefuse.clips.sources`
 (what a source lists), :mod:`~edgefuse.clips.decode` (frame folders and videos),
 :mod:`~edgefuse.clips.clipset` (parallel decoding, :class:`ClipSet`),
-:mod:`~edgefuse.clips.subset` (class-balanced subsets), :mod:`~edgefuse.clips.spec`
+:mod:`~edgefuse.clips.subset` (class-balanced subsets), :mod:`~edgefuse.clips.benchmarks` (benchmark annotations), :mod:`~edgefuse.clips.spec`
 (:class:`ClipSource`), :mod:`~edgefuse.clips.survey` (a source summarised, optionally written as an
 ``.npz``). Each module's docstring names the official function every step matches.
 """
 from __future__ import annotations
 
-from edgefuse.clips.clipset import Clip, ClipSet
+from edgefuse.clips.clipset import Clip, ClipSet, model_reading
 from edgefuse.clips.clipset import open_clips as open
 from edgefuse.clips.decode import ClipInfo
 from edgefuse.clips.preprocess import Preprocess
@@ -43,5 +44,5 @@ from edgefuse.clips.survey import ClipsReport, survey
 __all__ = [
     "DEFAULT_TEMPLATE", "MIN_FRAMES", "VIDEO_EXTS", "Clip", "ClipInfo", "ClipSet", "ClipSource", "ClipsReport",
     "Preprocess", "Sampling", "balanced_subset", "dense_indices", "dense_starts", "frame_template",
-    "multi_clip_indices", "open", "sniff", "survey", "time_indices", "tsn_indices",
+    "model_reading", "multi_clip_indices", "open", "sniff", "survey", "time_indices", "tsn_indices",
 ]

@@ -22,13 +22,14 @@ import logging
 import mmap
 import multiprocessing
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgefuse.clips.benchmarks import checkpoint_class_order
 from edgefuse.clips.decode import ClipInfo, Job, Result, attach_output, run_job
 from edgefuse.clips.preprocess import Preprocess, normalise
 from edgefuse.clips.sampling import Sampling
@@ -75,7 +76,8 @@ class ClipSet:
     def __init__(self, source: str, items: Sequence[_Stored], skipped: Sequence[tuple[str, str]],
                  class_names: tuple[str, ...] | None, preprocess: Preprocess | None, sampling: Sampling | None,
                  planned: int, *, kind: str = "npz", ignored: Sequence[str] = (), too_short: int = 0,
-                 min_frames: int = MIN_FRAMES) -> None:
+                 min_frames: int = MIN_FRAMES, split: str | None = None, missing: Sequence[str] = (),
+                 root: str | None = None, class_order: str | None = None) -> None:
         self.source = source
         self._items = list(items)
         self.skipped: list[tuple[str, str]] = list(skipped)
@@ -87,6 +89,12 @@ class ClipSet:
         self.ignored = list(ignored)  # files of a folder source that are neither videos nor frames
         self.too_short = too_short  # skipped for having fewer than min_frames frames
         self.min_frames = min_frames
+        # benchmark annotations: the split, the clips whose files are missing (not in ``planned``), the root of
+        # the frames / videos, and the rule that ordered the classes
+        self.split = split
+        self.missing = list(missing)
+        self.root = root
+        self.class_order = class_order
 
     def __len__(self) -> int:
         return len(self._items)
@@ -161,6 +169,8 @@ class ClipSet:
             what = (f" ({s.num_segments} segments {s.mode}{' train' if s.train else ''}, {s.clips} clip(s) x "
                     f"{s.crops} crop(s), {p.crop_size(s)} px {p.channel_order})")
         head = f"{self.source}: read {len(self)} of {self.planned} clips{what}"
+        if self.missing:
+            head += f"; {len(self.missing)} more listed but missing under {self.root}"
         if not self.skipped:
             return head + "; none skipped"
         lines = [f"{head}; skipped {len(self.skipped)}:"]
@@ -341,11 +351,21 @@ def _warn_short(src: Path, too_short: Sequence[tuple[str, str]], repeated: Seque
                     sampling.mode, shortest, sampling.short)
 
 
+def model_reading(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What a graph's edgefuse metadata says about reading clips for it (keywords of :func:`open_clips`): its class
+    count, which labels are checked against, and the class order of its checkpoint (an official AdaFuse checkpoint
+    numbers Something V1 / Jester classes in the labels file's order)."""
+    return {"num_classes": meta.get("num_classes"),
+            "default_class_order": checkpoint_class_order(meta.get("checkpoint_source"))}
+
+
 def open_clips(src: str | Path, preprocess: Preprocess | None = None, sampling: Sampling | None = None, *,
                root: str | Path | None = None, labels: Any = None, classes: Any = None,
                num_clips: int | None = None, seed: int = 0, workers: int = 2, progress: bool = True,
                frame_template: str = DEFAULT_TEMPLATE, frame_start: int = 1, num_classes: int | None = None,
-               min_frames: int | None = None, allow_outside_root: bool = False) -> ClipSet:
+               min_frames: int | None = None, allow_outside_root: bool = False, format: str | None = None,
+               split: str | None = None, class_order: str | None = None,
+               default_class_order: str | None = None) -> ClipSet:
     """Read, sample and preprocess the clips of ``src`` (see :mod:`edgefuse.clips` for the sources).
 
     ``preprocess`` / ``sampling`` default to ``Preprocess()`` / ``Sampling()`` (ImageNet
@@ -358,7 +378,13 @@ def open_clips(src: str | Path, preprocess: Preprocess | None = None, sampling: 
     frame_start)`` (printf style ``img_%05d.jpg`` is converted). ``num_classes``: the class
     count labels are checked against (the model's; the class list's length when ``classes`` is
     given). ``min_frames``: clips with fewer frames are skipped (default 3).
-    ``allow_outside_root``: accept list entries that leave the root.
+    ``allow_outside_root``: accept list entries that leave the root. ``format``: the source's format (None:
+    judged from its name and content; "tsn", or a benchmark annotation format of
+    :mod:`edgefuse.clips.benchmarks`: sthv1, sthv2, jester, kinetics, ucf101, hmdb51); ``split``: the UCF101 /
+    HMDB51 split (``1``, ``test2``, ``train3``) or a Kinetics CSV's split value; ``class_order``: "sorted" or
+    "file" for Something V1 / Jester (default sorted, as TSM / GSF / TRN; AdaFuse's checkpoints use "file");
+    ``default_class_order``: the order when neither ``class_order`` nor ``src`` names one (the model's: see
+    :func:`model_reading`).
 
     ``src`` may be a :class:`~edgefuse.clips.spec.ClipSource`: its options (classes, frame
     template and start, sampling clock, minimum frames, outside-root permission) apply wherever
@@ -371,8 +397,12 @@ def open_clips(src: str | Path, preprocess: Preprocess | None = None, sampling: 
         frame_start = frame_start if frame_start != 1 else opts["frame_start"]
         min_frames = min_frames if min_frames is not None else opts["min_frames"]
         allow_outside_root = allow_outside_root or opts["allow_outside_root"]
+        format = format if format is not None else opts["format"]
+        split = split if split is not None else opts["split"]
+        class_order = class_order if class_order is not None else opts["class_order"]
         if opts["clock"] != "index":
             sampling = dataclasses.replace(sampling or Sampling(), clock=opts["clock"])
+    class_order = class_order if class_order is not None else default_class_order
     frame_template = printf_template(frame_template)  # 'img_%05d.jpg' works as well as 'img_{:05d}.jpg'
     min_frames = MIN_FRAMES if min_frames is None else min_frames
     if min_frames < 1:
@@ -388,7 +418,7 @@ def open_clips(src: str | Path, preprocess: Preprocess | None = None, sampling: 
     sampling = sampling or Sampling()
     source = discover(src, root=Path(root) if root is not None else None, labels=labels, classes=classes,
                       template=frame_template, frame_start=frame_start, num_classes=num_classes,
-                      allow_outside_root=allow_outside_root)
+                      allow_outside_root=allow_outside_root, fmt=format, split=split, class_order=class_order)
     entries = list(source.entries)
     if num_clips is not None and num_clips < len(entries):
         keep = balanced_subset([e.label for e in entries], num_clips, seed)
@@ -412,7 +442,8 @@ def open_clips(src: str | Path, preprocess: Preprocess | None = None, sampling: 
     if not items:
         raise _all_failed(src, skipped, frame_template)
     clipset = ClipSet(str(src), items, skipped, source.class_names, pre, sampling, len(entries), kind=source.kind,
-                      ignored=source.ignored, too_short=len(too_short), min_frames=min_frames)
+                      ignored=source.ignored, too_short=len(too_short), min_frames=min_frames, split=source.split,
+                      missing=source.missing, root=source.root, class_order=source.class_order)
     if len(skipped) > len(too_short):
         log.warning("%s", clipset.summary())
     return clipset

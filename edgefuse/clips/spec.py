@@ -3,13 +3,15 @@
 :class:`ClipSource` is a :class:`pathlib.Path` (the clip source's path: a list file, a folder, a
 video, a V2 JSON or an ``.npz``) that also carries the reading options the command line takes
 (``--classes``, ``--frame-template``, ``--frame-start``, ``--sampling``, ``--min-frames``,
-``--allow-outside-root``). Configs and functions that take ``clips: Path`` hand it on unchanged to
+``--allow-outside-root``, ``--format``, ``--split``, ``--class-order``).
+Configs and functions that take ``clips: Path`` hand it on unchanged to
 :func:`edgefuse.clips.open`, which applies its options; everything else they do with a path
 (``stat``, ``str``, ``suffix``, opening it) works as for any path. Paths derived from it
 (``resolve()``, ``parent``, ``/``) are plain paths of the same class with the default options.
 
 ```python
 src = ClipSource.of("kinetics/", classes="kinetics_classes.txt", frame_template="img_%05d.jpg", clock="time")
+src = ClipSource.of("ucfTrainTestlist/", split="test2")   # a benchmark's annotation as downloaded
 clips.open(src, pre, sampling)        # the options apply; the same as passing them as keywords
 ```
 """
@@ -26,6 +28,8 @@ from edgefuse.clips.sources import DEFAULT_TEMPLATE, MIN_FRAMES, frame_pattern
 from edgefuse.errors import EdgefuseError
 
 __all__ = ["ClipSource", "frame_template"]
+
+SOURCE_FORMATS = ("sthv1", "sthv2", "jester", "kinetics", "ucf101", "hmdb51")  # edgefuse.clips.benchmarks.FORMATS
 
 if sys.platform == "win32":
     class _PlatformPath(WindowsPath):
@@ -61,15 +65,20 @@ class ClipSource(_PlatformPath):
     clock: str = "index"  # "index" | "time" (presentation timestamps)
     min_frames: int = MIN_FRAMES
     allow_outside_root: bool = False
+    format: str | None = None  # None: judged from the file; "tsn" or a benchmark annotation format
+    split: str | None = None  # UCF101 / HMDB51 split ("1", "test2", "train3"), Kinetics split column value
+    class_order: str | None = None  # Something V1 / Jester: "sorted" (TSM, GSF, TRN) or "file" (AdaFuse)
 
     @classmethod
     def of(cls, path: str | Path, *, classes: Any = None, frame_template: str = DEFAULT_TEMPLATE,
            frame_start: int = 1, clock: str = "index", min_frames: int = MIN_FRAMES,
-           allow_outside_root: bool = False) -> ClipSource:
+           allow_outside_root: bool = False, format: str | None = None, split: str | None = None,
+           class_order: str | None = None) -> ClipSource:
         """``path`` with these options, checked (one :class:`EdgefuseError` for a bad one)."""
         src = cls(path)
         src._set(classes=classes, frame_template=frame_template, frame_start=frame_start, clock=clock,
-                 min_frames=min_frames, allow_outside_root=allow_outside_root)
+                 min_frames=min_frames, allow_outside_root=allow_outside_root, format=format, split=split,
+                 class_order=class_order)
         return src
 
     def _set(self, **options: Any) -> None:
@@ -80,6 +89,13 @@ class ClipSource(_PlatformPath):
         if int(options["frame_start"]) < 0:
             raise EdgefuseError(f"frame_start must be at least 0, got {options['frame_start']}")
         options["frame_template"] = frame_template(str(options["frame_template"]))
+        if options["format"] not in (None, "auto", "tsn", *SOURCE_FORMATS):
+            raise EdgefuseError(f"clip format {options['format']!r} is unknown: use auto, tsn or one of "
+                                f"{', '.join(SOURCE_FORMATS)}")
+        if options["format"] == "auto":
+            options["format"] = None
+        if options["class_order"] not in (None, "sorted", "file"):
+            raise EdgefuseError(f"class order {options['class_order']!r} is unknown: use 'sorted' or 'file'")
         if isinstance(options["classes"], (str, Path)):
             options["classes"] = Path(options["classes"])
         for key, value in options.items():
@@ -88,7 +104,8 @@ class ClipSource(_PlatformPath):
     def options(self) -> dict[str, Any]:
         """The reading options, as keywords of :func:`edgefuse.clips.open` would take them."""
         return {"classes": self.classes, "frame_template": self.frame_template, "frame_start": self.frame_start,
-                "clock": self.clock, "min_frames": self.min_frames, "allow_outside_root": self.allow_outside_root}
+                "clock": self.clock, "min_frames": self.min_frames, "allow_outside_root": self.allow_outside_root,
+                "format": self.format, "split": self.split, "class_order": self.class_order}
 
     def with_source(self, path: str | Path) -> ClipSource:
         """Another source (a held-out list, say) read with the same options."""
@@ -99,6 +116,9 @@ class ClipSource(_PlatformPath):
         opts = self.options()
         classes = opts["classes"]
         opts["classes"] = str(classes) if isinstance(classes, Path) else classes
+        for key in ("format", "split", "class_order"):  # unset: the same keys as before these options existed
+            if opts[key] is None:
+                del opts[key]
         return json.dumps(opts, sort_keys=True, default=str)
 
     def __reduce__(self) -> tuple[Any, ...]:

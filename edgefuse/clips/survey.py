@@ -50,7 +50,7 @@ class ClipsReport:
     written, if any."""
 
     source: str
-    kind: str  # list | ssv2 | videos | class_folders | frame_folders | frames | video | npz
+    kind: str  # list | ssv2 | videos | class_folders | frame_folders | frames | video | npz | sthv1 | jester | ...
     planned: int
     clips: tuple[ClipRow, ...]
     skipped: tuple[tuple[str, str], ...]  # (id, reason)
@@ -63,6 +63,10 @@ class ClipsReport:
     ignored: tuple[str, ...] = ()
     output: str | None = None
     shape: tuple[int, ...] | None = None
+    split: str | None = None  # benchmark annotations: the split read
+    missing: tuple[str, ...] = ()  # clips the annotation lists whose files are not under the root
+    root: str | None = None  # where the frames / videos were found
+    class_order: str | None = None  # the rule that ordered the classes
 
     @property
     def read(self) -> int:
@@ -105,6 +109,7 @@ class ClipsReport:
             "preprocessing_from": self.preprocessing_from, "min_frames": self.min_frames,
             "too_short": self.too_short, "ignored": list(self.ignored), "output": self.output,
             "shape": list(self.shape) if self.shape is not None else None,
+            "split": self.split, "missing": list(self.missing), "root": self.root, "class_order": self.class_order,
         }
 
     @classmethod
@@ -120,6 +125,8 @@ class ClipsReport:
             preprocessing_from=str(d["preprocessing_from"]), min_frames=int(d["min_frames"]),
             too_short=int(d.get("too_short", 0)), ignored=tuple(d.get("ignored", ())),
             output=d.get("output"), shape=tuple(d["shape"]) if d.get("shape") is not None else None,
+            split=d.get("split"), missing=tuple(d.get("missing", ())), root=d.get("root"),
+            class_order=d.get("class_order"),
         )
 
 
@@ -156,4 +163,5 @@ def survey(src: str | Path, preprocess: Preprocess | None = None, sampling: Samp
         source=str(src), kind=clip_set.kind, planned=clip_set.planned, clips=rows,
         skipped=tuple(clip_set.skipped), class_names=clip_set.class_names, preprocess=clip_set.preprocess,
         sampling=clip_set.sampling, preprocessing_from=preprocessing_from, min_frames=clip_set.min_frames,
-        too_short=clip_set.too_short, ignored=tuple(clip_set.ignored), output=written, shape=shape)
+        too_short=clip_set.too_short, ignored=tuple(clip_set.ignored), output=written, shape=shape,
+        split=clip_set.split, missing=tuple(clip_set.missing), root=clip_set.root, class_order=clip_set.class_order)

@@ -222,7 +222,17 @@ def _jetson(readings: Readings, jetsons: list[DeviceProfile]) -> tuple[DevicePro
     known = [part for part in modules if part in by_part]
     if known:
         profile = by_part[known[0]]
-        return profile, "part number", f"module part number {known[0]} in the device tree is {profile.title}"
+        said = f"module part number {known[0]} in the device tree is {profile.title}"
+        if gib is not None and profile.memory_gb and abs(profile.memory_gb - gib) > profile.memory_gb / 4:
+            # the device tree can name another SKU than the module's: JetPack 7's AGX Orin device tree says p3701-0000
+            # (32GB) on a p3701-0001 module (recorded, jetson_stats issue 864); then the memory picks the module's SKU
+            family = [p for p in jetsons if any(q[1:5] == known[0][1:5] for q in p.part_numbers)]
+            near = _nearest_memory(family, gib)
+            if profile not in near:
+                chosen, why = _pick(near, gib)
+                return chosen, "part number", (f"{said}, but its memory ({gib:.1f} GiB) is not {profile.memory_gb} GB: "
+                                               f"{chosen.title} by memory{why}")
+        return profile, "part number", said
     if modules:
         part = modules[0]
         raise EdgefuseError(f"this Jetson's module {part} ({MODULE_BOARDS[part[1:5]]} family) has no device profile; "

@@ -88,13 +88,13 @@ def default_cache_dir() -> Path:
 
 
 def _open(src: Path, meta: dict[str, Any], cfg: CalibrateConfig, n: int | None, seed: int) -> ClipSet:
-    from edgefuse.clips import Preprocess, Sampling
+    from edgefuse.clips import Preprocess, Sampling, model_reading
     from edgefuse.clips import open as open_clips
 
     pre = Preprocess.from_metadata(meta, source=str(cfg.model))
     sampling = Sampling(num_segments=int(meta["segments"]))
     return open_clips(src, pre, sampling, root=cfg.root, num_clips=n, seed=seed, workers=cfg.workers,
-                      progress=cfg.progress, num_classes=meta.get("num_classes"))
+                      progress=cfg.progress, **model_reading(meta))
 
 
 def _as_arrays(clipset: ClipSet) -> tuple[np.ndarray, np.ndarray | None, list[str]]:

@@ -263,7 +263,7 @@ async def _validate_host(spec: HostSpec, graph: Path, work: _Work, remote: Remot
 def _prepare(cfg: ValidateConfig) -> tuple[np.ndarray, Any, list[str], dict[str, Any], str]:
     """The clips preprocessed here as the graph's metadata says: (clips, labels, ids, metadata, input name)."""
     from edgefuse.backends.sidecar import read_sidecar
-    from edgefuse.clips import Preprocess, Sampling
+    from edgefuse.clips import Preprocess, Sampling, model_reading
     from edgefuse.clips import open as open_clips
     from edgefuse.graph.io import load_onnx
     from edgefuse.graph.metadata import read_metadata
@@ -281,8 +281,7 @@ def _prepare(cfg: ValidateConfig) -> tuple[np.ndarray, Any, list[str], dict[str,
                             "give a graph from 'edgefuse export' or 'edgefuse calibrate'")
     clip_set = open_clips(cfg.clips, Preprocess.from_metadata(meta, source=str(path)),
                           Sampling(num_segments=int(meta["segments"])), root=cfg.root, num_clips=cfg.num_clips,
-                          seed=cfg.seed, workers=cfg.workers, progress=cfg.progress,
-                          num_classes=meta.get("num_classes"))
+                          seed=cfg.seed, workers=cfg.workers, progress=cfg.progress, **model_reading(meta))
     data, labels, ids = clip_set.stack()
     names = class_names(clip_set.class_names, meta)
     return data.numpy(), labels, [str(i) for i in ids], {**meta, "_class_names": names,

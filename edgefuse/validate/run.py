@@ -105,7 +105,7 @@ def validate_device_logits(cfg: ValidateConfig) -> ValidateReport:
 def validate(cfg: ValidateConfig) -> ValidateReport:
     from edgefuse import backends
     from edgefuse.backends.sidecar import sidecar_path
-    from edgefuse.clips import Preprocess, Sampling
+    from edgefuse.clips import Preprocess, Sampling, model_reading
     from edgefuse.clips import open as open_clips
     from edgefuse.graph.io import load_onnx
     from edgefuse.graph.runner import OrtRunner
@@ -127,8 +127,7 @@ def validate(cfg: ValidateConfig) -> ValidateReport:
     dec_names = [d for d in dec_names if d in engine.names] if isinstance(engine, OrtRunner) else []
     clip_set = open_clips(cfg.clips, Preprocess.from_metadata(meta, source=str(cfg.engine)),
                           Sampling(num_segments=int(meta["segments"])), root=cfg.root, num_clips=cfg.num_clips,
-                          seed=cfg.seed, workers=cfg.workers, progress=cfg.progress,
-                          num_classes=meta.get("num_classes"))
+                          seed=cfg.seed, workers=cfg.workers, progress=cfg.progress, **model_reading(meta))
     data, labels, ids = clip_set.stack()
     clips = data.numpy()
 
