@@ -32,13 +32,13 @@ JETSONS = {
     "xavier_nx_devkit_jp46": ("jetson_xavier_nx", "part number", "4.6"),
     "xavier_nx_boson_carrier": ("jetson_xavier_nx", "part number", None),
     "xavier_nx_16gb_jp515": ("jetson_xavier_nx_16gb", "part number", "5.1.5"),
-    "agx_xavier_32gb_jp461": ("jetson_agx_xavier", "device-tree text", "4.6.1"),
+    "agx_xavier_32gb_jp461": ("jetson_agx_xavier", "part number", "4.6.1"),
     "clara_agx_p2888_0004_r34": ("jetson_agx_xavier", "part number", None),
-    "agx_xavier_64gb_jp514": ("jetson_agx_xavier_64gb", "device-tree text", "5.1.4"),
-    "agx_xavier_16gb_jp46": ("jetson_agx_xavier_16gb", "device-tree text", "4.6"),
+    "agx_xavier_64gb_jp514": ("jetson_agx_xavier_64gb", "part number", "5.1.4"),
+    "agx_xavier_16gb_jp46": ("jetson_agx_xavier_16gb", "part number", "4.6"),
     "tx2_jp441": ("jetson_tx2", "device-tree text", None),
-    "tx2_4gb_jp466": ("jetson_tx2_4gb", "device-tree text", "4.6.6"),
-    "tx2i_jp46": ("jetson_tx2i", "part number", "4.6"),
+    "tx2_4gb_jp466": ("jetson_tx2_4gb", "part number", "4.6.6"),
+    "tx2i_jp46": ("jetson_tx2i", "device-tree text", "4.6"),
     "tx2_nx_jp461": ("jetson_tx2_nx", "part number", "4.6.1"),
     "nano_devkit_jp466": ("jetson_nano", "part number", "4.6.6"),
     "nano_2gb_devkit_jp461": ("jetson_nano_2gb", "part number", "4.6.1"),
@@ -169,8 +169,8 @@ def test_memory_overrides_a_device_tree_part_number_of_another_size(tmp_path: Pa
 
 
 def test_memory_variants_without_meminfo_pick_the_base_profile_and_say_so() -> None:
-    s = sample("agx_xavier_64gb_jp514")
-    found = decide(Readings(model=s["model"], compatible=compatible_of(s["compatible"]), l4t="35.6.0"))
+    # a device tree that names no module (the AGX Xavier developer kit's carrier as Jetson.GPIO lists it)
+    found = decide(Readings(model="Jetson-AGX", compatible=("nvidia,p2972-0000", "nvidia,tegra194"), l4t="35.6.0"))
     assert found.profile.name == "jetson_agx_xavier" and "ambiguous between" in found.reason
     assert "pass --device" in found.reason
 
@@ -204,13 +204,14 @@ def test_meminfo_and_compatible_parsing() -> None:
 def test_detect_report_says_what_was_read_and_why(tmp_path: Path) -> None:
     found = detect(root=fake_root(tmp_path, sample("agx_xavier_32gb_jp461")), nvidia_smi=None)
     text = render_detection(found)
-    for expected in ("device-tree model       Jetson-AGX", "nvidia,p2972-0000, nvidia,tegra194", "L4T release",
-                     "32.7.1", "31.0 GiB", "profile: jetson_agx_xavier", "rule: device-tree text",
+    for expected in ("device-tree model       Jetson-AGX", "nvidia,p2822-0000+p2888-0001, nvidia,tegra194",
+                     "L4T release", "32.7.1", "31.0 GiB", "profile: jetson_agx_xavier", "rule: part number", "by memory",
                      "JetPack 4.6.1 (L4T 32.7.1): TensorRT 8.2.1, CUDA 10.2"):
         assert expected in text, text
     d = found.to_dict()
-    assert d["profile"] == "jetson_agx_xavier" and d["rule"] == "device-tree text"
-    assert d["readings"]["compatible"] == ["nvidia,p2972-0000", "nvidia,tegra194"]
+    assert d["profile"] == "jetson_agx_xavier" and d["rule"] == "part number"
+    assert d["readings"]["compatible"] == ["nvidia,galen", "nvidia,jetson-xavier", "nvidia,p2822-0000+p2888-0001",
+                                           "nvidia,tegra194"]
 
 
 def test_devices_cli_table_and_detect() -> None:
