@@ -156,6 +156,7 @@ def test_cpu_engines_for_every_zoo_model_run_like_their_graphs(zoo_onnx, tmp_pat
                 assert (got.argmax(1) == reference.argmax(1)).all(), name
 
 
+@pytest.mark.slow  # builds three engines (~15 s)
 def test_cpu_engine_threads_default_to_onnx_runtime_pinned_pool_explicit_count_kept(zoo_onnx, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """No --threads: the session leaves the count to ONNX Runtime (0: one per physical core, pinned);
     --threads N is kept in the sidecar and used when the engine loads."""

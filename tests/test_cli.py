@@ -27,6 +27,7 @@ def test_models_lists_the_zoo_with_macs() -> None:
     assert rows[0]["gmacs_frame"] == pytest.approx(4.0875, abs=1e-3)
 
 
+@pytest.mark.slow  # ~9 s
 def test_inspect_adafuse_reports_decisions(tmp_path) -> None:
     clips = tmp_path / "clips.npz"
     np.savez(clips, clips=np.random.default_rng(0).standard_normal((2, 4, 3, 64, 64)).astype(np.float32))

@@ -23,7 +23,7 @@ from edgefuse.graph.query import graph_macs
 from edgefuse.models import create_model, list_models, save_checkpoint
 
 # One model per architecture on the light backbones in the default suite; every zoo model with -m slow.
-LIGHT = ["tsm_resnet18", "gsf_mobilenetv2", "adafuse_tsm_resnet18", "tsm_online_mobilenetv2"]
+LIGHT = ["tsm_resnet18", "adafuse_tsm_resnet18", "tsm_online_mobilenetv2"]  # GSF: test_metadata_contract, test_bninception
 # GSF's InceptionV3 runs from 69 px (32k+5 .. 32k+12 as the official network): its exports at 69 and 229 px are in
 # tests/test_inceptionv3.py, not in this 32..96 px matrix
 CASES = [pytest.param(n, marks=() if n in LIGHT else (pytest.mark.slow,)) for n in list_models()
@@ -53,6 +53,9 @@ def test_every_model_exports_with_parity_and_hygiene(name: str, shape: str, tmp_
     assert dims == (["N", "T", 3, "H", "W"] if shape == "dynamic" else [1, 4, 3, 64, 64])
     ops = {n.op_type for n in model.graph.node}
     assert not ops & {"ScatterND", "ScatterElements", "RandomUniformLike", "RandomUniform", "ArgMax"}
+    # AdaFuse's policy nets: their BatchNorm folded into the Gemm, the decision read from the logits (no Softmax)
+    assert "Softmax" not in ops
+    assert not [n.name for n in model.graph.node if n.op_type == "BatchNormalization" and "/adafuse/" in n.name]
 
 
 def test_metadata_contract(tmp_path) -> None:
@@ -186,6 +189,7 @@ def test_bad_export_requests(tmp_path) -> None:
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*"))  # nothing half-written
 
 
+@pytest.mark.slow  # two CLI exports in process (~12 s); the CLI's export path also runs in test_bad_inputs and test_targets
 def test_cli_export_and_inspect(tmp_path) -> None:
     out = tmp_path / "m.onnx"
     proc = subprocess.run([sys.executable, "-m", "edgefuse", "export", "tsm_online_mobilenetv2", "--num-classes", "5",

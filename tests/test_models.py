@@ -176,6 +176,7 @@ def test_listing_imports_no_torch() -> None:
     assert float(out[0]) == pytest.approx(4.0875, abs=1e-3) and int(out[1]) >= 4
 
 
+@pytest.mark.slow  # counts every registered model (~13 s); run after changing a model
 def test_recorded_costs_match_the_registry() -> None:
     """costs.json holds every registered model's parameters and MACs per frame at its own input size (224;
     InceptionV3 229), as counted now (after changing a model: ``edgefuse.models.listing.write_costs()``)."""

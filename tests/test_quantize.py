@@ -289,6 +289,7 @@ def test_budget_returns_the_damaged_layer_to_fp32(zoo_graphs, synth_default, tmp
 
 # --- FP16 and AdaFuse ---------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~10 s; FP16 engines also build and run in test_inception_deploy and the demo
 def test_fp16_graph_keeps_fp32_io_and_agrees(graphs, bench, tmp_path) -> None:  # type: ignore[no-untyped-def]
     result = calibrate(_cfg(graphs, bench, tmp_path, model="adafuse_tsm_resnet18", precision="fp16"))
     g = onnx.load(str(result.path))

@@ -159,6 +159,7 @@ def test_one_host_then_two_sharded_match_local(graph: Path, servers: list[Sshd],
         assert list((s.directory.parent / f"tmp-{s.directory.name}").glob("edgefuse.*")) == []
 
 
+@pytest.mark.slow  # ~10 s; sharding itself: test_one_host_then_two_sharded_match_local
 @needs_sshd
 def test_host_dropping_mid_run_gives_its_clips_to_the_other(graph: Path, synth_default: Path,
                                                             tmp_path: Path) -> None:
@@ -231,6 +232,7 @@ def test_device_without_edgefuse_fails_in_one_line(graph: Path, synth_default: P
     assert fleet.partial and fleet.report is None and len(fleet.missing) == 4
 
 
+@pytest.mark.slow  # ~9 s of CLI over two hosts
 @needs_sshd
 def test_validate_command_on_hosts(graph: Path, servers: list[Sshd], synth_default: Path, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:

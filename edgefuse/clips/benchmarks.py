@@ -29,6 +29,7 @@ Class order per benchmark (``tests/data/benchmark_annotations/class_order.json``
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -37,8 +38,19 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edgefuse.clips.sources import VIDEO_EXTS, Entry, inside_root, read_text
+from edgefuse.clips.sources import (
+    VIDEO_EXTS,
+    Entry,
+    Source,
+    check_source,
+    class_list,
+    inside_root,
+    read_labels,
+    read_text,
+)
+from edgefuse.clips.sources import discover as plain_discover
 from edgefuse.errors import EdgefuseError
 
 __all__ = [
@@ -727,3 +739,47 @@ def locate(ann: Annotation, root: Path | None, *, template: str, frame_start: in
         log.warning("%s: %d of %d clips are missing under %s and skipped (%s)", ann.path, len(missing),
                     len(ann.rows), root, shown)
     return Located(root, tuple(entries), tuple(missing))
+
+
+def discover(src: Path, *, root: Path | None, labels: Any, classes: Any, template: str, frame_start: int,
+             num_classes: int | None = None, allow_outside_root: bool = False, fmt: str | None = None,
+             split: str | None = None, class_order: str | None = None) -> Source:
+    """The entries of any clip source but an .npz: a benchmark annotation file (``fmt``: None or "auto" to judge
+    it by its name and content, or one of :data:`FORMATS`, read with ``split`` and ``class_order``), else what
+    :func:`edgefuse.clips.sources.discover` reads ("tsn" forces a TSN list file)."""
+    check_source(src, template)
+    bench = detect(src) if fmt in (None, "auto") else None if fmt == "tsn" else fmt
+    if bench is None:
+        if split is not None or class_order is not None:
+            raise EdgefuseError(f"{src}: --split and --class-order apply to benchmark annotation files (Something-"
+                                "Something, Jester, Kinetics, UCF101, HMDB51); leave them out for this source")
+        return plain_discover(src, root=root, labels=labels, classes=classes, template=template,
+                              frame_start=frame_start, num_classes=num_classes, allow_outside_root=allow_outside_root)
+    class_names, _, num_classes = class_list(classes, num_classes)
+    return _annotation_source(src, bench, root=root, labels=labels, class_names=class_names,
+                              num_classes=num_classes, template=template, frame_start=frame_start, split=split,
+                              class_order=class_order, allow_outside_root=allow_outside_root)
+
+
+def _annotation_source(src: Path, fmt: str, *, root: Path | None, labels: Any, class_names: tuple[str, ...] | None,
+                       num_classes: int | None, template: str, frame_start: int, split: str | None,
+                       class_order: str | None, allow_outside_root: bool) -> Source:
+    """A benchmark annotation file as a source: its clips found under
+    ``root`` (or beside it), labelled in the benchmark's class order, checked against the model's class count."""
+    ann = read_annotation(src, fmt, split=split, classes=class_names, class_order=class_order)
+    names = ann.class_names
+    if names is not None and num_classes is not None and len(names) != num_classes:
+        raise EdgefuseError(f"{ann.path}: the {ann.name} annotation has {len(names)} classes ({ann.class_rule}) but "
+                            f"the model has {num_classes}; use a checkpoint trained on {ann.name}, or pass --classes "
+                            "with the model's class list")
+    index = class_index(names or ())
+    found = locate(ann, root, template=template, frame_start=frame_start, labels=index,
+                               allow_outside_root=allow_outside_root)
+    entries = list(found.entries)
+    given = read_labels(labels, index, len(names) if names is not None else num_classes)
+    if given:
+        entries = [dataclasses.replace(e, label=given.get(e.id, e.label)) for e in entries]
+    log.info("%s: %s annotation, %s, %d clips (%d missing), classes: %s", src, ann.name, ann.split or "one split",
+             len(ann.rows), len(found.missing), ann.class_rule)
+    return Source(kind="ssv2" if fmt == "sthv2" else fmt, entries=tuple(entries), class_names=names,
+                  split=ann.split, missing=found.missing, root=str(found.root), class_order=ann.class_rule)

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgefuse.clips.benchmarks import checkpoint_class_order
+from edgefuse.clips.benchmarks import checkpoint_class_order, discover
 from edgefuse.clips.decode import ClipInfo, Job, Result, attach_output, run_job
 from edgefuse.clips.preprocess import Preprocess, normalise
 from edgefuse.clips.sampling import Sampling
-from edgefuse.clips.sources import DEFAULT_TEMPLATE, MIN_FRAMES, check_label, discover, read_classes, read_labels, sniff
+from edgefuse.clips.sources import DEFAULT_TEMPLATE, MIN_FRAMES, check_label, read_classes, read_labels, sniff
 from edgefuse.clips.spec import ClipSource
 from edgefuse.clips.spec import frame_template as printf_template
 from edgefuse.clips.subset import balanced_subset

@@ -492,35 +492,35 @@ def _folder_entries(folder: Path, template: str, frame_start: int, index: Mappin
                         f"{template.format(frame_start)!r}{seen}")
 
 
-def discover(src: Path, *, root: Path | None, labels: Any, classes: Any, template: str,
-             frame_start: int, num_classes: int | None = None, allow_outside_root: bool = False,
-             fmt: str | None = None, split: str | None = None, class_order: str | None = None) -> Source:
-    """The entries of ``src`` with their labels (not for .npz, which :mod:`clipset` reads).
-
-    ``num_classes``: the class count labels are checked against (the class list's length when
-    ``classes`` is given; both given must agree). ``fmt``: the source's format, None (or "auto") to judge it
-    by its name and content, "tsn" for a TSN list file, or a benchmark annotation format
-    (:data:`edgefuse.clips.benchmarks.FORMATS`, read with ``split`` and ``class_order``)."""
+def check_source(src: Path, template: str) -> None:
+    """The checks every source passes first: a valid frame template and a path that exists."""
     frame_pattern(template)
+    if not src.exists():
+        raise EdgefuseError(f"{src}: not found; pass a list file, a folder of videos or frame folders, a video, "
+                            "a benchmark's annotation file, a Something-Something V2 JSON or an .npz")
+
+
+def class_list(classes: Any, num_classes: int | None) -> tuple[tuple[str, ...] | None, dict[str, int], int | None]:
+    """(class names, name -> index, the class count labels are checked against) of ``classes`` given with a model
+    of ``num_classes`` classes (both given must agree)."""
     class_names, index = read_classes(classes)
     if class_names is not None:
         if num_classes is not None and num_classes != len(class_names):
             raise EdgefuseError(f"the class list has {len(class_names)} classes but the model has {num_classes}; "
                                 "pass the model's class list")
         num_classes = len(class_names)
-    if not src.exists():
-        raise EdgefuseError(f"{src}: not found; pass a list file, a folder of videos or frame folders, a video, "
-                            "a Something-Something V2 JSON or an .npz")
-    from edgefuse.clips import benchmarks as benchmark  # the benchmark formats (they import this module)
+    return class_names, index, num_classes
 
-    bench = benchmark.detect(src) if fmt in (None, "auto") else None if fmt == "tsn" else fmt
-    if bench is not None:
-        return _annotation_source(src, bench, root=root, labels=labels, class_names=class_names,
-                                  num_classes=num_classes, template=template, frame_start=frame_start,
-                                  split=split, class_order=class_order, allow_outside_root=allow_outside_root)
-    if split is not None or class_order is not None:
-        raise EdgefuseError(f"{src}: --split and --class-order apply to benchmark annotation files (Something-"
-                            "Something, Jester, Kinetics, UCF101, HMDB51); leave them out for this source")
+
+def discover(src: Path, *, root: Path | None, labels: Any, classes: Any, template: str,
+             frame_start: int, num_classes: int | None = None, allow_outside_root: bool = False) -> Source:
+    """The entries of ``src`` with their labels (not for .npz, which :mod:`clipset` reads, nor benchmark
+    annotation files, which :func:`edgefuse.clips.benchmarks.discover` reads before calling this).
+
+    ``num_classes``: the class count labels are checked against (the class list's length when
+    ``classes`` is given; both given must agree)."""
+    check_source(src, template)
+    class_names, index, num_classes = class_list(classes, num_classes)
     ignored: list[str] = []
     if src.is_dir():
         kind, entries, folder_names, ignored = _folder_entries(src, template, frame_start, index)
@@ -549,27 +549,3 @@ def discover(src: Path, *, root: Path | None, labels: Any, classes: Any, templat
     return Source(kind=kind, entries=tuple(entries), class_names=class_names, ignored=tuple(ignored))
 
 
-def _annotation_source(src: Path, fmt: str, *, root: Path | None, labels: Any, class_names: tuple[str, ...] | None,
-                       num_classes: int | None, template: str, frame_start: int, split: str | None,
-                       class_order: str | None, allow_outside_root: bool) -> Source:
-    """A benchmark annotation file (:mod:`edgefuse.clips.benchmarks`) as a source: its clips found under
-    ``root`` (or beside it), labelled in the benchmark's class order, checked against the model's class count."""
-    from edgefuse.clips import benchmarks as benchmark
-
-    ann = benchmark.read_annotation(src, fmt, split=split, classes=class_names, class_order=class_order)
-    names = ann.class_names
-    if names is not None and num_classes is not None and len(names) != num_classes:
-        raise EdgefuseError(f"{ann.path}: the {ann.name} annotation has {len(names)} classes ({ann.class_rule}) but "
-                            f"the model has {num_classes}; use a checkpoint trained on {ann.name}, or pass --classes "
-                            "with the model's class list")
-    index = benchmark.class_index(names or ())
-    found = benchmark.locate(ann, root, template=template, frame_start=frame_start, labels=index,
-                               allow_outside_root=allow_outside_root)
-    entries = list(found.entries)
-    given = read_labels(labels, index, len(names) if names is not None else num_classes)
-    if given:
-        entries = [dataclasses.replace(e, label=given.get(e.id, e.label)) for e in entries]
-    log.info("%s: %s annotation, %s, %d clips (%d missing), classes: %s", src, ann.name, ann.split or "one split",
-             len(ann.rows), len(found.missing), ann.class_rule)
-    return Source(kind="ssv2" if fmt == "sthv2" else fmt, entries=tuple(entries), class_names=names,
-                  split=ann.split, missing=found.missing, root=str(found.root), class_order=ann.class_rule)

@@ -16,7 +16,7 @@ from edgefuse.errors import EdgefuseError
 from edgefuse.export.config import ExportConfig
 from edgefuse.export.fold import FoldResult, fold
 from edgefuse.export.parity import Parity, clip_parity, enforce, stream_parity
-from edgefuse.export.passes import name_graph, simplifier
+from edgefuse.export.passes import fold_gemm_batchnorm, name_graph, simplifier
 from edgefuse.export.report import ExportReport
 from edgefuse.export.trace import to_onnx
 from edgefuse.graph import hygiene, targets
@@ -88,7 +88,10 @@ def export(cfg: ExportConfig) -> ExportReport:
                                 "(an .npz of preprocessed clips, or any clip source once clip readers exist)")
         clips = load_npz_clips(cfg.policy_clips, "policy clips")
         batches = list(torch.split(clips, 4))
-        folded = fold(model, batches, tau=cfg.tau, min_agreement=cfg.min_agreement)
+        from edgefuse.export.fold import ENGINE_CHANNEL_MULTIPLE  # zero-pads folded blocks for blocked conv kernels
+
+        folded = fold(model, batches, tau=cfg.tau, min_agreement=cfg.min_agreement,
+                      channel_multiple=ENGINE_CHANNEL_MULTIPLE)
         model = folded.model
         seconds["fold"] = time.monotonic() - t0
     t1 = time.monotonic()
@@ -148,7 +151,7 @@ def _shapes(cfg: ExportConfig, ranges: dict[str, tuple[int, int, int]]) -> list[
 
 
 def _passes(cfg: ExportConfig, name: str) -> list:  # type: ignore[type-arg]
-    return [simplifier(cfg.simplify), name_graph(name)]
+    return [simplifier(cfg.simplify), fold_gemm_batchnorm, name_graph(name)]
 
 
 def _export_clip(model: VideoClassifier, cfg: ExportConfig, ranges: dict[str, tuple[int, int, int]],

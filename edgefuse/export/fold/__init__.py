@@ -14,6 +14,9 @@ clips into a fixed structure that dense engines run faster:
    ``[kept..., reused...]`` and the ``adafuse`` slot holds a parameter-free
    :class:`FoldedFuse` that shifts the reused channels by one segment. The policy
    nets are gone.
+   With ``channel_multiple`` > 1 (``edgefuse export`` uses 8), zero channels pad kept + reused up to a
+   multiple of it (``[kept..., zeros..., reused...]``) so that ONNX Runtime's blocked convolutions take
+   conv2 (an odd count fell back to a 2x slower kernel; docs/fold.md). Outputs are unchanged.
 4. :func:`fold` (:mod:`.search`) does all of it and, without an explicit ``tau``, picks the most
    aggressive ``tau`` whose folded model agrees with the dynamic one.
 
@@ -39,19 +42,21 @@ first segment and reused after it is therefore folded exactly as "reused".
 
 MACs (dense, :func:`edgefuse.models.cost.model_cost` conventions): the folded
 model costs the dense model minus the policy nets' linear layers (fc0 and fc1 of
-every block, per frame) minus, per block, ``removed / width`` of conv1's and
-conv2's MACs. Whole channels are removed, so :func:`predicted_folded_macs` is exact.
+every block, per frame) minus, per block, ``(removed - padding) / width`` of conv1's and
+conv2's MACs (the zero channels are computed, so they count). Whole channels are removed,
+so :func:`predicted_folded_macs` is exact.
 """
 from __future__ import annotations
 
 from edgefuse.export.fold.model import FoldedFuse, fold_model, policy_macs, predicted_folded_macs
-from edgefuse.export.fold.plan import DEFAULT_TAUS, FoldPlan, channel_actions, plan_folding
+from edgefuse.export.fold.plan import DEFAULT_TAUS, FoldPlan, channel_actions, padded_channels, plan_folding
 from edgefuse.export.fold.report import BlockFold, FoldMacs, FoldReport, TauTrial
-from edgefuse.export.fold.search import FoldResult, fold
+from edgefuse.export.fold.search import ENGINE_CHANNEL_MULTIPLE, FoldResult, fold
 from edgefuse.export.fold.stats import PolicyStats, collect_policy_stats
 
 __all__ = [
-    "DEFAULT_TAUS", "BlockFold", "FoldMacs", "FoldPlan", "FoldReport", "FoldResult", "FoldedFuse", "PolicyStats",
-    "TauTrial", "channel_actions", "collect_policy_stats", "fold", "fold_model", "plan_folding", "policy_macs",
+    "DEFAULT_TAUS", "ENGINE_CHANNEL_MULTIPLE", "BlockFold", "FoldMacs", "FoldPlan", "FoldReport", "FoldResult", "FoldedFuse", "PolicyStats",
+    "TauTrial", "channel_actions", "collect_policy_stats", "fold", "fold_model", "padded_channels", "plan_folding",
+    "policy_macs",
     "predicted_folded_macs",
 ]

@@ -11,7 +11,7 @@ from torch import nn
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.export.fold.model import fold_model
-from edgefuse.export.fold.plan import DEFAULT_TAUS, FoldPlan, check_tau, plan_folding
+from edgefuse.export.fold.plan import DEFAULT_TAUS, FoldPlan, check_channel_multiple, check_tau, plan_folding
 from edgefuse.export.fold.report import BlockFold, FoldMacs, FoldReport, TauTrial
 from edgefuse.export.fold.stats import Observed, PolicyStats, observe
 from edgefuse.models.cost import Cost, dense_macs
@@ -19,6 +19,10 @@ from edgefuse.models.video import VideoClassifier
 from edgefuse.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
+
+# What ``edgefuse export --policy static`` pads folded blocks to: ONNX Runtime's NCHWc block with AVX2 (8; AVX-512
+# machines use 16, of which 8-aligned counts are half) and what TensorRT's FP16 tensor-core kernels like.
+ENGINE_CHANNEL_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ def _evaluate(folded: nn.Module, tau: float, plan: FoldPlan, batches: Sequence[t
 
 
 def _search(model: VideoClassifier, stats: PolicyStats, batches: Sequence[torch.Tensor], observed: Observed,
-            taus: Sequence[float], min_agreement: float, enabled: bool) -> tuple[list[_Trial], VideoClassifier]:
+            taus: Sequence[float], min_agreement: float, enabled: bool, channel_multiple: int = 1
+            ) -> tuple[list[_Trial], VideoClassifier]:
     """Try taus in order until one agrees >= min_agreement; when none does, refuse (:class:`EdgefuseError` naming
     the best agreement reached and what to do).
 
@@ -86,7 +91,7 @@ def _search(model: VideoClassifier, stats: PolicyStats, batches: Sequence[torch.
     latest: tuple[Any, VideoClassifier | None] = (None, None)
     tried: list[_Trial] = []
     for tau in progress_bar(taus, "folding: tau search", enabled=enabled):
-        plan = plan_folding(stats, tau)
+        plan = plan_folding(stats, tau, channel_multiple)
         key = plan.key()
         if key not in seen:
             latest = (key, fold_model(model, plan).eval())
@@ -130,6 +135,7 @@ def fold(
     min_agreement: float = 0.99,
     taus: Sequence[float] = DEFAULT_TAUS,
     progress: bool = True,
+    channel_multiple: int = 1,
 ) -> FoldResult:
     """Collect the policy statistics on ``batches`` (once), plan, fold and report.
 
@@ -139,6 +145,9 @@ def fold(
     tried last); when none does, :class:`EdgefuseError` says so and nothing is folded.
     An explicit ``tau`` is folded whatever its agreement (a warning below
     ``min_agreement``). MACs in the report are per clip at the clips' (T, H, W).
+    ``channel_multiple`` > 1 pads every folded block with zero channels to a multiple of it
+    (:class:`FoldPlan`; outputs unchanged, MACs of the padding counted); ``edgefuse export`` uses
+    :data:`ENGINE_CHANNEL_MULTIPLE`.
     """
     if not 0.0 <= min_agreement <= 1.0:
         raise EdgefuseError(f"min_agreement must be in [0, 1], got {min_agreement}; e.g. --min-agreement 0.99")
@@ -146,8 +155,9 @@ def fold(
     batches = list(batches)
     observed = observe(model, batches, progress, savings=True)
     stats = observed.stats
+    channel_multiple = check_channel_multiple(channel_multiple)
     tried, folded = _search(model, stats, batches, observed, candidates, min_agreement if tau is None else 0.0,
-                            progress and tau is None)
+                            progress and tau is None, channel_multiple)
     chosen = tried[-1]
     if tau is not None and chosen.agreement < min_agreement:
         log.warning("folding with the given tau %.3g: top-1 agreement %.4f with the dynamic policy is below %.4f",

@@ -101,13 +101,14 @@ class AdaFuse(nn.Module):
     def decide(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits (..., 3) -> one-hot float mask (..., 3) over skip/reuse/keep.
 
-        In training mode: straight-through hard Gumbel-softmax (differentiable)."""
+        In training mode: straight-through hard Gumbel-softmax (differentiable). The argmax decision reads the
+        logits themselves (softmax keeps their order, so the graph runs no Softmax)."""
+        if not self.training and self.decision == "argmax":
+            return argmax_onehot(logits)
         probs = torch.softmax(logits, dim=-1)
         if self.training:
             soft = self.gumbel_soft(probs)  # (..., 3)
             return argmax_onehot(soft.detach()) - soft.detach() + soft  # one-hot value, soft gradient
-        if self.decision == "argmax":
-            return argmax_onehot(probs)
         return argmax_onehot(self.gumbel_soft(probs))
 
     def gumbel_soft(self, probs: torch.Tensor) -> torch.Tensor:
