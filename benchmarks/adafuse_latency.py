@@ -779,6 +779,15 @@ def machine() -> dict[str, Any]:
             "onnxruntime": ort.__version__, "torch": torch.__version__}
 
 
+def finish(results: dict[str, Any], args: argparse.Namespace) -> None:
+    """The reading (--reading), the goals' verdicts, then the JSON and the docs written from ``results``."""
+    if args.reading:
+        results["reading"] = args.reading.read_text().rstrip("\n").splitlines()
+    results["goals"] = goals(results)
+    args.json_out.write_text(json.dumps(results, indent=1, default=str))
+    write_docs(results)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", default="zoo,full,r50,stream", help=f"comma list of {', '.join(GROUPS)}")
@@ -816,11 +825,7 @@ def main() -> None:
         results = json.loads(args.json_out.read_text())
         if args.preliminary is not None:
             results["preliminary"] = args.preliminary
-        if args.reading:
-            results["reading"] = args.reading.read_text().rstrip("\n").splitlines()
-        results["goals"] = goals(results)
-        args.json_out.write_text(json.dumps(results, indent=1, default=str))
-        write_docs(results)
+        finish(results, args)
         return
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
@@ -832,11 +837,7 @@ def main() -> None:
                                                            None),
                    "groups": sorted([g for p in parts for g in p["groups"]], key=lambda g: order[g["group"]]),
                    "stream": next((p["stream"] for p in parts if p.get("stream")), None)}
-        if args.reading:
-            results["reading"] = args.reading.read_text().rstrip("\n").splitlines()
-        results["goals"] = goals(results)
-        args.json_out.write_text(json.dumps(results, indent=1, default=str))
-        write_docs(results)
+        finish(results, args)
         return
     if args.quick:  # a check of the script end to end, not a measurement
         args.calib, args.val, args.policy_clips, args.rounds, args.block = 32, 48, 32, 4, 6

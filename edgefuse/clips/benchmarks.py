@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import os
 import re
@@ -47,6 +46,7 @@ from edgefuse.clips.sources import (
     check_source,
     class_list,
     inside_root,
+    parse_sthv2_json,
     read_labels,
     read_text,
 )
@@ -169,24 +169,6 @@ def parse_something_csv(text: str, where: str) -> list[tuple[str, str | None, in
     if not rows:
         raise EdgefuseError(f"{where}: the annotation file has no clips")
     return rows
-
-
-def parse_sthv2_json(text: str, where: str) -> list[tuple[str, str | None, int]]:
-    """(id, class name or None, item index) of a Something-Something V2 list ``[{"id", "template", ...}]``: the
-    class name is the template without its brackets (TSM's ``gen_label_sthv2.py``); test items have no template."""
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise EdgefuseError(f"{where}: not valid JSON ({e})") from None
-    if isinstance(items, dict):
-        raise EdgefuseError(f"{where}: this is a class-index JSON (name -> index), not a clip list; pass it as "
-                            "classes= (--classes) and the train/validation JSON as the source")
-    if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
-        raise EdgefuseError(f"{where}: expected a Something-Something V2 list [{{\"id\": ..., \"template\": ...}}]")
-    if not items:
-        raise EdgefuseError(f"{where}: the clip list is empty")
-    return [(str(item["id"]), str(item["template"]).replace("[", "").replace("]", "") if "template" in item else None,
-             number) for number, item in enumerate(items)]
 
 
 def parse_kinetics_csv(text: str, where: str) -> list[tuple[str, str | None, str | None, int]]:

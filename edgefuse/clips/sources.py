@@ -376,35 +376,42 @@ def parse_list_file(path: str | Path, root: Path | None = None, template: str = 
     return entries
 
 
-def parse_ssv2(path: Path, root: Path, index: Mapping[str, int], template: str, frame_start: int,
-               allow_outside_root: bool = False) -> list[Entry]:
+def parse_sthv2_json(text: str, where: str) -> list[tuple[str, str | None, int]]:
+    """(id, class name or None, item index) of a Something-Something V2 list ``[{"id", "template", ...}]``: the
+    class name is the template without its brackets (TSM's ``gen_label_sthv2.py``); test items have no template."""
     try:
-        items = json.loads(read_text(path, "Something-Something V2 JSON"))
+        items = json.loads(text)
     except json.JSONDecodeError as e:
-        raise EdgefuseError(f"{path}: not valid JSON ({e})") from None
+        raise EdgefuseError(f"{where}: not valid JSON ({e})") from None
     if isinstance(items, dict):
-        raise EdgefuseError(f"{path}: this is a class-index JSON (name -> index), not a clip list; pass it as "
+        raise EdgefuseError(f"{where}: this is a class-index JSON (name -> index), not a clip list; pass it as "
                             "classes= (--classes) and the train/validation JSON as the source")
     if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
-        raise EdgefuseError(f"{path}: expected a Something-Something V2 list [{{\"id\": ..., \"template\": ...}}]")
+        raise EdgefuseError(f"{where}: expected a Something-Something V2 list [{{\"id\": ..., \"template\": ...}}]")
+    if not items:
+        raise EdgefuseError(f"{where}: the clip list is empty")
+    return [(str(item["id"]), str(item["template"]).replace("[", "").replace("]", "") if "template" in item else None,
+             number) for number, item in enumerate(items)]
+
+
+def parse_ssv2(path: Path, root: Path, index: Mapping[str, int], template: str, frame_start: int,
+               allow_outside_root: bool = False) -> list[Entry]:
+    """The entries of a Something-Something V2 list read as a plain source (``--format tsn`` or an undetected
+    JSON): labels from the templates through ``index``."""
     entries = []
-    for number, item in enumerate(items):
+    for vid, name, number in parse_sthv2_json(read_text(path, "Something-Something V2 JSON"), str(path)):
         label = None
-        if "template" in item:
+        if name is not None:
             if not index:
                 raise EdgefuseError(f"{path}: clips are labelled by template; pass --classes FILE, the V2 labels "
                                     "JSON (something-something-v2-labels.json)")
-            name = str(item["template"]).replace("[", "").replace("]", "")
             if name not in index:
-                raise EdgefuseError(f"{path}: clip {item['id']}: template {name!r} is not in the classes; pass the "
+                raise EdgefuseError(f"{path}: clip {vid}: template {name!r} is not in the classes; pass the "
                                     "matching something-something-v2-labels.json")
             label = index[name]
-        vid = str(item["id"])
         clip = inside_root(vid, root, f"{path}: item {number} (id {vid!r})", allow_outside_root)
         entries.append(Entry(id=vid, path=str(clip), kind="auto", label=label, template=template,
                              frame_start=frame_start))
-    if not entries:
-        raise EdgefuseError(f"{path}: the clip list is empty")
     return entries
 
 
