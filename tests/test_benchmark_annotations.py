@@ -406,3 +406,10 @@ def test_adafuse_checkpoint_graph_reads_something_in_file_order(written: dict[st
     assert clips.model_reading({"num_classes": 10, "checkpoint_source": "adafuse"}) == {
         "num_classes": 10, "default_class_order": "file"}
     assert clips.model_reading({"checkpoint_source": "tsm"})["default_class_order"] is None
+
+
+def test_command_line_format_choices_are_the_readers() -> None:
+    """--format's choices are written out in the CLI (so --help imports no decoder): they must be the formats read."""
+    from edgefuse.cli.options import CLIP_FORMATS
+
+    assert CLIP_FORMATS == ("auto", "tsn", *benchmarks.FORMATS)

@@ -31,6 +31,7 @@ def json_option(f: F) -> F:
 
 _READ_OPTIONS = ("classes", "frame_template", "frame_start", "sampling_clock", "min_frames", "allow_outside_root",
                  "clip_format", "split", "class_order")
+# --format's choices, written out so that --help imports no decoder: "auto", "tsn" and edgefuse.clips.benchmarks.FORMATS
 CLIP_FORMATS = ("auto", "tsn", "sthv1", "sthv2", "jester", "kinetics", "ucf101", "hmdb51")
 
 

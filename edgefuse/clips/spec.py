@@ -23,13 +23,12 @@ import sys
 from pathlib import Path, PosixPath, WindowsPath
 from typing import Any
 
+from edgefuse.clips.benchmarks import FORMATS
 from edgefuse.clips.sampling import CLOCKS
 from edgefuse.clips.sources import DEFAULT_TEMPLATE, MIN_FRAMES, frame_pattern
 from edgefuse.errors import EdgefuseError
 
 __all__ = ["ClipSource", "frame_template"]
-
-SOURCE_FORMATS = ("sthv1", "sthv2", "jester", "kinetics", "ucf101", "hmdb51")  # edgefuse.clips.benchmarks.FORMATS
 
 if sys.platform == "win32":
     class _PlatformPath(WindowsPath):
@@ -89,9 +88,9 @@ class ClipSource(_PlatformPath):
         if int(options["frame_start"]) < 0:
             raise EdgefuseError(f"frame_start must be at least 0, got {options['frame_start']}")
         options["frame_template"] = frame_template(str(options["frame_template"]))
-        if options["format"] not in (None, "auto", "tsn", *SOURCE_FORMATS):
+        if options["format"] not in (None, "auto", "tsn", *FORMATS):
             raise EdgefuseError(f"clip format {options['format']!r} is unknown: use auto, tsn or one of "
-                                f"{', '.join(SOURCE_FORMATS)}")
+                                f"{', '.join(FORMATS)}")
         if options["format"] == "auto":
             options["format"] = None
         if options["class_order"] not in (None, "sorted", "file"):

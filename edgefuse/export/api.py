@@ -14,7 +14,7 @@ import torch
 from edgefuse import __version__
 from edgefuse.errors import EdgefuseError
 from edgefuse.export.config import ExportConfig
-from edgefuse.export.fold import FoldResult, fold
+from edgefuse.export.fold import ENGINE_CHANNEL_MULTIPLE, FoldResult, fold
 from edgefuse.export.parity import Parity, clip_parity, enforce, stream_parity
 from edgefuse.export.passes import fold_gemm_batchnorm, name_graph, simplifier
 from edgefuse.export.report import ExportReport
@@ -88,8 +88,6 @@ def export(cfg: ExportConfig) -> ExportReport:
                                 "(an .npz of preprocessed clips, or any clip source once clip readers exist)")
         clips = load_npz_clips(cfg.policy_clips, "policy clips")
         batches = list(torch.split(clips, 4))
-        from edgefuse.export.fold import ENGINE_CHANNEL_MULTIPLE  # zero-pads folded blocks for blocked conv kernels
-
         folded = fold(model, batches, tau=cfg.tau, min_agreement=cfg.min_agreement,
                       channel_multiple=ENGINE_CHANNEL_MULTIPLE)
         model = folded.model
