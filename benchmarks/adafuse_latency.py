@@ -7,7 +7,8 @@ against their clip graph's latency / T, with an ONNX Runtime profile of where a 
     python benchmarks/adafuse_latency.py [--groups zoo,full,r50,stream] [--full-width DIR] [--quick]
 
 Groups: ``zoo`` (the shipped ResNet-18 width 0.25 models, 8x112), ``full`` (ResNet-18 width 1.0 checkpoints from
-``--full-width DIR``: tsm_r18w1.pth, adafuse_tsm_r18w1.pth, gsf_r18w1.pth; a missing one is skipped with a note),
+``--full-width DIR``, default weights/full_width where benchmarks/train_full_width.sh writes them:
+synth_tsm_r18w1.pth, synth_adafuse_tsm_r18w1.pth, synth_gsf_r18w1.pth; a missing one is skipped with a note),
 ``r50`` (ResNet-50 8x224, random weights with BN statistics and a linear probe fitted on synthetic calib clips:
 benchmarks/cpu_engines.py r50_checkpoint), ``stream`` (random seeded weights: latency only). Every row of a group is
 timed round robin in one process (benchmarks/cpu_engines.py time_rows). Writes benchmarks/results/adafuse_latency.json,
@@ -36,7 +37,7 @@ from cpu_engines import logits_of, ort_default_session, plain_export, r50_checkp
 log = logging.getLogger("adafuse_latency")
 DEVICES = ("jetson_orin_nano", "jetson_agx_orin")
 GROUPS = ("zoo", "full", "r50", "stream")
-FULL_FILES = {"tsm": "tsm_r18w1.pth", "adafuse": "adafuse_tsm_r18w1.pth", "gsf": "gsf_r18w1.pth"}
+FULL_FILES = {"tsm": "synth_tsm_r18w1.pth", "adafuse": "synth_adafuse_tsm_r18w1.pth", "gsf": "synth_gsf_r18w1.pth"}
 FULL_MODELS = {"tsm": "tsm_resnet18", "adafuse": "adafuse_tsm_resnet18", "gsf": "gsf_resnet18"}
 # (tag, registry model, model options, input size): random seeded weights, latency only
 STREAM_MODELS = {
@@ -85,8 +86,8 @@ def group_variants(group: str, args: argparse.Namespace) -> tuple[list[Variant],
                         ck["adafuse_tsm_resnet50"], size=224),
                 Variant("gsf", "GSF-R50", "gsf_resnet50", ck["gsf_resnet50"], size=224)], notes
     assert group == "full"
-    if args.full_width is None:
-        return [], ["no --full-width DIR given: the full-width group is skipped"]
+    if args.full_width is None or not args.full_width.is_dir():
+        return [], [f"no full-width models in {args.full_width}: the full-width group is skipped"]
     out = []
     for key, fname in FULL_FILES.items():
         path = args.full_width / fname
@@ -791,7 +792,9 @@ def finish(results: dict[str, Any], args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", default="zoo,full,r50,stream", help=f"comma list of {', '.join(GROUPS)}")
-    ap.add_argument("--full-width", type=Path, help="folder of tsm_r18w1.pth, adafuse_tsm_r18w1.pth, gsf_r18w1.pth")
+    ap.add_argument("--full-width", type=Path, default=ROOT / "weights" / "full_width",
+                    help="folder of the full-width models (benchmarks/train_full_width.sh writes them there): "
+                    + ", ".join(FULL_FILES.values()))
     ap.add_argument("--full-size", type=int, default=112, help="input size the full-width models were trained at")
     ap.add_argument("--stream-models", default=",".join(STREAM_MODELS), help="comma list of " + ", ".join(STREAM_MODELS))
     ap.add_argument("--quick", action="store_true", help="fewer clips and rounds (a check, not a measurement)")

@@ -347,3 +347,35 @@ def test_frame_sampling_uses_every_segment() -> None:
     g = torch.Generator().manual_seed(0)
     assert segment_indices(8, 8, g).tolist() == list(range(8))
     assert np.array_equal(segment_indices(4, 8, g).numpy(), segment_indices(4, 8).numpy())
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_weights(toy, tsm_runs, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                 monkeypatch) -> None:
+    """A run stopped after 3 of 6 epochs (a real KeyboardInterrupt raised where Ctrl-C would land) and started again
+    with the same --resume file ends with the weights and history of the uninterrupted run; a state saved with other
+    settings is refused with one line."""
+    import edgefuse.lab.train.loop as loop_mod
+    from edgefuse.errors import EdgefuseError
+
+    train_data, val_data = toy
+    state = tmp_path / "state.pth"
+    real_epoch = loop_mod._epoch
+
+    def stop_at_fourth(loop, epoch, *a):  # type: ignore[no-untyped-def]
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real_epoch(loop, epoch, *a)
+
+    monkeypatch.setattr(loop_mod, "_epoch", stop_at_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_cfg("tsm_resnet18", resume=state), train_data, val_data, progress=False)
+    monkeypatch.setattr(loop_mod, "_epoch", real_epoch)
+    saved = torch.load(state, weights_only=True)
+    assert len(saved["history"]) == 3 and saved["step"] == 3 * 8
+    resumed = train(toy_cfg("tsm_resnet18", resume=state), train_data, val_data, progress=False)
+    reference = tsm_runs[0]
+    a, b = reference.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h.val_top1 for h in resumed.history] == [h.val_top1 for h in reference.history]
+    with pytest.raises(EdgefuseError, match="other settings \\(lr\\)"):
+        train(toy_cfg("tsm_resnet18", resume=state, lr=0.02), train_data, val_data, progress=False)

@@ -51,7 +51,7 @@ def devices_cmd(detect_here: bool, as_json: bool) -> None:
               help="CPU threads (default: one per physical core, pinned to it; an explicit count runs unpinned).")
 @click.option("--cpu-int8", type=click.Choice(["auto", "exact", "qdq"]), default="auto", show_default=True,
               help="ONNX Runtime INT8: auto = the calibrated grid on the fast u8 x s8 kernels, residual convolutions "
-                   "quantized on their calibrated grids; exact = no rounding beyond the Q/DQ graph's; qdq = the "
+                   "and GSF's gating quantized on their calibrated grids; exact = no rounding beyond the Q/DQ graph's; qdq = the "
                    "graph as it is.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino", "tensorrt", "trtexec"]), default="auto",
               show_default=True,

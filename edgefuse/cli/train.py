@@ -37,10 +37,13 @@ import click
               "package's weights folder, or $EDGEFUSE_ZOO_DIR).")
 @click.option("--zoo-tag", help="With --zoo-name: the tag, as in MODEL.TAG (default: the short name).")
 @click.option("--half", is_flag=True, help="Store float16 weights (half the size; loading casts back).")
+@click.option("--resume", type=click.Path(path_type=Path, dir_okay=False),
+              help="Training state file, written after every epoch; when it exists, training continues from it "
+                   "(the same settings required).")
 def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int, size: int, epochs: int,
               batch_size: int, lr: float, weight_decay: float, efficiency_weight: float, tau: float, keep_bias: float,
               init: Path | None, seed: int, threads: int | None, workers: int, zoo_name: str | None, zoo_tag: str | None,
-              half: bool) -> None:
+              half: bool, resume: Path | None) -> None:
     """Train MODEL (e.g. tsm_resnet18, adafuse_tsm_resnet18) from scratch on CPU on a benchmark
     folder and write a checkpoint; a line per epoch shows its figures."""
     from edgefuse.cli.render import render_train
@@ -50,11 +53,11 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
     get_entry(model)  # unknown names fail before any decoding
     from edgefuse.cli.checks import check_io
 
-    check_io(inputs=[init], outputs={out: "checkpoint"})
+    check_io(inputs=[init], outputs={out: "checkpoint", resume: "training state"})
     cfg = TrainConfig(model, options={"width": width}, segments=segments, size=size, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, efficiency_weight=efficiency_weight,
                       tau=tau, keep_bias=keep_bias, init=init, seed=seed, threads=threads, workers=workers, out=out,
-                      half=half)
+                      half=half, resume=resume)
     result = train_from_dir(cfg, data_dir)
     click.echo(render_train(result))
     if zoo_name:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -108,6 +109,129 @@ def tie_data_movement(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict
         if root is not None and root != tensor and root in amax:
             out[tensor] = amax[root]
     return out
+
+
+GATES = ("Tanh", "Sigmoid")  # bounded activations that scale other tensors elementwise
+
+
+@dataclass(frozen=True)
+class GatedGrids:
+    """Where a CPU engine can run a gating block (GSF's gate, shift and fusion) on integer grids.
+
+    A *gate* is a Tanh or Sigmoid output, or a constant minus a gate (``1 - g``), seen through data movement. A
+    *gated product* is a Mul of a gate and an activation; a *gated sum* an Add of two gated products; a *gated pool* a
+    GlobalAveragePool of a gated product. ONNX Runtime runs each as QLinearMul / QLinearAdd /
+    QLinearGlobalAveragePool when every input comes from a DequantizeLinear and a QuantizeLinear follows, so these are
+    the places a Q/DQ pair goes; moving the integers through the shift and the channel shuffle is then exact.
+
+    ``inputs``: (node name, input index, tensor whose range is the grid); ``outputs``: (tensor, tensor whose range is
+    the grid). A gated sum's output takes the grid of the tensor its data movement leads to (GSF: both groups' sums
+    meet in one channel shuffle), and that tensor's reader gets a Q/DQ on it too, so the shuffle moves integers.
+    ``batchnorms``: BatchNormalization nodes reading that tensor (GSF sits before a ResNet block's last BatchNorm):
+    a per-channel affine map, which a CPU engine can run as a depthwise integer convolution whose output (also in
+    ``outputs``) goes on its own grid, so the residual Add after it runs in integers too. ``convs``: the
+    convolutions computing a tanh gate's pre-activation (GSF's factored gate convolution), found back from the Tanh
+    through Adds, data movement, Gather and Split; their inputs and outputs get grids and their weights int8 per
+    output channel, and the BatchNorm -> ReLU before the first of them (also in ``batchnorms``) runs as a depthwise
+    integer convolution whose ReLU is a clip on the grid."""
+
+    inputs: tuple[tuple[str, int, str], ...]
+    outputs: tuple[tuple[str, str], ...]
+    batchnorms: tuple[str, ...] = ()
+    gates: tuple[str, ...] = ()  # the gate tensors among the grids (bounded: their grid is their full range)
+    convs: tuple[str, ...] = ()  # convolutions computing a tanh gate's pre-activation (their weights: per channel)
+
+    @property
+    def tensors(self) -> list[str]:
+        """Every tensor whose calibrated range a grid needs."""
+        return list(dict.fromkeys([t for _, _, t in self.inputs] + [g for _, g in self.outputs]))
+
+
+def _through_data_movement(model: onnx.ModelProto) -> tuple[dict[str, onnx.NodeProto], set[str], Callable[[str], str]]:
+    producer = producers(model)
+    consts = initializer_names(model)
+
+    def root(tensor: str) -> str:
+        node = producer.get(tensor)
+        while node is not None and node.op_type in DATA_MOVEMENT:
+            data = [i for i in (node.input if node.op_type == "Concat" else node.input[:1]) if i and i not in consts]
+            if len(data) != 1:
+                break
+            tensor = data[0]
+            node = producer.get(tensor)
+        return tensor
+
+    return producer, consts, root
+
+
+def gated_grids(model: onnx.ModelProto) -> GatedGrids:
+    """The :class:`GatedGrids` of ``model`` (empty for graphs without gating blocks)."""
+    from edgefuse.graph.query import consumers as consumers_of
+
+    producer, consts, root = _through_data_movement(model)
+    readers = consumers_of(model)
+
+    def is_gate(tensor: str) -> bool:
+        node = producer.get(root(tensor))
+        if node is None:
+            return False
+        if node.op_type in GATES:
+            return True
+        return node.op_type == "Sub" and node.input[0] in consts and is_gate(node.input[1])
+
+    products = {n.output[0]: n for n in model.graph.node if n.op_type == "Mul" and len(n.input) == 2
+                and not any(i in consts for i in n.input) and is_gate(n.input[0]) != is_gate(n.input[1])}
+    sums = [n for n in model.graph.node if n.op_type == "Add" and len(n.input) == 2
+            and all(root(i) in products for i in n.input)]
+    pools = [n for n in model.graph.node if n.op_type == "GlobalAveragePool" and root(n.input[0]) in products]
+    inputs: list[tuple[str, int, str]] = []
+    outputs: list[tuple[str, str]] = []
+    for n in [*products.values(), *sums, *pools]:
+        inputs += [(n.name, i, root(t)) for i, t in enumerate(n.input)]
+    outputs += [(t, t) for t in products] + [(n.output[0], n.output[0]) for n in pools]
+    batchnorms: list[str] = []
+    for n in sums:
+        sink = n.output[0]
+        while len(readers.get(sink, [])) == 1 and readers[sink][0].op_type in DATA_MOVEMENT:
+            sink = readers[sink][0].output[0]
+        outputs.append((n.output[0], sink))
+        if sink != n.output[0]:
+            inputs += [(r.name, i, sink) for r in readers.get(sink, []) for i, t in enumerate(r.input) if t == sink]
+            for r in readers.get(sink, []):
+                if r.op_type == "BatchNormalization" and r.input[0] == sink and all(i in consts for i in r.input[1:]):
+                    batchnorms.append(r.name)
+                    outputs.append((r.output[0], r.output[0]))
+    gates = [t for name, _, t in inputs if is_gate(t)]
+    convs: list[onnx.NodeProto] = []
+    seen: set[str] = set()
+
+    def back(tensor: str) -> None:  # from a tanh's input to the convolutions computing it
+        node = producer.get(tensor)
+        if node is None or node.name in seen:
+            return
+        seen.add(node.name)
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in consts and node.input[0] not in consts:
+            convs.append(node)
+            back(node.input[0])
+        elif node.op_type in ("Add", "Gather", "Split", *DATA_MOVEMENT):
+            for i in node.input:
+                if i and i not in consts:
+                    back(i)
+
+    for n in model.graph.node:
+        if n.op_type == "Tanh" and any(g == n.output[0] for g in gates):
+            back(n.input[0])
+    for conv in convs:
+        inputs.append((conv.name, 0, conv.input[0]))
+        outputs.append((conv.output[0], conv.output[0]))
+        relu = producer.get(conv.input[0])
+        bn = producer.get(relu.input[0]) if relu is not None and relu.op_type == "Relu" else None
+        if bn is not None and bn.op_type == "BatchNormalization" and all(i in consts for i in bn.input[1:]) \
+                and len(readers.get(bn.output[0], [])) == 1 and len(readers.get(relu.output[0], [])) == 1:
+            inputs.append((bn.name, 0, root(bn.input[0])))
+            batchnorms.append(bn.name)
+    return GatedGrids(tuple(dict.fromkeys(inputs)), tuple(dict.fromkeys(outputs)), tuple(dict.fromkeys(batchnorms)),
+                      tuple(dict.fromkeys(gates)), tuple(dict.fromkeys(c.name for c in convs)))
 
 
 def conv_outputs(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:

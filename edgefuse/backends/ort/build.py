@@ -75,11 +75,13 @@ def build_ort(model: onnx.ModelProto, output: Path, threads: int | None, int8: s
                    "weights uint8 (zero point 128): the calibrated grid on ONNX Runtime's u8 x u8 kernels (this CPU "
                    "has no VNNI/AMX, and its u8 x s8 kernel saturates)")
         pools = sum(n.name.endswith("_dw") and n.op_type == "Conv" for n in model.graph.node)
+        gated = len({n.name.rsplit("_out_grid_Q", 1)[0] for n in model.graph.node if n.name.endswith("_out_grid_Q")})
         rewrite = (f"activations uint8 (zero point 128), {kernels}; quantization moved after each convolution where "
                    "exact"
                    + (f"; {added} convolution outputs quantized on their calibrated grids (not in the Q/DQ graph)"
                       if ranges else "; no rounding beyond the Q/DQ graph's")
-                   + (f"; {pools} average pools as depthwise integer convolutions" if pools else ""))
+                   + (f"; {pools} average pools as depthwise integer convolutions" if pools else "")
+                   + (f"; {gated} gating products, sums and pools (GSF) on their calibrated grids" if gated else ""))
     with atomic_path(output) as tmp:
         optimize_offline(model, tmp, threads)
     return {"int8_rewrite": rewrite, "intra_op_num_threads": threads or None,  # None: ONNX Runtime's default

@@ -21,7 +21,8 @@ AdaFuse's fusion) has no QuantizeLinear anywhere after it (TensorRT fuses what f
 convolution's epilogue, which ONNX Runtime does not). :func:`quantize_conv_outputs` quantizes it on a grid
 calibrated for that tensor (``cpu_int8_ranges`` in the graph's metadata, written by
 ``edgefuse calibrate``), so the Add runs as an integer QLinearAdd. Graphs calibrated without
-these ranges keep those convolutions in FP32 (exact, slower).
+these ranges keep those convolutions in FP32 (exact, slower). GSF's gating (its gated products, fusion sums and
+pools) goes on calibrated grids the same way (:func:`gated_ops_on_grid`), so ONNX Runtime runs it in integers too.
 
 Weights (Q/DQ pairs on FP32 initializers) are quantized here once, to int8 initializers feeding
 their DequantizeLinear, so loading the engine does no weight quantization.
@@ -185,6 +186,135 @@ def quantize_conv_outputs(model: onnx.ModelProto, ranges: Mapping[str, float]) -
                     r.input[i] = f"{tensor}_cpu_dq"
     out.graph.node.extend(added)
     return finalize(out)
+
+
+def gated_ops_on_grid(model: onnx.ModelProto, ranges: Mapping[str, float]) -> onnx.ModelProto:
+    """GSF's gate products, their fusion sum and pools (:func:`~edgefuse.quantize.qdq.gated_grids`) on integer grids:
+    a Q/DQ pair on each input (the grid of the DequantizeLinear it already comes from, else uint8, zero point 128,
+    scale ``ranges[tensor] / 127``) and on each output, so ONNX Runtime runs them as QLinearMul, QLinearAdd and
+    QLinearGlobalAveragePool, and :func:`hoist_quantize` then moves integers through the temporal shift and the
+    channel shuffle. The gate's convolutions get int8 weights per output channel and the BatchNorms around the
+    gating run as depthwise integer convolutions (:func:`_batchnorm_as_depthwise`; the gate's ReLU becomes a clip on
+    its grid), so they run as QLinearConv. Not exact: each product, sum, pool and convolution output gets a rounding
+    on a calibrated grid. An operation any of whose grids lacks a range stays FP32 (the gate's BatchNorm with the
+    convolution it feeds)."""
+    from edgefuse.quantize.qdq import gated_grids
+
+    plan = gated_grids(model)
+    if not plan.inputs:
+        return model
+    out = _copy(model)
+    consts = _Constants(out)
+    producer = producers(out)
+    zero = "gated_grid_zero_point_u8"
+    scales: dict[str, str] = {}
+
+    def grid(tensor: str) -> tuple[str, str] | None:
+        node = producer.get(tensor)
+        if node is not None and node.op_type == "DequantizeLinear" and _activation_grid(node, consts) is not None:
+            return node.input[1], node.input[2]
+        if ranges.get(tensor, 0.0) <= 0.0:
+            return None
+        if tensor not in scales:
+            scales[tensor] = f"{tensor}_grid_scale"
+            out.graph.initializer.append(numpy_helper.from_array(
+                np.array(symmetric_scale(ranges[tensor]), dtype=np.float32), scales[tensor]))
+        return scales[tensor], zero
+
+    by_name = {n.name: n for n in out.graph.node}
+    out_grid = dict(plan.outputs)
+    ready = {name for name, _, _ in plan.inputs}
+    for name, _, tensor in plan.inputs:  # all or nothing per operation: a missing range keeps it FP32
+        node = by_name[name]
+        if grid(tensor) is None or (node.output[0] in out_grid and grid(out_grid[node.output[0]]) is None):
+            ready.discard(name)
+    readers = consumers_of(out)
+    for name in plan.batchnorms:  # the gate's BatchNorm -> ReLU: only together with the convolution it feeds
+        bn = by_name[name]
+        if bn.output[0] not in out_grid:
+            after = [c for r in readers.get(bn.output[0], []) for c in readers.get(r.output[0], [])]
+            if not after or any(c.name not in ready for c in after):
+                ready.discard(name)
+    if not ready:
+        return model
+    out.graph.initializer.append(numpy_helper.from_array(np.array(128, dtype=np.uint8), zero))
+    added: list[onnx.NodeProto] = []
+    for name, i, tensor in plan.inputs:
+        node = by_name[name]
+        source = producer.get(node.input[i])
+        if name not in ready or (source is not None and source.op_type == "DequantizeLinear"):
+            continue
+        g = grid(tensor)
+        assert g is not None
+        q, dq = f"{name}_in{i}_grid_q", f"{name}_in{i}_grid_dq"
+        added += [helper.make_node("QuantizeLinear", [node.input[i], *g], [q], name=f"{name}_in{i}_grid_Q"),
+                  helper.make_node("DequantizeLinear", [q, *g], [dq], name=f"{name}_in{i}_grid_DQ")]
+        node.input[i] = dq
+    for tensor, grid_of in plan.outputs:
+        node = producer[tensor]
+        if node.name not in ready:
+            continue
+        g = grid(grid_of)
+        assert g is not None
+        q, dq = f"{tensor}_grid_q", f"{tensor}_grid_dq"
+        for reader in out.graph.node:
+            for i, read in enumerate(reader.input):
+                if read == tensor:
+                    reader.input[i] = dq
+        added += [helper.make_node("QuantizeLinear", [tensor, *g], [q], name=f"{node.name}_out_grid_Q"),
+                  helper.make_node("DequantizeLinear", [q, *g], [dq], name=f"{node.name}_out_grid_DQ")]
+    out.graph.node.extend(added)
+    for name in plan.batchnorms:
+        if name in ready:
+            _batchnorm_as_depthwise(out, by_name[name], consts)
+    for name in plan.convs:
+        if name in ready:
+            _weight_per_channel(out, by_name[name], consts)
+    log.debug("gated operations on integer grids: %d", len(ready))
+    return finalize(out)
+
+
+def _weight_per_channel(model: onnx.ModelProto, conv: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> None:
+    """In place: the FP32 weight of ``conv`` as int8 per output channel (symmetric, scale max|w| / 127) behind a
+    DequantizeLinear, as the Q/DQ graph quantizes every other convolution's weight."""
+    w = np.asarray(consts[conv.input[1]], dtype=np.float32)  # (C_out, C_in / groups, kh, kw)
+    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)  # (C_out,)
+    scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+    base = f"{conv.name or conv.output[0]}_gate"
+    model.graph.initializer.extend([numpy_helper.from_array(q, f"{base}_weight_q"),
+                                    numpy_helper.from_array(scale, f"{base}_weight_scale"),
+                                    numpy_helper.from_array(np.zeros(w.shape[0], np.int8), f"{base}_weight_zero_point")])
+    dq = helper.make_node("DequantizeLinear", [f"{base}_weight_q", f"{base}_weight_scale", f"{base}_weight_zero_point"],
+                          [f"{base}_weight"], name=f"{base}_weight_DQ", axis=0)
+    conv.input[1] = f"{base}_weight"
+    model.graph.node.insert(list(model.graph.node).index(conv), dq)
+
+
+def _batchnorm_as_depthwise(model: onnx.ModelProto, bn: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> None:
+    """In place: inference BatchNormalization -> the same per-channel affine map as a depthwise 1x1 convolution with
+    int8 weights +-127 at scale |gamma / sqrt(var + eps)| / 127 per channel (the factor exactly, to float rounding)
+    and an FP32 bias, which ONNX Runtime runs as a depthwise QLinearConv when its input and output are on grids."""
+    gamma, beta, mean, var = (np.asarray(consts[i], dtype=np.float64) for i in bn.input[1:5])
+    eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+    factor = gamma / np.sqrt(var + eps)  # (C,)
+    bias = beta - mean * factor  # (C,)
+    channels = factor.size
+    weight = np.where(factor != 0, np.sign(factor) * 127, 0).astype(np.int8).reshape(channels, 1, 1, 1)
+    scale = np.where(factor != 0, np.abs(factor) / 127, 1.0).astype(np.float32)
+    base = bn.name or bn.output[0]
+    model.graph.initializer.extend([
+        numpy_helper.from_array(weight, f"{base}_dw_weight_q"), numpy_helper.from_array(scale, f"{base}_dw_scale"),
+        numpy_helper.from_array(np.zeros(channels, np.int8), f"{base}_dw_zero_point"),
+        numpy_helper.from_array(bias.astype(np.float32), f"{base}_dw_bias")])
+    dq = helper.make_node("DequantizeLinear", [f"{base}_dw_weight_q", f"{base}_dw_scale", f"{base}_dw_zero_point"],
+                          [f"{base}_dw_weight"], name=f"{base}_dw_weight_DQ", axis=0)
+    conv = helper.make_node("Conv", [bn.input[0], f"{base}_dw_weight", f"{base}_dw_bias"], [bn.output[0]],
+                            name=f"{base}_as_dw", group=channels, kernel_shape=[1, 1])
+    index = list(model.graph.node).index(bn)
+    model.graph.node.remove(bn)
+    model.graph.node.insert(index, conv)
+    model.graph.node.insert(index, dq)
 
 
 def _merge_duplicate_quantize(model: onnx.ModelProto) -> bool:
@@ -386,7 +516,7 @@ def cpu_int8_graph(model: onnx.ModelProto, ranges: Mapping[str, float] | None = 
     """The CPU engine's INT8 graph: the temporal shifts in the convolutions' layout
     (:func:`~edgefuse.backends.ort.layout.drop_unit_batch`), the calibrated grid on ONNX Runtime's
     u8 x s8 kernels, every exact move that lets a convolution run in integers, and (with
-    ``ranges``) the convolutions no QuantizeLinear follows quantized on their calibrated grids.
+    ``ranges``) the convolutions no QuantizeLinear follows and GSF's gating quantized on their calibrated grids.
     ``signed_weights``: int8 weights (u8 x s8 kernels) or uint8 (u8 x u8); None: int8 where the u8 x s8
     kernels are exact on this CPU (:func:`exact_u8s8`). ``fast_pools``: average pools on a grid as depthwise
     integer convolutions (:func:`pools_as_depthwise`)."""
@@ -394,7 +524,7 @@ def cpu_int8_graph(model: onnx.ModelProto, ranges: Mapping[str, float] | None = 
         signed_weights = u8s8_exact_here()
     out = hoist_quantize(activations_to_uint8(drop_unit_batch(model)))
     if ranges:
-        out = hoist_quantize(quantize_conv_outputs(out, ranges))
+        out = hoist_quantize(gated_ops_on_grid(quantize_conv_outputs(out, ranges), ranges))
     out = fold_weight_quantization(out)
     if fast_pools:
         out = pools_as_depthwise(out)

@@ -46,7 +46,10 @@ class TrainConfig:
 
     ``threads``: torch threads while training (None: leave as is); ``workers``: decoding
     processes of :func:`train_from_dir`. ``out``: checkpoint to write (None: none), fp16 weights
-    with ``half``. ``class_names`` go into the model config and the checkpoint.
+    with ``half``. ``class_names`` go into the model config and the checkpoint. ``resume``: a file
+    the training state (weights, optimizer, random generators, epochs done, history) is written to
+    atomically after every epoch; when it exists, training continues from it (the same settings
+    required), so a run longer than one sitting goes on where it stopped.
     """
 
     model: str
@@ -73,6 +76,7 @@ class TrainConfig:
     out: Path | None = None
     half: bool = False
     class_names: tuple[str, ...] | None = None
+    resume: Path | None = None  # the training state after each epoch; an existing one is continued from
 
     def __post_init__(self) -> None:
         positive = {"num_classes": self.num_classes, "segments": self.segments, "size": self.size,
@@ -100,6 +104,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["out"] = str(self.out) if self.out is not None else None
         d["init"] = str(self.init) if self.init is not None else None
+        d["resume"] = str(self.resume) if self.resume is not None else None
         d["class_names"] = list(self.class_names) if self.class_names is not None else None
         return d
 
@@ -108,7 +113,7 @@ class TrainConfig:
         """The inverse of :meth:`to_dict` (a checkpoint's ``train_config``)."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
-        for key in ("init", "out"):
+        for key in ("init", "out", "resume"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         if values.get("class_names") is not None:

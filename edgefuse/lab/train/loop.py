@@ -137,6 +137,59 @@ def _epoch(loop: _Loop, epoch: int, train_data: Data, val: Data, config: ModelCo
     return stats
 
 
+# what must match for a saved state to be continued (not where files go, nor the thread or worker count)
+_RESUME_IGNORES = ("out", "resume", "threads", "workers", "eval_batch_size", "half")
+
+
+def _resume_key(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_IGNORES}
+
+
+def _save_state(cfg: TrainConfig, loop: _Loop, history: list[EpochStats], seconds: float) -> None:
+    """The state after an epoch, written atomically to ``cfg.resume``."""
+    import dataclasses
+
+    from edgefuse.utils import atomic_path
+
+    assert cfg.resume is not None
+    state = {"edgefuse_train_state": 1, "config": _resume_key(cfg), "step": loop.step,
+             "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+             "generator": loop.generator.get_state(), "torch_rng": torch.get_rng_state(),
+             "history": [dataclasses.asdict(h) for h in history], "seconds": seconds}
+    with atomic_path(cfg.resume) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(cfg: TrainConfig, loop: _Loop) -> tuple[list[EpochStats], float]:
+    """Continue from ``cfg.resume``: (the history so far, the seconds it took)."""
+    import pickle
+    import zipfile
+
+    from edgefuse.errors import EdgefuseError
+
+    assert cfg.resume is not None
+    try:
+        state = torch.load(cfg.resume, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
+        raise EdgefuseError(f"{cfg.resume}: not a readable training state ({type(e).__name__}); delete it to start "
+                            "afresh") from None
+    if not isinstance(state, dict) or state.get("edgefuse_train_state") != 1:
+        raise EdgefuseError(f"{cfg.resume}: not an edgefuse training state; give another --resume file")
+    key = _resume_key(cfg)
+    if state["config"] != key:
+        diff = sorted(k for k in set(state["config"]) | set(key) if state["config"].get(k) != key.get(k))
+        raise EdgefuseError(f"{cfg.resume}: saved by a run with other settings ({', '.join(diff)}); run with the "
+                            "same settings, or give another --resume file")
+    loop.model.load_state_dict(state["model"], strict=True)
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    loop.step = int(state["step"])
+    history = [EpochStats(**h) for h in state["history"]]
+    log.info("resuming %s from %s after epoch %d of %d", cfg.model, cfg.resume, len(history), cfg.epochs)
+    return history, float(state["seconds"])
+
+
 def _prepare_data(cfg: TrainConfig, train_data: Data, val_data: Data, config: ModelConfig) -> tuple[Data, Data]:
     check_data(train_data, "train", cfg)
     check_data(val_data, "val", cfg)
@@ -164,13 +217,21 @@ def train(cfg: TrainConfig, train_data: Data, val_data: Data, *, progress: bool 
         loop = _Loop(cfg, model, make_optimizer(model, cfg), generator, macs, steps, bar)
         log.info("training %s: %d train clips, %d val clips, %d epochs of %d steps", cfg.model, len(train_set[1]),
                  len(val_set[1]), cfg.epochs, steps)
+        history: list[EpochStats] = []
+        done_seconds = 0.0
+        if cfg.resume is not None and cfg.resume.is_file():
+            history, done_seconds = _load_state(cfg, loop)
+            bar.update(loop.step)
         try:
-            history = [_epoch(loop, e, train_set, val_set, config) for e in range(cfg.epochs)]
+            for e in range(len(history), cfg.epochs):
+                history.append(_epoch(loop, e, train_set, val_set, config))
+                if cfg.resume is not None:
+                    _save_state(cfg, loop, history, done_seconds + time.monotonic() - start)
         finally:
             bar.close()
         model.eval()
         metrics = evaluate(model, val_set[0], val_set[1], cfg.eval_batch_size)
-    result = TrainResult(model, cfg, history, metrics, time.monotonic() - start)
+    result = TrainResult(model, cfg, history, metrics, done_seconds + time.monotonic() - start)
     if cfg.out is not None:
         result.checkpoint = save_trained(result, cfg.out, half=cfg.half)
         from edgefuse.utils import sha256_file

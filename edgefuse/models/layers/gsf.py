@@ -119,8 +119,9 @@ class GSF(nn.Module):
     @staticmethod
     def _fuse_frames(y: torch.Tensor, r: torch.Tensor, conv: nn.Conv2d, n: int, t: int) -> torch.Tensor:
         nt, c, _, _ = y.shape
-        planes = torch.stack([_pool_hw(y), _pool_hw(r)], dim=1)  # (N*T, 2, C)
-        planes = planes.reshape(n, t, 2, c).permute(0, 2, 3, 1)  # (N, 2, C, T)
+        pooled_y = F.adaptive_avg_pool2d(y, 1).reshape(n, t, c)  # (N, T, C): GlobalAveragePool, on a grid in INT8
+        pooled_r = F.adaptive_avg_pool2d(r, 1).reshape(n, t, c)  # (N, T, C)
+        planes = torch.stack([pooled_y, pooled_r], dim=1).transpose(2, 3)  # (N, 2, C, T)
         wgt = torch.sigmoid(conv(planes))  # (N, 1, C, T)
         wgt = wgt.permute(0, 3, 2, 1).reshape(nt, c, 1, 1)  # (N*T, C, 1, 1)
         return y * wgt + r * (1 - wgt)  # (N*T, C, H, W)
@@ -133,8 +134,9 @@ class GSF(nn.Module):
         a = F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps))
         gate = self._gate_frames(a, n, t)  # (N*T, 2, H, W)
         x1, x2 = x[:, : f // 2], x[:, f // 2:]  # (N*T, f/2, H, W) each
-        y1, y2 = gate[:, 0:1] * x1, gate[:, 1:2] * x2
-        r1, r2 = x1 - y1, x2 - y2
+        g1, g2 = gate[:, 0:1], gate[:, 1:2]  # (N*T, 1, H, W) each
+        y1, y2 = g1 * x1, g2 * x2
+        r1, r2 = x1 * (1 - g1), x2 * (1 - g2)  # x - g*x as one product: a gated product like y (integer grids)
         y1 = y1.reshape(n, t, f // 2, h, w)  # (N, T, f/2, H, W)
         y2 = y2.reshape(n, t, f // 2, h, w)  # (N, T, f/2, H, W)
         y1 = _shift_back(y1, dim=1).reshape(nt, f // 2, h, w)  # (N*T, f/2, H, W): t+1 -> t

@@ -1,0 +1,150 @@
+"""INT8, FP16 and folding fidelity on the trained full-width models (weights/full_width, benchmarks/train_full_width.sh).
+
+For each model (TSM, AdaFuse-TSM, GSF: ResNet-18 width 1.0, 8x112, trained on the synthetic benchmark): export the FP32
+graph (AdaFuse with its policy in the graph), calibrate INT8 (entropy, ``--calib`` calib clips) and FP16, each judged
+by calibrate on the ``--val`` val clips held out: top-1 with labels FP32 -> candidate, top-1 agreement with FP32 and,
+for AdaFuse, the fraction of channel decisions that flip per block. AdaFuse is also folded (``--policy static``, the
+automatic tau) and compared with its policy graph. Goals: INT8 within 0.5 top-1 points of FP32, FP16 >= 99.9%
+agreement, decision flips <= 1% per block.
+
+    python benchmarks/full_width_fidelity.py [--synth DIR] [--work DIR]
+
+Writes benchmarks/results/full_width_fidelity.json and docs/full_width.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "weights" / "full_width"
+
+
+def judge(fp32: Path, out: Path, precision: str, args: argparse.Namespace) -> dict[str, Any]:
+    from edgefuse.quantize import CalibrateConfig, calibrate
+
+    res = calibrate(CalibrateConfig(model=fp32, clips=args.synth / "calib.txt", output=out, precision=precision,
+                                    num_clips=args.calib, holdout=args.synth / "val.txt", num_holdout=args.val,
+                                    cache_dir=out.parent / "cache", progress=False))
+    r = res.report.result
+    return {"precision": precision, "clips": r.clips, "top1_fp32": r.top1_reference, "top1": r.top1_candidate,
+            "drop_points": r.drop_points, "agreement": r.top1_agreement, "cosine": r.cosine,
+            "max_flip_rate": max(r.flip_rate.values()) if r.flip_rate else None,
+            "mean_flip_rate": r.mean_flip_rate, "flip_rate": r.flip_rate}
+
+
+def fold(entry: Any, dynamic: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The folded graph against the policy graph on the val clips (top-1 with labels, agreement)."""
+    from edgefuse.clips import Preprocess, Sampling
+    from edgefuse.clips import open as open_clips
+    from edgefuse.export.api import export
+    from edgefuse.export.config import make_config
+    from edgefuse.graph.metadata import read_metadata
+    from edgefuse.graph.query import node_macs
+    from edgefuse.graph.runner import OrtRunner
+
+    meta = read_metadata(dynamic)
+    policy = work / "policy_clips.npz"
+    if not policy.is_file():
+        open_clips(args.synth / "calib.txt", Preprocess.from_metadata(meta), Sampling(num_segments=8),
+                   num_clips=64, progress=False).to_npz(policy)
+    folded = work / "folded.onnx"
+    rep = export(make_config(None, folded, model=entry.full_name, policy="static", policy_clips=policy))
+    cs = open_clips(args.synth / "val.txt", Preprocess.from_metadata(meta), Sampling(num_segments=8),
+                    num_clips=args.val, progress=False)
+    clips, labels, _ = cs.stack()
+    x, y = clips.numpy(), labels.numpy()
+    a, b = OrtRunner(dynamic).run(x), OrtRunner(folded).run(x)
+    import onnx
+
+    fmacs = sum(node_macs(onnx.load(str(folded)), read_metadata(folded)).values()) / 1e9
+    return {"tau": rep.fold.tau, "top1_policy": float((a.argmax(1) == y).mean()),
+            "top1_folded": float((b.argmax(1) == y).mean()), "agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+            "folded_gmacs": fmacs, "clips": len(y)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synth", type=Path, default=Path("/tmp/edgefuse-bench-synth"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgefuse-full-width-fidelity"))
+    ap.add_argument("--calib", type=int, default=128)
+    ap.add_argument("--val", type=int, default=250)
+    args = ap.parse_args()
+    from edgefuse.export.api import export
+    from edgefuse.export.config import make_config
+    from edgefuse.models import list_pretrained
+
+    if not (args.synth / "val.txt").is_file():
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "edgefuse", "synth", "-o", str(args.synth), "--train", "0",
+                        "--formats", "frames"], check=True)
+    import os
+
+    os.environ["EDGEFUSE_ZOO_DIR"] = str(ZOO)
+    results: dict[str, Any] = {"command": "python benchmarks/full_width_fidelity.py " + " ".join(sys.argv[1:]),
+                               "date": time.strftime("%Y-%m-%d"), "models": []}
+    for entry in list_pretrained(directory=ZOO):
+        work = args.work / entry.name
+        work.mkdir(parents=True, exist_ok=True)
+        fp32 = work / "fp32.onnx"
+        if not fp32.is_file():
+            export(make_config(None, fp32, model=entry.full_name))
+        rec: dict[str, Any] = {"name": entry.name, "model": entry.model, "val_top1": entry.val_top1,
+                               "trained_with": entry.trained_with, "train_seconds": entry.train_seconds}
+        for precision in ("int8", "fp16"):
+            rec[precision] = judge(fp32, work / f"{precision}.onnx", precision, args)
+            print(entry.name, precision, json.dumps({k: v for k, v in rec[precision].items() if k != "flip_rate"}),
+                  flush=True)
+        if entry.model.startswith("adafuse"):
+            rec["fold"] = fold(entry, fp32, work, args)
+            print(entry.name, "fold", json.dumps(rec["fold"]), flush=True)
+        results["models"].append(rec)
+        (ROOT / "benchmarks" / "results" / "full_width_fidelity.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_docs(results)
+
+
+def pct(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def write_docs(results: dict[str, Any]) -> None:
+    lines = ["# The full-width models: accuracy and deployment fidelity", "",
+             "ResNet-18 at width 1.0 (the torchvision ResNet-18's channels), 8 segments, 112 px, 10 classes of the "
+             "synthetic benchmark, trained on CPU by `edgefuse train` with `benchmarks/train_full_width.sh`; float16 "
+             "weights with their sha256 in `weights/full_width/pretrained.json`, outside the installed package "
+             "(load them with `EDGEFUSE_ZOO_DIR=weights/full_width`; `tests/test_full_width.py` checks them).", "",
+             f"Command: `{results['command']}`, {results['date']}. Each precision is judged by `edgefuse calibrate` "
+             "on the held-out val clips against the FP32 graph (AdaFuse with its policy in the graph).", "",
+             "| model | FP32 top-1 | INT8 top-1 | INT8 drop (points) | INT8 agreement | INT8 decision flips, worst "
+             "block | FP16 agreement | FP16 decision flips, worst block |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in results["models"]:
+        i8, f16 = m["int8"], m["fp16"]
+        lines.append(f"| {m['name']} | {pct(i8['top1_fp32'])} | {pct(i8['top1'])} | {i8['drop_points']:.1f} | "
+                     f"{pct(i8['agreement'])} | {pct(i8['max_flip_rate'], 2)} | {pct(f16['agreement'])} | "
+                     f"{pct(f16['max_flip_rate'], 2)} |")
+    lines += ["", "Goals: INT8 within 0.5 points of FP32, FP16 at least 99.9% agreement, at most 1% of an AdaFuse "
+              "block's channel decisions flipped.", ""]
+    for m in results["models"]:
+        if "fold" in m:
+            f = m["fold"]
+            lines += [f"Folded {m['name']} (`--policy static`, tau {f['tau']:g} found automatically on 64 calib "
+                      f"clips): top-1 {pct(f['top1_folded'])} against {pct(f['top1_policy'])} with its policy, "
+                      f"{pct(f['agreement'])} agreement, {f['folded_gmacs']:.3f} GMACs per clip, on {f['clips']} "
+                      "val clips.", ""]
+    lines += ["Training (`train_seconds` on a 2-core AMD EPYC, one torch thread per model, two models at a time):", ""]
+    lines += [f"- {m['name']}: `{m['trained_with']}`, {m['train_seconds'] / 60:.0f} min, val top-1 "
+              f"{pct(m['val_top1'])}" for m in results["models"]]
+    (ROOT / "docs" / "full_width.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
