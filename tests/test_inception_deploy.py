@@ -431,11 +431,10 @@ def test_cpu_engines_build_and_run_like_their_graphs(deployed: _Deployed, name: 
             continue
         kept = len(qdq.select_nodes(onnx.load(str(graphs["fp32"])), DEFAULT_EXCLUDES + INT8_EXCLUDES)[1]) - 1
         pools = sum(n.op_type == "AveragePool" for n in q.graph.node)  # on a grid: depthwise integer convolutions
-        # GSF: the BatchNorms around its gating as depthwise integer convolutions, its gate's convolutions in integers
-        gated = qdq.gated_grids(q)
-        assert ops.count("QLinearConv") == len(qdq.quantized_node_names(q)) + pools + len(gated.batchnorms) \
-            + len(gated.convs), ops.count("QLinearConv")
-        assert "QLinearAveragePool" not in ops and ops.count("Conv") + ops.count("FusedConv") == kept - len(gated.convs)
+        # GSF: the BatchNorm after each GSF module as a depthwise integer convolution
+        batchnorms = len(qdq.gated_grids(q).batchnorms)
+        assert ops.count("QLinearConv") == len(qdq.quantized_node_names(q)) + pools + batchnorms, ops.count("QLinearConv")
+        assert "QLinearAveragePool" not in ops and ops.count("Conv") + ops.count("FusedConv") == kept
         assert (got.argmax(1) == reference.argmax(1)).mean() >= 0.5
 
 

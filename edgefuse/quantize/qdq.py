@@ -129,17 +129,16 @@ class GatedGrids:
     meet in one channel shuffle), and that tensor's reader gets a Q/DQ on it too, so the shuffle moves integers.
     ``batchnorms``: BatchNormalization nodes reading that tensor (GSF sits before a ResNet block's last BatchNorm):
     a per-channel affine map, which a CPU engine can run as a depthwise integer convolution whose output (also in
-    ``outputs``) goes on its own grid, so the residual Add after it runs in integers too. ``convs``: the
-    convolutions computing a tanh gate's pre-activation (GSF's factored gate convolution), found back from the Tanh
-    through Adds, data movement, Gather and Split; their inputs and outputs get grids and their weights int8 per
-    output channel, and the BatchNorm -> ReLU before the first of them (also in ``batchnorms``) runs as a depthwise
-    integer convolution whose ReLU is a clip on the grid."""
+    ``outputs``) goes on its own grid, so the residual Add after it runs in integers too.
+    The gate's own convolutions stay FP32: run in integers (weights int8 per output channel, the BatchNorm -> ReLU
+    before them a depthwise integer convolution) they cost the zoo GSF 4.7 ms more and saved GSF-R50 about 30 of
+    933 ms on ONNX Runtime's CPU kernels (a grouped 1x1 and a grouped 3x3 with one output per group), so they were
+    dropped (docs/gsf_int8.md)."""
 
     inputs: tuple[tuple[str, int, str], ...]
     outputs: tuple[tuple[str, str], ...]
     batchnorms: tuple[str, ...] = ()
     gates: tuple[str, ...] = ()  # the gate tensors among the grids (bounded: their grid is their full range)
-    convs: tuple[str, ...] = ()  # convolutions computing a tanh gate's pre-activation (their weights: per channel)
 
     @property
     def tensors(self) -> list[str]:
@@ -202,36 +201,8 @@ def gated_grids(model: onnx.ModelProto) -> GatedGrids:
                     batchnorms.append(r.name)
                     outputs.append((r.output[0], r.output[0]))
     gates = [t for name, _, t in inputs if is_gate(t)]
-    convs: list[onnx.NodeProto] = []
-    seen: set[str] = set()
-
-    def back(tensor: str) -> None:  # from a tanh's input to the convolutions computing it
-        node = producer.get(tensor)
-        if node is None or node.name in seen:
-            return
-        seen.add(node.name)
-        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in consts and node.input[0] not in consts:
-            convs.append(node)
-            back(node.input[0])
-        elif node.op_type in ("Add", "Gather", "Split", *DATA_MOVEMENT):
-            for i in node.input:
-                if i and i not in consts:
-                    back(i)
-
-    for n in model.graph.node:
-        if n.op_type == "Tanh" and any(g == n.output[0] for g in gates):
-            back(n.input[0])
-    for conv in convs:
-        inputs.append((conv.name, 0, conv.input[0]))
-        outputs.append((conv.output[0], conv.output[0]))
-        relu = producer.get(conv.input[0])
-        bn = producer.get(relu.input[0]) if relu is not None and relu.op_type == "Relu" else None
-        if bn is not None and bn.op_type == "BatchNormalization" and all(i in consts for i in bn.input[1:]) \
-                and len(readers.get(bn.output[0], [])) == 1 and len(readers.get(relu.output[0], [])) == 1:
-            inputs.append((bn.name, 0, root(bn.input[0])))
-            batchnorms.append(bn.name)
     return GatedGrids(tuple(dict.fromkeys(inputs)), tuple(dict.fromkeys(outputs)), tuple(dict.fromkeys(batchnorms)),
-                      tuple(dict.fromkeys(gates)), tuple(dict.fromkeys(c.name for c in convs)))
+                      tuple(dict.fromkeys(gates)))
 
 
 def conv_outputs(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:

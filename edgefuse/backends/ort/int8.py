@@ -193,11 +193,10 @@ def gated_ops_on_grid(model: onnx.ModelProto, ranges: Mapping[str, float]) -> on
     a Q/DQ pair on each input (the grid of the DequantizeLinear it already comes from, else uint8, zero point 128,
     scale ``ranges[tensor] / 127``) and on each output, so ONNX Runtime runs them as QLinearMul, QLinearAdd and
     QLinearGlobalAveragePool, and :func:`hoist_quantize` then moves integers through the temporal shift and the
-    channel shuffle. The gate's convolutions get int8 weights per output channel and the BatchNorms around the
-    gating run as depthwise integer convolutions (:func:`_batchnorm_as_depthwise`; the gate's ReLU becomes a clip on
-    its grid), so they run as QLinearConv. Not exact: each product, sum, pool and convolution output gets a rounding
-    on a calibrated grid. An operation any of whose grids lacks a range stays FP32 (the gate's BatchNorm with the
-    convolution it feeds)."""
+    channel shuffle. The BatchNorm after GSF runs as a depthwise integer convolution
+    (:func:`_batchnorm_as_depthwise`), so the residual Add after it is a QLinearAdd. Not exact: each product, sum,
+    pool and the BatchNorm's output get a rounding on a calibrated grid. An operation any of whose grids lacks a range
+    stays FP32."""
     from edgefuse.quantize.qdq import gated_grids
 
     plan = gated_grids(model)
@@ -228,13 +227,6 @@ def gated_ops_on_grid(model: onnx.ModelProto, ranges: Mapping[str, float]) -> on
         node = by_name[name]
         if grid(tensor) is None or (node.output[0] in out_grid and grid(out_grid[node.output[0]]) is None):
             ready.discard(name)
-    readers = consumers_of(out)
-    for name in plan.batchnorms:  # the gate's BatchNorm -> ReLU: only together with the convolution it feeds
-        bn = by_name[name]
-        if bn.output[0] not in out_grid:
-            after = [c for r in readers.get(bn.output[0], []) for c in readers.get(r.output[0], [])]
-            if not after or any(c.name not in ready for c in after):
-                ready.discard(name)
     if not ready:
         return model
     out.graph.initializer.append(numpy_helper.from_array(np.array(128, dtype=np.uint8), zero))
@@ -267,28 +259,8 @@ def gated_ops_on_grid(model: onnx.ModelProto, ranges: Mapping[str, float]) -> on
     for name in plan.batchnorms:
         if name in ready:
             _batchnorm_as_depthwise(out, by_name[name], consts)
-    for name in plan.convs:
-        if name in ready:
-            _weight_per_channel(out, by_name[name], consts)
     log.debug("gated operations on integer grids: %d", len(ready))
     return finalize(out)
-
-
-def _weight_per_channel(model: onnx.ModelProto, conv: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> None:
-    """In place: the FP32 weight of ``conv`` as int8 per output channel (symmetric, scale max|w| / 127) behind a
-    DequantizeLinear, as the Q/DQ graph quantizes every other convolution's weight."""
-    w = np.asarray(consts[conv.input[1]], dtype=np.float32)  # (C_out, C_in / groups, kh, kw)
-    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)  # (C_out,)
-    scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
-    base = f"{conv.name or conv.output[0]}_gate"
-    model.graph.initializer.extend([numpy_helper.from_array(q, f"{base}_weight_q"),
-                                    numpy_helper.from_array(scale, f"{base}_weight_scale"),
-                                    numpy_helper.from_array(np.zeros(w.shape[0], np.int8), f"{base}_weight_zero_point")])
-    dq = helper.make_node("DequantizeLinear", [f"{base}_weight_q", f"{base}_weight_scale", f"{base}_weight_zero_point"],
-                          [f"{base}_weight"], name=f"{base}_weight_DQ", axis=0)
-    conv.input[1] = f"{base}_weight"
-    model.graph.node.insert(list(model.graph.node).index(conv), dq)
 
 
 def _batchnorm_as_depthwise(model: onnx.ModelProto, bn: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> None:
