@@ -43,14 +43,14 @@ def plain_export(module: Any, x: np.ndarray, path: Path) -> Path:
     return path
 
 
-def ort_default_session(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def ort_default_session(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
     from edgefuse.graph.ort import session_options
 
-    # ONNX Runtime's defaults (all optimizations at load, its thread count), and like every row here the
-    # threads stop spinning after a run (else they slow the next row)
-    s = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    # ONNX Runtime's defaults (all optimizations at load, its thread count unless ``threads``), and like every row
+    # here the threads stop spinning after a run (else they slow the next row)
+    s = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
     return lambda x: s.run(None, {name: x})[0]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,8 @@ def judge(fp32: Path, out: Path, precision: str, args: argparse.Namespace) -> di
 
 def fold(entry: Any, dynamic: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The folded graph against the policy graph on the val clips (top-1 with labels, agreement)."""
+    import onnx
+
     from edgefuse.clips import Preprocess, Sampling
     from edgefuse.clips import open as open_clips
     from edgefuse.export.api import export
@@ -61,8 +64,6 @@ def fold(entry: Any, dynamic: Path, work: Path, args: argparse.Namespace) -> dic
     clips, labels, _ = cs.stack()
     x, y = clips.numpy(), labels.numpy()
     a, b = OrtRunner(dynamic).run(x), OrtRunner(folded).run(x)
-    import onnx
-
     fmacs = sum(node_macs(onnx.load(str(folded)), read_metadata(folded)).values()) / 1e9
     return {"tau": rep.fold.tau, "top1_policy": float((a.argmax(1) == y).mean()),
             "top1_folded": float((b.argmax(1) == y).mean()), "agreement": float((a.argmax(1) == b.argmax(1)).mean()),
@@ -85,8 +86,6 @@ def main() -> None:
 
         subprocess.run([sys.executable, "-m", "edgefuse", "synth", "-o", str(args.synth), "--train", "0",
                         "--formats", "frames"], check=True)
-    import os
-
     os.environ["EDGEFUSE_ZOO_DIR"] = str(ZOO)
     results: dict[str, Any] = {"command": "python benchmarks/full_width_fidelity.py " + " ".join(sys.argv[1:]),
                                "date": time.strftime("%Y-%m-%d"), "models": []}

@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from cpu_engines import logits_of, ort_default_session, plain_export, r50_checkpoint, time_rows
+from cpu_op_profile import profile_engine
 
 FULL_WIDTH = ROOT / "weights" / "full_width"
 ROWS = ("ORT FP32 plain export", "edgefuse FP32 engine", "INT8 engine, gating FP32", "INT8 engine, gating on grids")
@@ -53,42 +54,12 @@ def model_source(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], s
     return {"model": name}, "trained (the shipped zoo)"
 
 
-def plain_session(path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
-    """ONNX Runtime's defaults on the plain export (all optimizations at load), ``threads`` (None: its count)."""
-    if threads is None:
-        return ort_default_session(path)
-    import onnxruntime as ort
-
-    from edgefuse.graph.ort import session_options
-
-    s = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    return lambda x: s.run(None, {name: x})[0]
-
-
-def gsf_ms(path: Path, x: np.ndarray, runs: int, threads: int | None) -> dict[str, float]:
-    """ONNX Runtime's profile of ``runs`` runs of the engine at ``path``: ms per run in GSF modules and elsewhere."""
-    import onnxruntime as ort
-
-    from edgefuse.graph.ort import session_options
-
-    opts = session_options(threads, optimize=False, profile=True)
-    opts.profile_file_prefix = str(Path("/tmp") / f"gsf_int8_{os.getpid()}_{path.stem}")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    for _ in range(runs + 1):
-        session.run(None, {name: x})
-    trace = Path(session.end_profiling())
-    events = json.loads(trace.read_text())
-    trace.unlink(missing_ok=True)
-    gsf = rest = 0.0
-    for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            if "/gsf/" in e["name"]:
-                gsf += e["dur"] / 1000
-            else:
-                rest += e["dur"] / 1000
-    return {"gsf_ms": gsf / (runs + 1), "rest_ms": rest / (runs + 1)}
+def gsf_ms(path: Path, runs: int) -> dict[str, float]:
+    """ONNX Runtime's profile of the engine at ``path`` (benchmarks/cpu_op_profile.py): ms per run in GSF modules
+    (nodes under ``/gsf/``) and elsewhere."""
+    res = profile_engine(path, runs)
+    gsf = res["parts_ms_per_run"].get("GSF module", 0.0)
+    return {"gsf_ms": gsf, "rest_ms": res["kernel_ms_per_run"] - gsf}
 
 
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -135,7 +106,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     x = np.ascontiguousarray(clips[:1])
     module, _ = build_model(make_config(None, fp32, **{k: v for k, v in kw.items() if k != "tolerance"}))
     rows: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        ROWS[0]: plain_session(plain_export(module, x, work / "plain.onnx"), th)}
+        ROWS[0]: ort_default_session(plain_export(module, x, work / "plain.onnx"), th)}
     del module
     rows.update({k: load(e.path).run for k, e in engines.items()})
     rounds, block = (args.r50_rounds, args.r50_block) if r50 else (args.rounds, args.block)
@@ -153,7 +124,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                                "agree_qdq": float((pred == ref_q).mean()) if "INT8" in label else None,
                                "top1": float((pred == labels).mean()) if labels is not None else None}
         if label in engines:
-            rec.update(gsf_ms(engines[label].path, x, args.profile_runs, th))
+            rec.update(gsf_ms(engines[label].path, args.profile_runs))
         out.append(rec)
         print(f"  {label:30s} {rec['p50_ms']:8.1f} ms  {rec['vs_plain']:.2f}x  GSF "
               f"{rec.get('gsf_ms', float('nan')):7.1f} ms  agree {rec['agree_fp32']:.3f}", flush=True)

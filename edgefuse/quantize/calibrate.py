@@ -47,10 +47,9 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 # Statistics
 
-def gated_histograms(model: onnx.ModelProto) -> list[str]:
+def gated_histograms(plan: qdq.GatedGrids) -> list[str]:
     """The tensors of GSF's gating whose CPU grid is calibrated by the method (its products, sums, pools and the
     BatchNorm after it); the gates themselves are bounded and keep their full range."""
-    plan = qdq.gated_grids(model)
     return [t for t in plan.tensors if t not in set(plan.gates)]
 
 
@@ -60,7 +59,7 @@ def collect_stats(model: onnx.ModelProto, clips: np.ndarray, cache: Path, progre
     ``cache/stats.npz``, with a partial file every ``SAVE_EVERY`` clips that a rerun resumes from."""
     candidates = [n.name for n in qdq.candidate_nodes(model)]
     hist_names = qdq.activation_tensors(model, candidates) + qdq.conv_outputs(model, candidates) + \
-        gated_histograms(model)
+        gated_histograms(qdq.gated_grids(model))
     all_names = float_tensors(model)
     runner = OrtRunner(model, extra_outputs=all_names)
     partial = cache / "stats.partial.npz"
@@ -148,6 +147,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     cache.mkdir(parents=True, exist_ok=True)
     stats_file = cache / "stats.npz"
     need_stats = cfg.from_trt_cache is None and not stats_file.is_file()
+    gated = qdq.gated_grids(model)  # GSF's gating: the CPU engine's grids beyond TensorRT's placement
     calib_clips, holdout, calibration = load_clips(cfg, meta, cache, need_stats)
     check_clip_shape(cfg.model, input_dims, holdout.clips, holdout.source)
     timings: dict[str, float] = {"clips_s": time.monotonic() - start}
@@ -175,7 +175,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         hist_names = qdq.activation_tensors(model, candidates) + qdq.conv_outputs(model, candidates)
         # the CPU engine's grids for GSF's gating: by the method where the statistics hold a histogram (a cache from
         # before they did keeps its ranges), else the full range
-        hist_names += [t for t in gated_histograms(model) if t in stats.histograms and stats.histograms[t].count]
+        hist_names += [t for t in gated_histograms(gated) if t in stats.histograms and stats.histograms[t].count]
         amax = qdq.tie_data_movement(model, thresholds(stats, cfg.method, hist_names, cfg.percentile))
         ranges = {name: h.amax for name, h in stats.histograms.items()}
         for name in stats.histograms:  # TensorRT's implicit cache wants every tensor: min/max where no histogram
@@ -237,7 +237,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     )
     facts: dict[str, object] = {}
     if cfg.precision == "int8":  # grids for what the CPU engine quantizes beyond TensorRT's placement
-        grids = qdq.conv_outputs(model, qdq.quantized_node_names(candidate)) + qdq.gated_grids(model).tensors
+        grids = qdq.conv_outputs(model, qdq.quantized_node_names(candidate)) + gated.tensors
         facts["cpu_int8_ranges"] = {t: float(amax[t]) for t in grids if t in amax}
     out = set_metadata(candidate, {"precision": cfg.precision, "calibration": report.calibration(), **facts,
                                    "fp32_source_sha256": hashlib.sha256(model.SerializeToString()).hexdigest()})

@@ -88,10 +88,10 @@ def residual_adds(model: onnx.ModelProto, quantized: Iterable[str]) -> list[tupl
 DATA_MOVEMENT = ("Reshape", "Slice", "Concat", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 
 
-def tie_data_movement(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict[str, float]:
-    """``amax`` with every tensor that is its source moved or selected (the temporal shift's Reshape /
-    Slice / Concat with zero padding) on its source's threshold: the same grid before and after, so
-    TensorRT and the CPU engine move the integers instead of requantizing them."""
+def data_source(model: onnx.ModelProto) -> Callable[[str], str | None]:
+    """tensor -> the tensor it is moved or selected from (through the temporal shift's Reshape / Slice / Concat with
+    zero padding: its constant inputs are not data), itself when no data movement produced it, None when a Concat
+    joins tensors from more than one source."""
     producer = producers(model)
     consts = initializer_names(model)
 
@@ -103,6 +103,14 @@ def tie_data_movement(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict
         roots = {source(i) for i in data}
         return roots.pop() if len(roots) == 1 else None
 
+    return source
+
+
+def tie_data_movement(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict[str, float]:
+    """``amax`` with every tensor that is its source moved or selected (the temporal shift's Reshape /
+    Slice / Concat with zero padding) on its source's threshold: the same grid before and after, so
+    TensorRT and the CPU engine move the integers instead of requantizing them."""
+    source = data_source(model)
     out = dict(amax)
     for tensor in amax:
         root = source(tensor)
@@ -146,29 +154,15 @@ class GatedGrids:
         return list(dict.fromkeys([t for _, _, t in self.inputs] + [g for _, g in self.outputs]))
 
 
-def _through_data_movement(model: onnx.ModelProto) -> tuple[dict[str, onnx.NodeProto], set[str], Callable[[str], str]]:
-    producer = producers(model)
-    consts = initializer_names(model)
-
-    def root(tensor: str) -> str:
-        node = producer.get(tensor)
-        while node is not None and node.op_type in DATA_MOVEMENT:
-            data = [i for i in (node.input if node.op_type == "Concat" else node.input[:1]) if i and i not in consts]
-            if len(data) != 1:
-                break
-            tensor = data[0]
-            node = producer.get(tensor)
-        return tensor
-
-    return producer, consts, root
-
-
 def gated_grids(model: onnx.ModelProto) -> GatedGrids:
     """The :class:`GatedGrids` of ``model`` (empty for graphs without gating blocks)."""
     from edgefuse.graph.query import consumers as consumers_of
 
-    producer, consts, root = _through_data_movement(model)
+    producer, consts, source = producers(model), initializer_names(model), data_source(model)
     readers = consumers_of(model)
+
+    def root(tensor: str) -> str:  # the tensor's source, or itself where several meet
+        return source(tensor) or tensor
 
     def is_gate(tensor: str) -> bool:
         node = producer.get(root(tensor))

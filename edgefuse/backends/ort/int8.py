@@ -242,6 +242,7 @@ def gated_ops_on_grid(model: onnx.ModelProto, ranges: Mapping[str, float]) -> on
         added += [helper.make_node("QuantizeLinear", [node.input[i], *g], [q], name=f"{name}_in{i}_grid_Q"),
                   helper.make_node("DequantizeLinear", [q, *g], [dq], name=f"{name}_in{i}_grid_DQ")]
         node.input[i] = dq
+    readers = consumers_of(out)  # after the inputs' rewiring (the pairs added are not in the graph yet)
     for tensor, grid_of in plan.outputs:
         node = producer[tensor]
         if node.name not in ready:
@@ -249,7 +250,7 @@ def gated_ops_on_grid(model: onnx.ModelProto, ranges: Mapping[str, float]) -> on
         g = grid(grid_of)
         assert g is not None
         q, dq = f"{tensor}_grid_q", f"{tensor}_grid_dq"
-        for reader in out.graph.node:
+        for reader in readers.get(tensor, []):
             for i, read in enumerate(reader.input):
                 if read == tensor:
                     reader.input[i] = dq
