@@ -379,3 +379,25 @@ def test_resume_continues_an_interrupted_run_to_the_same_weights(toy, tsm_runs, 
     assert [h.val_top1 for h in resumed.history] == [h.val_top1 for h in reference.history]
     with pytest.raises(EdgefuseError, match="other settings \\(lr\\)"):
         train(toy_cfg("tsm_resnet18", resume=state, lr=0.02), train_data, val_data, progress=False)
+    with pytest.raises(EdgefuseError, match="other settings \\(optimizer\\)"):
+        train(toy_cfg("tsm_resnet18", resume=state, optimizer="adamw"), train_data, val_data, progress=False)
+
+
+def test_adamw_trains_with_decoupled_decay_and_is_recorded(toy, tsm_runs) -> None:  # type: ignore[no-untyped-def]
+    """--optimizer adamw: the toy TSM learns the direction; the optimizer is AdamW with weight decay on conv and linear
+    weights only, its moments differ from SGD's momentum, and the recorded command names it."""
+    from edgefuse.lab.train.loop import make_optimizer
+
+    train_data, val_data = toy
+    cfg = toy_cfg("tsm_resnet18", optimizer="adamw", lr=0.003, weight_decay=0.05)
+    result = train(cfg, train_data, val_data, progress=False)
+    assert result.metrics.top1 >= 0.9
+    sgd = tsm_runs[0].model.state_dict()
+    assert any(not torch.equal(v, sgd[k]) for k, v in result.model.state_dict().items() if v.is_floating_point())
+    opt = make_optimizer(result.model, cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    decays = {g["weight_decay"]: {p.dim() for p in g["params"]} for g in opt.param_groups}
+    assert decays[0.05] == {2, 4} and decays[0.0] == {1}
+    assert "--optimizer adamw" in cfg.command("DATA") and "--optimizer" not in toy_cfg("tsm_resnet18").command("D")
+    with pytest.raises(EdgefuseError, match="optimizer 'adam' is unknown: use sgd or adamw"):
+        toy_cfg("tsm_resnet18", optimizer="adam")

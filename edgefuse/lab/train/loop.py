@@ -1,4 +1,4 @@
-"""The training loop: reproducible setup, SGD with a cosine schedule, AdaFuse's efficiency loss, epochs."""
+"""The training loop: reproducible setup, SGD or AdamW with a cosine schedule, AdaFuse's efficiency loss, epochs."""
 from __future__ import annotations
 
 import contextlib
@@ -41,10 +41,12 @@ def _reproducible(seed: int, threads: int | None) -> Iterator[torch.Generator]:
             torch.set_num_threads(old_threads)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() > 1]  # conv and linear weights
     no_decay = [p for p in model.parameters() if p.dim() <= 1]  # biases, BatchNorm
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
@@ -64,7 +66,7 @@ class _Loop:
 
     cfg: TrainConfig
     model: VideoClassifier
-    optimizer: torch.optim.SGD
+    optimizer: torch.optim.Optimizer
     generator: torch.Generator
     macs: AdaFuseMacs | None  # AdaFuse only
     steps_per_epoch: int
@@ -74,7 +76,7 @@ class _Loop:
 
 def _train_step(loop: _Loop, clips: torch.Tensor, labels: torch.Tensor, fuses: Mapping[str, Any]
                 ) -> tuple[float, float, int, float | None]:
-    """One SGD step; returns (loss, cross-entropy, correct, saving fraction of the sampled decisions)."""
+    """One optimizer step; returns (loss, cross-entropy, correct, saving fraction of the sampled decisions)."""
     cfg, model = loop.cfg, loop.model
     for group in loop.optimizer.param_groups:
         group["lr"] = lr_at(cfg, loop.step, loop.steps_per_epoch * cfg.epochs)
@@ -176,8 +178,9 @@ def _load_state(cfg: TrainConfig, loop: _Loop) -> tuple[list[EpochStats], float]
     if not isinstance(state, dict) or state.get("edgefuse_train_state") != 1:
         raise EdgefuseError(f"{cfg.resume}: not an edgefuse training state; give another --resume file")
     key = _resume_key(cfg)
-    if state["config"] != key:
-        diff = sorted(k for k in set(state["config"]) | set(key) if state["config"].get(k) != key.get(k))
+    saved = {"optimizer": "sgd", **state["config"]}  # states from before the optimizer option were SGD's
+    if saved != key:
+        diff = sorted(k for k in set(saved) | set(key) if saved.get(k) != key.get(k))
         raise EdgefuseError(f"{cfg.resume}: saved by a run with other settings ({', '.join(diff)}); run with the "
                             "same settings, or give another --resume file")
     loop.model.load_state_dict(state["model"], strict=True)
