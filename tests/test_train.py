@@ -300,6 +300,29 @@ def test_zoo_round_trip_with_half_checkpoint(tmp_path: Path, toy, monkeypatch) -
         create_model("toy_tsm", pretrained=True)
 
 
+def test_zoo_records_every_stage_of_a_warm_started_model(tmp_path: Path, toy) -> None:  # type: ignore[no-untyped-def]
+    """A model trained in stages (--init from a checkpoint edgefuse train wrote, itself warm-started) goes into the zoo
+    with every stage's command in order, each naming the file the next starts from, and the seconds of all."""
+    from edgefuse.lab.zoo import add_checkpoint
+
+    train_data, val_data = toy
+    small = (train_data[0][:16], train_data[1][:16]), (val_data[0][:16], val_data[1][:16])
+    runs = []
+    for i, init in enumerate([None, tmp_path / "s0.pth", tmp_path / "s1.pth"]):
+        cfg = toy_cfg("tsm_resnet18", epochs=1, lr=0.05 / (i + 1), init=init, out=tmp_path / f"w{i}.pth")
+        runs.append(train(cfg, *small, progress=False))
+        (tmp_path / f"w{i}.pth").rename(tmp_path / f"s{i}.pth")  # renamed after writing: recorded by the new name
+    entry = add_checkpoint("staged", tmp_path / "s2.pth", tmp_path / "zoo")
+    stages = entry["trained_with"].split(" && ")
+    assert len(stages) == 3 and all(c.startswith("edgefuse train tsm_resnet18 --data DATA ") for c in stages)
+    assert stages[0].endswith("-o s0.pth") and "--init" not in stages[0] and "--lr 0.05 " in stages[0]
+    assert "--init s0.pth" in stages[1] and stages[1].endswith("-o s1.pth") and "--lr 0.025 " in stages[1]
+    assert "--init s1.pth" in stages[2] and " -o " not in stages[2]
+    assert entry["train_seconds"] == pytest.approx(sum(r.train_seconds for r in runs), abs=0.1)
+    single = add_checkpoint("single", tmp_path / "s0.pth", tmp_path / "zoo")
+    assert " && " not in single["trained_with"] and single["train_seconds"] == round(runs[0].train_seconds, 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # edgefuse train on a benchmark folder
 

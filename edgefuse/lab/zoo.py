@@ -74,8 +74,9 @@ def add_checkpoint(name: str, checkpoint: str | Path, directory: str | Path | No
     dest = folder / f"{name}.pth"
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
-    cfg = TrainConfig.from_dict(meta["train_config"])
-    cfg = dataclasses.replace(cfg, out=None, init=Path(cfg.init.name) if cfg.init is not None else None)
+    cfg = dataclasses.replace(TrainConfig.from_dict(meta["train_config"]), out=None)
+    commands = [*meta.get("trained_from", []), cfg.recorded_command()]  # a warm start's own commands first
+    seconds = meta.get("train_seconds_total", meta.get("train_seconds"))
     entry = {
         "name": name, "model": meta["model"], "tag": tag or name, "options": dict(meta["options"]),
         "num_classes": meta["num_classes"], "segments": meta["segments"], "size": meta["size"],
@@ -84,7 +85,7 @@ def add_checkpoint(name: str, checkpoint: str | Path, directory: str | Path | No
         "val_top1": meta["val_top1"], "val_within_pair": meta.get("val_within_pair"),
         "dense_gmacs_clip": meta.get("dense_gmacs_clip"),
         "gmacs_clip_given_decisions": meta.get("gmacs_clip_given_decisions"), "saving_pct": meta.get("saving_pct"),
-        "trained_with": cfg.command("DATA"), "train_seconds": round(float(meta.get("train_seconds") or 0.0), 1),
+        "trained_with": " && ".join(commands), "train_seconds": round(float(seconds or 0.0), 1),
     }
     add_to_zoo(entry, folder)
     return entry

@@ -152,6 +152,11 @@ class TrainConfig:
             parts.append(f"-o {self.out}")
         return " ".join(parts)
 
+    def recorded_command(self) -> str:
+        """:meth:`command` as the zoo records it: ``--data DATA``, the ``--init`` and ``-o`` files by name only."""
+        return dataclasses.replace(self, init=Path(self.init.name) if self.init is not None else None,
+                                   out=Path(self.out.name) if self.out is not None else None).command("DATA")
+
 
 @dataclass(frozen=True)
 class EpochStats:

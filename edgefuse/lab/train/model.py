@@ -65,6 +65,22 @@ def _half_copy(model: VideoClassifier) -> VideoClassifier:
     return copy.deepcopy(model).half()
 
 
+def init_lineage(init: Path | None) -> tuple[list[str], float]:
+    """The commands that made ``init`` (a checkpoint written by ``edgefuse train``, itself perhaps
+    warm-started) in order, and the seconds they took; nothing for other checkpoints."""
+    if init is None:
+        return [], 0.0
+    meta = torch.load(init, map_location="cpu", weights_only=True).get("edgefuse") or {}
+    if "train_config" not in meta:
+        return [], 0.0
+    import dataclasses
+
+    # -o: the name the next stage reads it by (a checkpoint may have been renamed since it was written)
+    cmd = dataclasses.replace(TrainConfig.from_dict(meta["train_config"]), out=Path(init)).recorded_command()
+    seconds = float(meta.get("train_seconds_total", meta.get("train_seconds")) or 0.0)
+    return [*meta.get("trained_from", []), cmd], seconds
+
+
 def save_trained(result: TrainResult, path: str | Path, *, half: bool = False, **meta: Any) -> Path:
     """Write ``result.model`` as an edgefuse checkpoint (atomically) with what a zoo entry needs
     in its ``edgefuse`` metadata; ``half`` stores float16 weights (loading casts them back)."""
@@ -77,6 +93,10 @@ def save_trained(result: TrainResult, path: str | Path, *, half: bool = False, *
         "train_seconds": result.train_seconds, "train_config": cfg.to_dict(),
         "weights_dtype": "float16" if half else "float32", **meta,
     }
+    lineage, seconds = init_lineage(cfg.init)
+    if lineage:  # a warm start from a model edgefuse trained: how that one was made, for the zoo's trained_with
+        info["trained_from"] = lineage
+        info["train_seconds_total"] = seconds + result.train_seconds
     model = _half_copy(result.model) if half else result.model
     return save_checkpoint(model, path, **info)
 
