@@ -117,11 +117,13 @@ def export_variant(v: Variant, work: Path, args: argparse.Namespace, policy_clip
     fold_json = work / f"{v.key}.fold.json"
     base = dict(model=v.model, checkpoint=v.checkpoint, size=v.size, segments=8, options=v.options or None,
                 num_classes=10 if "resnet50" in v.model else None)
-    tau = args.r50_tau if "resnet50" in v.model else None
+    given = ("--r50-tau", args.r50_tau) if "resnet50" in v.model else (
+        ("--full-tau", args.full_tau) if v.checkpoint is not None and "r18w1" in str(v.checkpoint) else ("", None))
+    tau = given[1]
     if v.key == "adafuse_folded" and not out.is_file() and tau is not None:
         clips = policy_clips(read_metadata(load_onnx(work / "adafuse_dynamic.onnx")))
         rep = export(make_config(None, out, **base, policy="static", policy_clips=clips, tau=tau))
-        fold_json.write_text(json.dumps({"fold": rep.fold.to_dict(), "how": f"tau {tau} given (--r50-tau)"},
+        fold_json.write_text(json.dumps({"fold": rep.fold.to_dict(), "how": f"tau {tau} given ({given[0]})"},
                                         default=str))
     elif v.key == "adafuse_folded" and not out.is_file():
         dyn_meta = read_metadata(load_onnx(work / "adafuse_dynamic.onnx"))
@@ -805,6 +807,8 @@ def main() -> None:
     ap.add_argument("--policy-clips", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--block", type=int, default=8)
+    ap.add_argument("--full-tau", type=float, help="fold the full-width AdaFuse-TSM at this tau instead of searching "
+                    "it (e.g. the tau benchmarks/full_width_fidelity.py found)")
     ap.add_argument("--r50-calib", type=int, default=32)
     ap.add_argument("--r50-val", type=int, default=64)
     ap.add_argument("--r50-probe", type=int, default=64, help="calib clips for the ResNet-50 BN statistics and probe")
