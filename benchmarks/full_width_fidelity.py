@@ -9,7 +9,8 @@ agreement, decision flips <= 1% per block.
 
     python benchmarks/full_width_fidelity.py [--synth DIR] [--work DIR]
 
-Writes benchmarks/results/full_width_fidelity.json and docs/full_width.md.
+Writes benchmarks/results/full_width_fidelity.json and docs/full_width.md. A model already in the JSON with the same
+sha256 is kept from it, not measured again: run the script again when a model is added.
 """
 from __future__ import annotations
 
@@ -96,13 +97,22 @@ def main() -> None:
     os.environ["EDGEFUSE_ZOO_DIR"] = str(args.zoo)
     results: dict[str, Any] = {"command": "python benchmarks/full_width_fidelity.py " + " ".join(sys.argv[1:]),
                                "date": time.strftime("%Y-%m-%d"), "models": []}
+    # models measured by an earlier run of the same files are kept, not measured again (run it again when a model
+    # is added); the command and date are the latest run's
+    done = {m["sha256"]: m for m in json.loads(args.json_out.read_text())["models"] if "sha256" in m} \
+        if args.json_out.is_file() else {}
     for entry in list_pretrained(directory=args.zoo):
+        if entry.sha256 in done:
+            results["models"].append(done[entry.sha256])
+            print(entry.name, "measured before: kept", flush=True)
+            continue
         work = args.work / entry.name
         work.mkdir(parents=True, exist_ok=True)
         fp32 = work / "fp32.onnx"
         if not fp32.is_file():
             export(make_config(None, fp32, model=entry.full_name))
-        rec: dict[str, Any] = {"name": entry.name, "model": entry.model, "val_top1": entry.val_top1,
+        rec: dict[str, Any] = {"name": entry.name, "model": entry.model, "sha256": entry.sha256,
+                               "val_top1": entry.val_top1, "date": time.strftime("%Y-%m-%d"),
                                "trained_with": entry.trained_with, "train_seconds": entry.train_seconds}
         for precision in ("int8", "fp16"):
             rec[precision] = judge(fp32, work / f"{precision}.onnx", precision, args)
