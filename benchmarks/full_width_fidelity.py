@@ -81,10 +81,18 @@ def main() -> None:
     ap.add_argument("--min-agreement", type=float, default=0.98,
                     help="folding: the lowest top-1 agreement with the policy on the 64 policy clips the automatic "
                          "tau may keep")
+    ap.add_argument("--reading", type=Path, help="a markdown file of bullet lines for the docs' Reading section")
+    ap.add_argument("--docs-only", action="store_true", help="rewrite the docs from --json-out")
     ap.add_argument("--zoo", type=Path, default=ZOO, help="zoo folder of the models (a trial run: another one)")
     ap.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "full_width_fidelity.json")
     ap.add_argument("--md-out", type=Path, default=ROOT / "docs" / "full_width.md")
     args = ap.parse_args()
+    if args.docs_only:
+        results = json.loads(args.json_out.read_text())
+        results["reading"] = args.reading.read_text().rstrip("\n").splitlines() if args.reading else []
+        args.json_out.write_text(json.dumps(results, indent=1) + "\n")
+        write_docs(results, args.md_out)
+        return
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
     from edgefuse.models import list_pretrained
@@ -155,7 +163,9 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
                       f"{pct(f['min_agreement'], 0)} agreement with the policy on 64 calib clips): top-1 {pct(f['top1_folded'])} against {pct(f['top1_policy'])} with its policy, "
                       f"{pct(f['agreement'])} agreement, {f['folded_gmacs']:.3f} GMACs per clip, on {f['clips']} "
                       "val clips.", ""]
-    lines += ["Training (`train_seconds` on a 2-core AMD EPYC, one torch thread per model, two models at a time):", ""]
+    if results.get("reading"):
+        lines += ["## Reading", ""] + results["reading"] + [""]
+    lines += ["Training (`train_seconds` on a 2-core AMD EPYC, one torch thread per model, two models at a time; the per-epoch logs are in benchmarks/results/full_width_train):", ""]
     lines += [f"- {m['name']}: `{m['trained_with']}`, {m['train_seconds'] / 60:.0f} min, val top-1 "
               f"{pct(m['val_top1'])}" for m in results["models"]]
     path.write_text("\n".join(lines) + "\n")
