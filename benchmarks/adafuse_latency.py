@@ -60,6 +60,7 @@ class Variant:
     checkpoint: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     size: int | None = None  # None: the pretrained tag's / model's
+    fold_tau: tuple[str, float] | None = None  # folded rows: fold at this tau (the option that gave it), no search
 
 
 # --- part 5: clip graphs, FP32 and INT8 engines, estimates ------------------------------------------------------
@@ -83,7 +84,8 @@ def group_variants(group: str, args: argparse.Namespace) -> tuple[list[Variant],
                 Variant("adafuse_dynamic", "AdaFuse-TSM-R50 dynamic", "adafuse_tsm_resnet50",
                         ck["adafuse_tsm_resnet50"], size=224),
                 Variant("adafuse_folded", "AdaFuse-TSM-R50 folded", "adafuse_tsm_resnet50",
-                        ck["adafuse_tsm_resnet50"], size=224),
+                        ck["adafuse_tsm_resnet50"], size=224,
+                        fold_tau=None if args.r50_tau is None else ("--r50-tau", args.r50_tau)),
                 Variant("gsf", "GSF-R50", "gsf_resnet50", ck["gsf_resnet50"], size=224)], notes
     assert group == "full"
     if args.full_width is None or not args.full_width.is_dir():
@@ -98,7 +100,8 @@ def group_variants(group: str, args: argparse.Namespace) -> tuple[list[Variant],
         label = {"tsm": "TSM-R18", "adafuse": "AdaFuse-TSM-R18", "gsf": "GSF-R18"}[key]
         if key == "adafuse":
             out += [Variant("adafuse_dynamic", f"{label} dynamic", model, path, size=args.full_size),
-                    Variant("adafuse_folded", f"{label} folded", model, path, size=args.full_size)]
+                    Variant("adafuse_folded", f"{label} folded", model, path, size=args.full_size,
+                            fold_tau=None if args.full_tau is None else ("--full-tau", args.full_tau))]
         else:
             out.append(Variant(key, label, model, path, size=args.full_size))
     return out, notes
@@ -117,13 +120,11 @@ def export_variant(v: Variant, work: Path, args: argparse.Namespace, policy_clip
     fold_json = work / f"{v.key}.fold.json"
     base = dict(model=v.model, checkpoint=v.checkpoint, size=v.size, segments=8, options=v.options or None,
                 num_classes=10 if "resnet50" in v.model else None)
-    given = ("--r50-tau", args.r50_tau) if "resnet50" in v.model else (
-        ("--full-tau", args.full_tau) if v.checkpoint is not None and "r18w1" in str(v.checkpoint) else ("", None))
-    tau = given[1]
-    if v.key == "adafuse_folded" and not out.is_file() and tau is not None:
+    if v.key == "adafuse_folded" and not out.is_file() and v.fold_tau is not None:
+        option, tau = v.fold_tau
         clips = policy_clips(read_metadata(load_onnx(work / "adafuse_dynamic.onnx")))
         rep = export(make_config(None, out, **base, policy="static", policy_clips=clips, tau=tau))
-        fold_json.write_text(json.dumps({"fold": rep.fold.to_dict(), "how": f"tau {tau} given ({given[0]})"},
+        fold_json.write_text(json.dumps({"fold": rep.fold.to_dict(), "how": f"tau {tau} given ({option})"},
                                         default=str))
     elif v.key == "adafuse_folded" and not out.is_file():
         dyn_meta = read_metadata(load_onnx(work / "adafuse_dynamic.onnx"))
