@@ -10,7 +10,8 @@ agreement, decision flips <= 1% per block.
     python benchmarks/full_width_fidelity.py [--synth DIR] [--work DIR]
 
 Writes benchmarks/results/full_width_fidelity.json and docs/full_width.md. A model already in the JSON with the same
-sha256 is kept from it, not measured again: run the script again when a model is added.
+sha256 is kept from it, not measured again: run the script again when a model is added (``--refold``: fold the
+AdaFuse models again, refitted and not).
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ def judge(fp32: Path, out: Path, precision: str, args: argparse.Namespace) -> di
             "mean_flip_rate": r.mean_flip_rate, "flip_rate": r.flip_rate}
 
 
-def fold(entry: Any, dynamic: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The folded graph against the policy graph on the val clips (top-1 with labels, agreement)."""
+def fold(entry: Any, dynamic: Path, work: Path, args: argparse.Namespace, refit: bool = True) -> dict[str, Any]:
+    """The folded graph (refitted or not: ``--refit`` / ``--no-refit``) against the policy graph on the val clips
+    (top-1 with labels, agreement)."""
     import onnx
 
     from edgefuse.clips import Preprocess, Sampling
@@ -58,16 +60,16 @@ def fold(entry: Any, dynamic: Path, work: Path, args: argparse.Namespace) -> dic
     if not policy.is_file():
         open_clips(args.synth / "calib.txt", Preprocess.from_metadata(meta), Sampling(num_segments=8),
                    num_clips=64, progress=False).to_npz(policy)
-    folded = work / "folded.onnx"
+    folded = work / ("folded.onnx" if refit else "folded_plain.onnx")
     rep = export(make_config(None, folded, model=entry.full_name, policy="static", policy_clips=policy,
-                             min_agreement=args.min_agreement))
+                             min_agreement=args.min_agreement, refit=refit))
     cs = open_clips(args.synth / "val.txt", Preprocess.from_metadata(meta), Sampling(num_segments=8),
                     num_clips=args.val, progress=False)
     clips, labels, _ = cs.stack()
     x, y = clips.numpy(), labels.numpy()
     a, b = OrtRunner(dynamic).run(x), OrtRunner(folded).run(x)
     fmacs = sum(node_macs(onnx.load(str(folded)), read_metadata(folded)).values()) / 1e9
-    return {"tau": rep.fold.tau, "min_agreement": args.min_agreement, "top1_policy": float((a.argmax(1) == y).mean()),
+    return {"tau": rep.fold.tau, "refit": refit, "min_agreement": args.min_agreement, "top1_policy": float((a.argmax(1) == y).mean()),
             "top1_folded": float((b.argmax(1) == y).mean()), "agreement": float((a.argmax(1) == b.argmax(1)).mean()),
             "folded_gmacs": fmacs, "clips": len(y)}
 
@@ -83,6 +85,9 @@ def main() -> None:
                          "tau may keep")
     ap.add_argument("--reading", type=Path, help="a markdown file of bullet lines for the docs' Reading section")
     ap.add_argument("--docs-only", action="store_true", help="rewrite the docs from --json-out")
+    ap.add_argument("--refold", action="store_true",
+                    help="fold the AdaFuse models again (with and without the refit) even where they were measured "
+                         "before")
     ap.add_argument("--zoo", type=Path, default=ZOO, help="zoo folder of the models (a trial run: another one)")
     ap.add_argument("--json-out", type=Path, default=ROOT / "benchmarks" / "results" / "full_width_fidelity.json")
     ap.add_argument("--md-out", type=Path, default=ROOT / "docs" / "full_width.md")
@@ -111,8 +116,14 @@ def main() -> None:
         if args.json_out.is_file() else {}
     for entry in list_pretrained(directory=args.zoo):
         if entry.sha256 in done:
-            results["models"].append(done[entry.sha256])
+            rec = done[entry.sha256]
             print(entry.name, "measured before: kept", flush=True)
+            if args.refold and entry.model.startswith("adafuse"):
+                work = args.work / entry.name
+                rec["fold"], rec["fold_plain"] = (fold(entry, work / "fp32.onnx", work, args, refit)
+                                                  for refit in (True, False))
+                print(entry.name, "folded again", json.dumps([rec["fold"], rec["fold_plain"]]), flush=True)
+            results["models"].append(rec)
             continue
         work = args.work / entry.name
         work.mkdir(parents=True, exist_ok=True)
@@ -127,8 +138,8 @@ def main() -> None:
             print(entry.name, precision, json.dumps({k: v for k, v in rec[precision].items() if k != "flip_rate"}),
                   flush=True)
         if entry.model.startswith("adafuse"):
-            rec["fold"] = fold(entry, fp32, work, args)
-            print(entry.name, "fold", json.dumps(rec["fold"]), flush=True)
+            rec["fold"], rec["fold_plain"] = (fold(entry, fp32, work, args, refit) for refit in (True, False))
+            print(entry.name, "fold", json.dumps([rec["fold"], rec["fold_plain"]]), flush=True)
         results["models"].append(rec)
         args.json_out.write_text(json.dumps(results, indent=1) + "\n")
     write_docs(results, args.md_out)
@@ -140,29 +151,32 @@ def pct(v: float | None, digits: int = 1) -> str:
 
 def write_docs(results: dict[str, Any], path: Path) -> None:
     lines = ["# The full-width models: accuracy and deployment fidelity", "",
-             "ResNet-18 at width 1.0 (the torchvision ResNet-18's channels), 8 segments, 112 px, 10 classes of the "
+             ("ResNet-18 at width 1.0 (the torchvision ResNet-18's channels), 8 segments, 112 px, 10 classes of the "
              "synthetic benchmark, trained on CPU by `edgefuse train` with `benchmarks/train_full_width.sh`; float16 "
              "weights with their sha256 in `weights/full_width/pretrained.json`, outside the installed package "
-             "(load them with `EDGEFUSE_ZOO_DIR=weights/full_width`; `tests/test_full_width.py` checks them).", "",
-             f"Command: `{results['command']}`, {results['date']}. Each precision is judged by `edgefuse calibrate` "
-             "on the held-out val clips against the FP32 graph (AdaFuse with its policy in the graph).", "",
-             "| model | FP32 top-1 | INT8 top-1 | INT8 drop (points) | INT8 agreement | INT8 decision flips, worst "
-             "block | FP16 agreement | FP16 decision flips, worst block |",
+             "(load them with `EDGEFUSE_ZOO_DIR=weights/full_width`; `tests/test_full_width.py` checks them)."), "",
+             (f"Command: `{results['command']}`, {results['date']}. Each precision is judged by `edgefuse calibrate` "
+             "on the held-out val clips against the FP32 graph (AdaFuse with its policy in the graph)."), "",
+             ("| model | FP32 top-1 | INT8 top-1 | INT8 drop (points) | INT8 agreement | INT8 decision flips, worst "
+             "block | FP16 agreement | FP16 decision flips, worst block |"),
              "|---|---|---|---|---|---|---|---|"]
     for m in results["models"]:
         i8, f16 = m["int8"], m["fp16"]
         lines.append(f"| {m['name']} | {pct(i8['top1_fp32'])} | {pct(i8['top1'])} | {i8['drop_points']:.1f} | "
                      f"{pct(i8['agreement'])} | {pct(i8['max_flip_rate'], 2)} | {pct(f16['agreement'])} | "
                      f"{pct(f16['max_flip_rate'], 2)} |")
-    lines += ["", "Goals: INT8 within 0.5 points of FP32, FP16 at least 99.9% agreement, at most 1% of an AdaFuse "
-              "block's channel decisions flipped.", ""]
+    lines += ["", ("Goals: INT8 within 0.5 points of FP32, FP16 at least 99.9% agreement, at most 1% of an AdaFuse "
+              "block's channel decisions flipped."), ""]
     for m in results["models"]:
-        if "fold" in m:
-            f = m["fold"]
-            lines += [f"Folded {m['name']} (`--policy static`, tau {f['tau']:g}, the most aggressive keeping "
-                      f"{pct(f['min_agreement'], 0)} agreement with the policy on 64 calib clips): top-1 {pct(f['top1_folded'])} against {pct(f['top1_policy'])} with its policy, "
-                      f"{pct(f['agreement'])} agreement, {f['folded_gmacs']:.3f} GMACs per clip, on {f['clips']} "
-                      "val clips.", ""]
+        for key in ("fold", "fold_plain"):
+            if key not in m:
+                continue
+            f = m[key]
+            how = "refitted, the default" if f.get("refit", False) else "`--no-refit`"
+            lines += [(f"Folded {m['name']} (`--policy static`, {how}; tau {f['tau']:g}, the most aggressive keeping "
+                      f"{pct(f['min_agreement'], 0)} agreement with the policy on 64 calib clips): top-1 "
+                      f"{pct(f['top1_folded'])} against {pct(f['top1_policy'])} with its policy, {pct(f['agreement'])} "
+                      f"agreement, {f['folded_gmacs']:.3f} GMACs per clip, on {f['clips']} val clips."), ""]
     if results.get("reading"):
         lines += ["## Reading", ""] + results["reading"] + [""]
     lines += ["Training (`train_seconds` on a 2-core AMD EPYC, one torch thread per model, two models at a time; the per-epoch logs are in benchmarks/results/full_width_train):", ""]

@@ -230,13 +230,13 @@ def test_static_policy_export_folds_and_records_the_plan(tmp_path) -> None:
             f.fc1.bias.copy_(bias.reshape(-1))
     ckpt = save_checkpoint(src, tmp_path / "forced.pth")
     clips = tmp_path / "clips.npz"
-    np.savez(clips, clips=np.random.default_rng(0).standard_normal((3, 4, 3, 64, 64)).astype(np.float32))
+    np.savez(clips, clips=np.random.default_rng(0).standard_normal((4, 4, 3, 64, 64)).astype(np.float32))
     result = export(_cfg(tmp_path, "adafuse_tsn_resnet18", "static", checkpoint=ckpt, num_classes=None,
                          policy="static", policy_clips=clips, parity_clips=clips))
     assert result.fold is not None and result.fold.agreement == 1.0
     meta = read_metadata(result.path)
     plan = FoldPlan.from_dict(meta["fold_plan"])
-    assert meta["policy"] == "static" and meta["fold"]["tau"] == plan.tau
+    assert meta["policy"] == "static" and meta["fold"]["tau"] == plan.tau and meta["fold"]["refit"] is False  # exact: nothing to refit
     assert result.macs_per_clip == predicted_folded_macs(src, plan, frames=4, size=64)
     assert result.macs_per_clip < 0.8 * meta["fold"]["macs"]["dense"]
     # the graph computes the dynamic model's logits (decisions are forced, so folding is exact)

@@ -20,7 +20,9 @@ from edgefuse.export.fold import (
     fold_model,
     plan_folding,
     predicted_folded_macs,
+    refit_folded,
 )
+from edgefuse.export.fold.plan import overridden
 from edgefuse.models import create_model
 from edgefuse.models.cost import adafuse_cost, model_cost
 from edgefuse.models.layers import AdaFuse, TemporalShift
@@ -32,9 +34,9 @@ def _clips(seed: int, n: int = 2, t: int = T, h: int = SIZE, w: int = SIZE) -> t
     return torch.randn(n, t, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-def _model(name: str = "adafuse_tsn_resnet18", seed: int = 0) -> torch.nn.Module:
+def _model(name: str = "adafuse_tsn_resnet18", seed: int = 0, **options: float) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = create_model(name, num_classes=10).eval()
+    model = create_model(name, num_classes=10, **options).eval()
     torch.nn.init.normal_(model.fc.weight, 0.0, 0.1)  # logits of a visible scale
     return model
 
@@ -273,12 +275,13 @@ def test_auto_tau_takes_the_smallest_when_the_policy_is_static() -> None:
 
 def test_auto_tau_skips_taus_that_break_agreement() -> None:
     """Odd channels: skipped at the first segment (f_skip 0.25), reused after: exact as 'reused' (tau > 0.25),
-    wrong when removed (tau <= 0.25)."""
+    wrong when removed (tau <= 0.25). The plan's slice, without the refit (which would make up for the removal
+    on these crafted clips: tests/test_fold_refit.py)."""
     model = _model()
     _first_segment_then(model, later=1)
     batches = _similar_clips(7, 8)
     _tell_clips_apart(model, batches)
-    result = fold(model, batches, taus=(0.2, 0.25, 0.3, 1.0), min_agreement=1.0, progress=False)
+    result = fold(model, batches, taus=(0.2, 0.25, 0.3, 1.0), min_agreement=1.0, progress=False, with_refit=False)
     tried = result.report.taus_tried
     assert [t.tau for t in tried] == [0.2, 0.25, 0.3]
     assert tried[0].agreement < 1.0 and tried[1].agreement < 1.0 and tried[2].agreement == 1.0
@@ -289,15 +292,16 @@ def test_auto_tau_skips_taus_that_break_agreement() -> None:
 
 def test_auto_tau_below_the_floor_refuses_and_an_explicit_tau_folds(caplog: pytest.LogCaptureFixture) -> None:
     """Odd channels skip at the first segment and keep after: no static structure is exact, so the search
-    (tau 1 added last) refuses, naming the best agreement; an explicit tau folds anyway, with a warning."""
+    (tau 1 added last) refuses, naming the best agreement; an explicit tau folds anyway, with a warning. Without
+    the refit: the search's refusal is what is tested."""
     model = _model()
     _first_segment_then(model, later=2)
     batches = _similar_clips(9, 10)
     _tell_clips_apart(model, batches)
     with pytest.raises(EdgefuseError, match=r"no tau reaches top-1 agreement 1\.0000 .*best 0\.\d+, at tau"):
-        fold(model, batches, taus=(0.5, 0.2), min_agreement=1.0, progress=False)
+        fold(model, batches, taus=(0.5, 0.2), min_agreement=1.0, progress=False, with_refit=False)
     with caplog.at_level(logging.WARNING, logger="edgefuse.export.fold"):
-        result = fold(model, batches, tau=1.0, min_agreement=1.0, progress=False)
+        result = fold(model, batches, tau=1.0, min_agreement=1.0, progress=False, with_refit=False)
     assert result.tau == 1.0 and result.report.agreement < 1.0
     assert result.plan.channels("layer1.0") == {"removed": 0, "reused": 0, "kept": 64}
     assert f"agreement {result.report.agreement:.4f}" in caplog.text
@@ -328,3 +332,95 @@ def test_folded_model_exports_to_onnx_and_runs_in_onnxruntime() -> None:
         (got,) = session.run(None, {"clips": clips.numpy()})
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
+
+
+# ------------------------------------------------------------------------------ refit
+
+
+def test_refit_leaves_an_exact_fold_as_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    """Decisions that never vary: the plan's slice computes what the policy does, so a refit of every block (fold
+    refits none of them: nothing is overridden) finds nothing to change. Too few clips to hold half out: no refit,
+    with a warning."""
+    model = _model(width=0.25)
+    _force(model)
+    batches = [_clips(3, n=4)]
+    stats = collect_policy_stats(model, batches, progress=False)
+    plan = plan_folding(stats, 0.5)
+    assert set(overridden(stats, plan).values()) == {0.0}
+    folded = fold_model(model, plan).eval()
+    refitted, blocks = refit_folded(folded, model, batches)
+    assert [b.block for b in blocks] == [name for name, _ in model.adafuse_modules()]
+    for b in blocks:
+        assert b.before < 1e-10 and b.after <= b.before + 1e-12 and b.held_out_before < 1e-10 and b.rows > 0
+    for (_, a), (_, b) in zip(folded.blocks(), refitted.blocks()):
+        scale = float(a.conv2.weight.detach().abs().max())
+        torch.testing.assert_close(b.conv2.weight, a.conv2.weight, rtol=0, atol=1e-5 * scale)
+        torch.testing.assert_close(b.bn2.running_mean, a.bn2.running_mean, rtol=0, atol=1e-5)
+    result = fold(model, batches, tau=0.5, progress=False)
+    assert not result.report.refit  # nothing overridden: nothing to refit
+    assert all(b.overridden == 0.0 and b.error_before is None for b in result.report.blocks)
+    with caplog.at_level(logging.WARNING, logger="edgefuse.export.fold"):
+        few = fold(model, [batches[0][:3]], tau=0.5, progress=False)  # halves of 1 and 2 clips
+    assert not few.report.refit and "at least 2 policy clips in each half" in caplog.text
+
+
+def test_overridden_counts_the_decisions_the_plan_computes_otherwise() -> None:
+    """Segment 0 of channel 0 is skipped, then kept; channel 1 is skipped, then reused; channel 2 kept throughout."""
+    s, r, k = 0, 1, 2
+    stats = _stats({"b": [[s, k, k, k], [s, r, r, r], [k, k, k, k]]}, t=4)
+    plan = plan_folding(stats, 0.5)
+    assert plan.actions["b"].tolist() == [k, r, k]
+    assert overridden(stats, plan) == {"b": pytest.approx(1 / 12)}  # channel 0 at t = 0; reuse == skip there
+    removed = FoldPlan(0.2, {"b": np.array([s, s, k])})
+    assert overridden(stats, removed) == {"b": pytest.approx(6 / 12)}  # channel 0's keeps, channel 1's later reuses
+
+
+def test_refit_brings_an_inexact_fold_closer_to_the_policy_on_other_clips() -> None:
+    """Odd channels skip at the first segment and keep after: no static structure is exact, and at tau 1 the fold
+    keeps them throughout. The refit lowers conv2's error on the folding clips (it cannot raise it: no change is
+    one of its candidates; how far depends on the ridge cross-validation picks), keeps the structure and MACs, and
+    brings the logits closer to the policy's on clips it did not see."""
+    model = _model(width=0.25)
+    _first_segment_then(model, later=2)
+    batches = [_clips(seed) for seed in (11, 12, 13)]
+    unseen = _clips(14, n=4)
+    plain = fold(model, batches, tau=1.0, progress=False, with_refit=False)
+    result = fold(model, batches, tau=1.0, progress=False)
+    assert result.report.refit and not plain.report.refit
+    blocks = result.report.blocks
+    assert all(b.overridden == pytest.approx(0.5 * 0.25) for b in blocks)  # odd channels, first of 4 segments
+    errors = [(b.error_before, b.error_after) for b in blocks]
+    assert all(e0 is not None and e1 is not None and e1 <= e0 + 1e-12 for e0, e1 in errors), errors
+    assert sum(e1 for _, e1 in errors) < 0.9 * sum(e0 for e0, _ in errors), errors  # type: ignore[misc]
+    for (_, a), (_, b) in zip(plain.model.blocks(), result.model.blocks()):
+        assert a.conv2.weight.shape == b.conv2.weight.shape and not torch.equal(a.conv2.weight, b.conv2.weight)
+    assert result.report.macs.folded == plain.report.macs.folded
+    with torch.no_grad():
+        ref = model(unseen)
+        before, after = (plain.model(unseen) - ref).abs().mean(), (result.model(unseen) - ref).abs().mean()
+    assert after < 0.9 * before, (float(before), float(after))
+    again = fold(model, batches, tau=1.0, progress=False).model
+    assert all(torch.equal(a.conv2.weight, b.conv2.weight) for (_, a), (_, b) in zip(again.blocks(),
+                                                                                      result.model.blocks()))
+
+
+def test_refit_agreement_is_judged_on_clips_the_refit_did_not_see() -> None:
+    """The agreement a refitted fold reports (what the tau search compares with --min-agreement) is out of fold:
+    alternate batches through the fold refitted on the other batches, not the final refit judged on its own clips."""
+    model = _model(width=0.25)
+    _first_segment_then(model, later=2)
+    batches = _similar_clips(21, 22, 23, 24)
+    _tell_clips_apart(model, batches)
+    result = fold(model, batches, tau=1.0, progress=False)
+    plain = fold_model(model, result.plan).eval()
+    blocks = [b.block for b in result.report.blocks if (b.overridden or 0.0) > 0]
+    agree = 0
+    with torch.no_grad():
+        for k in range(2):
+            judge = refit_folded(plain, model, batches[1 - k::2], blocks=blocks)[0]
+            for clips in batches[k::2]:
+                agree += int((judge(clips).argmax(1) == model(clips).argmax(1)).sum())
+        in_sample = float((result.model(torch.cat(batches)).argmax(1) == model(torch.cat(batches)).argmax(1))
+                          .float().mean())
+    assert result.report.agreement == agree / 8
+    assert result.report.agreement < in_sample, (result.report.agreement, in_sample)  # a flattering judge otherwise

@@ -346,12 +346,12 @@ def test_fold_below_the_floor_refuses_unless_tau_is_given(caplog) -> None:  # ty
 
     model, batches = _crafted_adafuse()
     with pytest.raises(EdgefuseError) as err:
-        fold(model, batches, min_agreement=0.99, progress=False)
+        fold(model, batches, min_agreement=0.99, progress=False, with_refit=False)  # the plan's slice
     msg = str(err.value)
     assert "\n" not in msg and "no tau reaches top-1 agreement 0.9900" in msg and "nothing written" in msg
     assert "best 0.2500, at tau 1)" in msg and "Give --tau 1 to fold anyway" in msg, msg
     with caplog.at_level(logging.WARNING, logger="edgefuse.export.fold"):
-        result = fold(model, batches, tau=1.0, min_agreement=0.99, progress=False)
+        result = fold(model, batches, tau=1.0, min_agreement=0.99, progress=False, with_refit=False)
     assert result.tau == 1.0 and result.report.agreement == 0.25  # the best the search saw: folded as asked
     assert "below 0.9900" in caplog.text
 
@@ -360,7 +360,7 @@ def test_export_refuses_to_fold_below_the_floor_and_writes_nothing(tmp_path) -> 
     ckpt, policy = _crafted_files(tmp_path)
     out = tmp_path / "folded.onnx"
     res = _edgefuse("export", "adafuse_tsn_resnet18", "-c", ckpt, "-O", "width=0.25", "--size", "64", "--segments",
-                    "4", "--policy", "static", "--policy-clips", policy, "-o", out, cwd=tmp_path)
+                    "4", "--policy", "static", "--policy-clips", policy, "--no-refit", "-o", out, cwd=tmp_path)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "best 0.2500" in errors[0] and "--tau" in errors[0], res.stderr

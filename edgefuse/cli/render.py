@@ -58,7 +58,12 @@ def render_export(report: ExportReport, size_mb: float) -> str:
     ]
     if report.fold is not None:
         f = report.fold
-        lines.append(f"folded at tau {f.tau:.2f}: agreement {100 * f.agreement:.1f}% with the dynamic policy; "
+        errors = [(b.error_before, b.error_after) for b in f.blocks
+                  if b.refit_ridge is not None and b.error_before is not None and b.error_after is not None]
+        how = (f" and refitted ({len(errors)} blocks; conv2's error against the policy "
+               f"{100 * sum(e[0] for e in errors) / len(errors):.1f}% -> "
+               f"{100 * sum(e[1] for e in errors) / len(errors):.1f}% on average)" if errors else "")
+        lines.append(f"folded at tau {f.tau:.2f}{how}: agreement {100 * f.agreement:.1f}% with the dynamic policy; "
                      f"GMACs per clip dense {f.macs.dense / 1e9:.3f}, dynamic (expected) "
                      f"{f.macs.dynamic_expected / 1e9:.3f}, folded {f.macs.folded / 1e9:.3f}")
     return "\n".join(lines)

@@ -89,7 +89,7 @@ def export(cfg: ExportConfig) -> ExportReport:
         clips = load_npz_clips(cfg.policy_clips, "policy clips")
         batches = list(torch.split(clips, 4))
         folded = fold(model, batches, tau=cfg.tau, min_agreement=cfg.min_agreement,
-                      channel_multiple=ENGINE_CHANNEL_MULTIPLE)
+                      channel_multiple=ENGINE_CHANNEL_MULTIPLE, with_refit=cfg.refit)
         model = folded.model
         seconds["fold"] = time.monotonic() - t0
     t1 = time.monotonic()
@@ -104,8 +104,9 @@ def export(cfg: ExportConfig) -> ExportReport:
     seconds["trace_and_check"] = time.monotonic() - t1
     if folded is not None:
         meta["fold"] = {"tau": folded.report.tau, "agreement": folded.report.agreement,
-                        "macs": dataclasses.asdict(folded.report.macs)}
-        meta["fold_plan"] = folded.plan.to_dict()  # rebuilds the folded model: fold_model(create_model(...), plan)
+                        "macs": dataclasses.asdict(folded.report.macs), "refit": folded.report.refit}
+        # the folded structure: fold_model(create_model(...), plan) rebuilds it (its weights too where refit is false)
+        meta["fold_plan"] = folded.plan.to_dict()
     if cfg.shape == "dynamic":
         meta["dynamic_ranges"] = {k: list(v) for k, v in ranges.items()}
     elif cfg.policy == "stream":  # a stream graph's batch axis N is dynamic whatever the shape: its range for engines

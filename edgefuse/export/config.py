@@ -40,6 +40,7 @@ class ExportConfig:
     policy_clips: Path | None = None  # .npz of preprocessed clips for folding
     tau: float | None = None  # folding threshold; None = most aggressive keeping min_agreement
     min_agreement: float = 0.99
+    refit: bool = True  # refit the folded blocks' conv2 to the dynamic model (edgefuse.export.fold.refit)
     parity_clips: Path | None = None
     tolerance: float = 1e-4
     options: dict[str, Any] = field(default_factory=dict)  # model options (ratio, shift_div, ...)

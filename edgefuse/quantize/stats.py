@@ -147,33 +147,102 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
+# Tie margin for the vectorised KLs: candidates whose prefix-sum KL is within this of the smallest
+# are re-scored bin by bin (the former per-candidate arithmetic), so rounding never picks the winner.
+_ENTROPY_TIE_TOL = 1e-9
+_ENTROPY_SLICE = 1 << 20  # elements of one (candidates, levels) slice: bounds memory for large ``levels``
+
+
+def _entropy_kl_exact(counts: np.ndarray, i: int, levels: int) -> float | None:
+    """KL of candidate ``i`` computed bin by bin (the former loop body); None where it is skipped."""
+    ref = counts[:i].copy()  # (i,)
+    ref[i - 1] += counts[i:].sum()  # outliers clipped into the last bin
+    src = counts[:i]  # (i,)
+    sizes = np.full(levels, i // levels) + (np.arange(levels) < i % levels)  # (levels,) as array_split
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (levels,)
+    nonzero = src > 0  # (i,)
+    per_level = np.add.reduceat(src, starts) / np.maximum(np.add.reduceat(nonzero, starts), 1)  # (levels,)
+    cand = np.repeat(per_level, sizes) * nonzero  # (i,) each level's mass spread over its non-empty bins
+    if ref.sum() == 0 or cand.sum() == 0:
+        return None
+    p, q = ref / ref.sum(), cand / cand.sum()  # (i,), (i,)
+    if np.any((p > 0) & (q == 0)):
+        q = np.where(q == 0, 1e-12, q)  # (i,)
+    return _kl(p, q)
+
+
+def _entropy_kls(counts: np.ndarray, cands: np.ndarray, levels: int) -> np.ndarray:
+    """KL of every candidate threshold in ``cands`` from prefix sums (inf where a candidate is skipped)."""
+    c = counts  # (n,) float64, integral values
+    pos = c > 0  # (n,)
+    csum = np.concatenate([[0.0], np.cumsum(c)])  # (n + 1,) mass of bins [0, j)
+    nzsum = np.concatenate([[0], np.cumsum(pos)])  # (n + 1,) non-empty bins in [0, j)
+    clogc = np.where(pos, c * np.log(np.where(pos, c, 1.0)), 0.0)  # (n,) c log c, 0 for empty bins
+    clsum = np.concatenate([[0.0], np.cumsum(clogc)])  # (n + 1,)
+    total = csum[-1]
+    kls = np.full(cands.shape, np.inf)  # (candidates,)
+    valid = np.flatnonzero(csum[cands] > 0)  # (valid,) a candidate with no mass below it is skipped
+    k = np.arange(levels + 1, dtype=np.int32)  # (levels + 1,) chunk index of each boundary
+    per_slice = max(1, _ENTROPY_SLICE // (levels + 1))
+    for lo in range(0, valid.size, per_slice):
+        sel = valid[lo:lo + per_slice]  # (m,)
+        i = cands[sel]  # (m,)
+        base, extra = (i // levels).astype(np.int32), (i % levels).astype(np.int32)  # (m,), (m,)
+        bounds = k[None, :] * base[:, None] + np.minimum(k[None, :], extra[:, None])  # (m, levels + 1) as array_split
+        mass = np.diff(csum[bounds], axis=1)  # (m, levels) each chunk's mass
+        nonempty = np.diff(nzsum[bounds], axis=1)  # (m, levels) each chunk's non-empty bins
+        filled = mass > 0  # (m, levels)
+        level = np.zeros_like(mass)  # (m, levels) log(m_k / z_k): log of q * Zq on the chunk's non-empty bins
+        np.divide(mass, nonempty, out=level, where=filled)
+        np.log(level, out=level, where=filled)
+        last = c[i - 1]  # (m,) the last kept bin, without the outliers
+        kept = csum[i]  # (m,) Zq: the candidate's total mass
+        # bins j < i - 1: sum c_j/S * (log c_j - log S - log(m_k/z_k) + log Zq)
+        cross = np.einsum("ij,ij->i", mass, level) - last * level[:, -1]  # (m,) sum_{j < i-1} c_j log(m_k/z_k)
+        body = (clsum[i - 1] - cross) / total + csum[i - 1] / total * (np.log(kept) - np.log(total))  # (m,)
+        # the last kept bin: its p carries the outliers; its q is 1e-12 where it is empty
+        p_last = (last + (total - kept)) / total  # (m,)
+        log_q_last = np.where(last > 0, level[:, -1] - np.log(kept), np.log(1e-12))  # (m,)
+        tail = np.where(p_last > 0, p_last * (np.log(np.where(p_last > 0, p_last, 1.0)) - log_q_last), 0.0)  # (m,)
+        kls[sel] = body + tail
+    return kls
+
+
 def amax_entropy(hist: Histogram, levels: int = INT8_MAX + 1) -> float:
-    """TensorRT's entropy calibration over the histogram of |x| (starting at ``levels`` bins)."""
+    """TensorRT's entropy calibration over the histogram of |x| (starting at ``levels`` bins).
+
+    Candidate thresholds are the bin edges ``i`` from ``levels`` to the last used bin. For each,
+    p is the histogram cut at ``i`` with the outliers added to its last bin, and q merges the
+    first ``i`` bins into ``levels`` chunks (sizes as ``np.array_split``) and spreads each chunk's
+    mass evenly over its non-empty bins (an empty last bin gets q = 1e-12). KL(p || q) of every
+    candidate comes from prefix sums of c, of (c > 0) and of c log c: with S the total, Zq the
+    mass below ``i``, m_k and z_k each chunk's mass and non-empty bins,
+    KL = sum_{j < i-1} c_j/S (log c_j - log S - log(m_k / z_k) + log Zq) + p_last log(p_last / q_last),
+    which is O(levels) per candidate and vectorised as a (candidates, levels) array. Candidates
+    whose KL is within rounding of the smallest are re-scored bin by bin, so the pick (the first
+    smallest) is the one the bin-by-bin computation makes.
+    """
     counts = hist.counts.astype(np.float64)
     counts[0] = counts[1]  # the zeros ReLU makes would dominate every candidate; NVIDIA's calibrator does the same
     used = int(np.max(np.nonzero(counts)[0])) + 1 if counts.any() else 0
     if used <= levels or hist.width == 0.0:
         return hist.amax
-    best_i, best_kl = used, np.inf
     # candidate thresholds at bin edges i; skip every other candidate on very wide histograms
     step = max(1, (used - levels) // 1024)
-    for i in range(levels, used + 1, step):
-        ref = counts[:i].copy()
-        ref[i - 1] += counts[i:].sum()  # outliers clipped into the last bin
-        src = counts[:i]
-        sizes = np.full(levels, i // levels) + (np.arange(levels) < i % levels)  # (levels,) as array_split
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (levels,)
-        nonzero = src > 0
-        per_level = np.add.reduceat(src, starts) / np.maximum(np.add.reduceat(nonzero, starts), 1)  # (levels,)
-        cand = np.repeat(per_level, sizes) * nonzero  # (i,) each level's mass spread over its non-empty bins
-        if ref.sum() == 0 or cand.sum() == 0:
-            continue
-        p, q = ref / ref.sum(), cand / cand.sum()
-        if np.any((p > 0) & (q == 0)):
-            q = np.where(q == 0, 1e-12, q)
-        kl = _kl(p, q)
-        if kl < best_kl:
-            best_kl, best_i = kl, i
+    cands = np.arange(levels, used + 1, step)  # (candidates,)
+    kls = _entropy_kls(counts, cands, levels)  # (candidates,)
+    best_i = used
+    if np.isfinite(kls).any():
+        low = float(np.min(kls))
+        near = cands[kls <= low + _ENTROPY_TIE_TOL * (1.0 + abs(low))]  # (near,) ascending
+        if near.size == 1:
+            best_i = int(near[0])
+        else:
+            best_kl = np.inf
+            for i in near:
+                kl = _entropy_kl_exact(counts, int(i), levels)
+                if kl is not None and kl < best_kl:
+                    best_kl, best_i = kl, int(i)
     return min(hist.amax, best_i * hist.width)
 
 

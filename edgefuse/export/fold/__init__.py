@@ -17,8 +17,11 @@ clips into a fixed structure that dense engines run faster:
    With ``channel_multiple`` > 1 (``edgefuse export`` uses 8), zero channels pad kept + reused up to a
    multiple of it (``[kept..., zeros..., reused...]``) so that ONNX Runtime's blocked convolutions take
    conv2 (an odd count fell back to a 2x slower kernel; docs/fold.md). Outputs are unchanged.
-4. :func:`fold` (:mod:`.search`) does all of it and, without an explicit ``tau``, picks the most
-   aggressive ``tau`` whose folded model agrees with the dynamic one.
+4. :func:`refit_folded` (:mod:`.refit`) re-fits each changed block's conv2 by least squares to the dynamic model's conv2
+   output on the folding clips (same structure and MACs; it recovers most of what fixing the actions per channel
+   loses; docs/fold.md).
+5. :func:`fold` (:mod:`.search`) does all of it and, without an explicit ``tau``, picks the most
+   aggressive ``tau`` whose folded (and refitted) model agrees with the dynamic one.
 
 The rule. Per block and channel, with f_skip, f_reuse, f_keep the fractions of the
 observed (clip, segment) cases in which the channel was skipped / reused / kept
@@ -33,9 +36,9 @@ observed case. A block whose channels would all be removed keeps the one with th
 lowest f_skip (first on ties; kept or reused by the same rule) so shapes stay
 valid, and a warning is logged.
 
-Exactness. Whenever the dynamic policy's decisions equal the plan, the folded model
-computes exactly what the dynamic one does (up to float summation order): a
-skipped channel is zero, so dropping it from conv2's input changes nothing; keep
+Exactness (of the plan's slice: before the refit, or ``fold(..., with_refit=False)``). Whenever the dynamic
+policy's decisions equal the plan, the folded model computes exactly what the dynamic one does (up to float
+summation order): a skipped channel is zero, so dropping it from conv2's input changes nothing; keep
 is ``out * 1 + prev * 0``; reuse is ``out * 0 + prev * 1`` with zeros at the first
 segment, which is what :class:`FoldedFuse` computes. A channel skipped at the
 first segment and reused after it is therefore folded exactly as "reused".
@@ -50,13 +53,13 @@ from __future__ import annotations
 
 from edgefuse.export.fold.model import FoldedFuse, fold_model, policy_macs, predicted_folded_macs
 from edgefuse.export.fold.plan import DEFAULT_TAUS, FoldPlan, channel_actions, padded_channels, plan_folding
+from edgefuse.export.fold.refit import RefitBlock, refit_folded
 from edgefuse.export.fold.report import BlockFold, FoldMacs, FoldReport, TauTrial
 from edgefuse.export.fold.search import ENGINE_CHANNEL_MULTIPLE, FoldResult, fold
 from edgefuse.export.fold.stats import PolicyStats, collect_policy_stats
 
 __all__ = [
     "DEFAULT_TAUS", "ENGINE_CHANNEL_MULTIPLE", "BlockFold", "FoldMacs", "FoldPlan", "FoldReport", "FoldResult", "FoldedFuse", "PolicyStats",
-    "TauTrial", "channel_actions", "collect_policy_stats", "fold", "fold_model", "padded_channels", "plan_folding",
-    "policy_macs",
-    "predicted_folded_macs",
+    "RefitBlock", "TauTrial", "channel_actions", "collect_policy_stats", "fold", "fold_model", "padded_channels", "plan_folding",
+    "policy_macs", "predicted_folded_macs", "refit_folded",
 ]

@@ -115,3 +115,21 @@ def plan_folding(stats: PolicyStats, tau: float, channel_multiple: int = 1) -> F
         raise EdgefuseError("policy statistics hold no clips; collect them on at least one batch of clips")
     return FoldPlan(tau=tau, actions={name: channel_actions(stats.fractions(name), tau, name) for name in stats.counts},
                     channel_multiple=channel_multiple)
+
+
+def overridden(stats: PolicyStats, plan: FoldPlan) -> dict[str, float]:
+    """Per block, the fraction of the observed (clip, segment, channel) decisions that the plan computes otherwise.
+
+    A kept channel matches keep; a reused one matches reuse, and skip at the first segment (both give zeros
+    there); a removed one matches skip, and reuse at the first segment. 0 for a block means its folded slice
+    computes what the policy did on every observed clip (given the same block input)."""
+    out = {}
+    for name, counts in stats.counts.items():
+        c = np.asarray(counts)  # (T, width, 3): clips per segment, channel, action
+        a = np.asarray(plan.actions[name])  # (width,)
+        match = c[:, np.arange(len(a)), a].sum()  # each channel's planned action, every segment
+        first = c[0]  # (width, 3)
+        match += first[a == REUSED, SKIP].sum() + first[a == REMOVED, REUSE].sum()  # zeros either way at t = 0
+        total = c.sum()
+        out[name] = float(1.0 - match / total) if total else 0.0
+    return out
