@@ -23,9 +23,13 @@ Properties: the structure and MACs are unchanged (only weights and bn2's mean mo
 the sampled positions of the folding clips the block's error never grows (:attr:`RefitBlock.after` <=
 :attr:`RefitBlock.before`); where
 the policy's decisions equal the plan, ``Y = X W`` exactly and nothing moves (up to float rounding). Zero padding
-channels (``channel_multiple``) have no input and keep their zero weights. :func:`edgefuse.export.fold.fold` refits
-only the blocks whose plan overrides at least one observed decision (:func:`edgefuse.export.fold.plan.overridden`):
-the others compute what the policy did.
+channels (``channel_multiple``) have no input and keep their zero weights.
+
+In :func:`edgefuse.export.fold.fold` the refit covers only the blocks whose plan overrides at least one observed
+decision (:func:`edgefuse.export.fold.plan.overridden`: the others compute what the policy did), and a candidate tau
+keeps it only where, judged out of fold, it agrees with the policy better than the plain fold: a smaller conv2 error
+is not always a better top-1 (on the zoo model, folded at tau 0.8, it lowered the KL to the policy threefold and lost
+1.2 points of top-1 on held-out clips; at tau 0.45 it gained 11: benchmarks/results/fold_refit.md).
 """
 from __future__ import annotations
 
