@@ -97,6 +97,14 @@ def pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.1f}%"
 
 
+def refit_cell(row: dict[str, Any]) -> str:
+    """off (--no-refit); on and kept (some block refitted); on but not kept (the plain fold judged better)."""
+    if not row["refit"]:
+        return "off"
+    kept = any(b.get("after") is not None for b in row.get("blocks", []))
+    return "on, kept" if kept else "on, not kept (plain judged better)"
+
+
 def table(results: dict[str, Any]) -> str:
     head = (f"Command: `{results['command']}`, {results['date']}, {results['machine']}. Folded on "
             f"{results['policy_clips']} calib clips, judged on {results['val']} val clips (held out from the fold "
@@ -113,12 +121,12 @@ def table(results: dict[str, Any]) -> str:
                      f"{pct(1 - spent / dense)} | {pct(policy['top1'])} | | | | |")
         for r in rows[1:]:
             if "failed" in r:
-                lines.append(f"| {name} | {r['variant']} | {'yes' if r['refit'] else 'no'} | no tau reaches it on the "
+                lines.append(f"| {name} | {r['variant']} | {'on' if r['refit'] else 'off'} | no tau reaches it on the "
                              f"policy clips | | | | | | | {r['seconds']:.0f} |")
                 continue
-            lines.append(f"| {name} | {r['variant']} | {'yes' if r['refit'] else 'no'} | {r['tau']:.2f} | "
+            lines.append(f"| {name} | {r['variant']} | {refit_cell(r)} | {r['tau']:.2f} | "
                          f"{r['gmacs']:.3f} | {pct(1 - r['gmacs'] / r['dense_gmacs'])} | {pct(r['top1'])} | "
-                         f"{100 * (r['top1'] - policy['top1']):+.1f} | {pct(r['agreement'])} | {r['kl']:.4f} | "
+                         f"{round(100 * (r['top1'] - policy['top1']), 1) + 0.0:+.1f} | {pct(r['agreement'])} | {r['kl']:.4f} | "
                          f"{r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
