@@ -534,7 +534,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 out.append({"group": g["group"], "goal": f"folded saves >= 70% of its MAC saving vs TSM as latency "
                                                          f"({tag} engines)",
                             "value": f"MACs {-100 * mac_saving:+.1f}%, latency {-100 * lat_saving:+.1f}% "
-                                     f"({100 * lat_saving / mac_saving:.0f}% of it)" if mac_saving > 0 else
+                                     f"({100 * lat_saving / mac_saving:.1f}% of it)" if mac_saving > 0 else
                                      f"no MAC saving (folded {fol['gmacs']:.3f} vs TSM {tsm['gmacs']:.3f} GMACs)",
                             "met": bool(mac_saving > 0 and lat_saving >= 0.7 * mac_saving)})
                 if g["group"] == "r50":  # an untrained policy: what it skips (and so the MAC saving) means nothing
