@@ -63,8 +63,8 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, Any]:
               help="Top-1 agreement folded vs dynamic the automatic tau must keep; when no tau does, export writes "
                    "nothing and exits 1 [0.99].")
 @click.option("--refit/--no-refit", default=None,
-              help="Refit each folded block's conv2 by least squares to the dynamic model's output on the policy "
-                   "clips (same graph, closer to the policy) [refit].")
+              help="Refit the folded blocks' conv2 by least squares to the dynamic model's output on the policy "
+                   "clips, kept where it agrees with the policy better out of fold (same graph) [refit].")
 @click.option("--parity-clips", type=click.Path(path_type=Path, dir_okay=False), help="Real clips (.npz) for the parity check.")
 @click.option("--tolerance", type=click.FloatRange(min=0), help="Max relative logit error ONNX vs PyTorch [1e-4].")
 @click.option("--target", metavar="NAME",
