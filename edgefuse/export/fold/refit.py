@@ -182,6 +182,29 @@ def take(batches: Sequence[torch.Tensor], half: Sequence[tuple[int, slice]]) -> 
     return [batches[i][part] for i, part in half]
 
 
+def _solve(halves: Sequence[_Sums], ridges: Sequence[float]) -> tuple[torch.Tensor, float | None, float, float]:
+    """(delta (F + 1, C_out), the ridge chosen or None, held-out error before, after) for one block from the sums of
+    the two halves of the clips: each ridge is judged by the sum of both halves' errors under the fit on the other
+    half; the best, if it beats no change, is fitted on all the clips."""
+    every = halves[0] + halves[1]
+    features = every.xtx.shape[0] - 1
+    # zero (padding) channels have no input: their weights stay zero
+    live = torch.cat([every.xtx.diagonal()[:features] > 0, torch.ones(1, dtype=torch.bool)])  # (F + 1,)
+    paths = [_RidgePath(halves[1 - k], live) for k in range(2)]  # fit on one half, judge on the other
+    zero = torch.zeros_like(every.xtr)  # (F + 1, C_out)
+    energy = max(float(every.yty.sum()), 1e-30)
+
+    def held_out(deltas: Sequence[torch.Tensor]) -> float:
+        return sum(halves[k].error(deltas[k]) * float(halves[k].yty.sum()) for k in range(2)) / energy
+
+    before = held_out([zero, zero])
+    held = {r: held_out([paths[0].delta(r), paths[1].delta(r)]) for r in ridges}
+    best = min(ridges, key=lambda r: held[r])
+    if held[best] >= before:
+        return zero, None, before, before
+    return _RidgePath(every, live).delta(best), best, before, held[best]
+
+
 def refit_folded(folded: VideoClassifier, dynamic: VideoClassifier, batches: Sequence[torch.Tensor],
                  blocks: Collection[str] | None = None, ridges: Sequence[float] = RIDGES,
                  max_rows: int = DEFAULT_MAX_ROWS, seed: int = 0) -> tuple[VideoClassifier, tuple[RefitBlock, ...]]:
@@ -217,23 +240,13 @@ def refit_folded(folded: VideoClassifier, dynamic: VideoClassifier, batches: Seq
             for b in half:
                 sums[k] = sums[k] + _sums(out, dynamic, conv, target, b, per_batch, generator)
         every = sums[0] + sums[1]
-        # zero (padding) channels have no input: their weights stay zero
-        live = torch.cat([every.xtx.diagonal()[:features] > 0, torch.ones(1, dtype=torch.bool)])  # (F + 1,)
-        paths = [_RidgePath(sums[1 - k], live) for k in range(2)]  # fit on one half, judge on the other
-        zero = torch.zeros_like(every.xtr)
-        held = {r: sum(sums[k].error(paths[k].delta(r)) * float(sums[k].yty.sum()) for k in range(2))
-                for r in ridges}
-        energy = float(sums[0].yty.sum() + sums[1].yty.sum())
-        held_before = sum(sums[k].error(zero) * float(sums[k].yty.sum()) for k in range(2)) / max(energy, 1e-30)
-        best = min(ridges, key=lambda r: held[r])
-        chosen = best if held[best] / max(energy, 1e-30) < held_before else None
-        delta = _RidgePath(every, live).delta(chosen) if chosen is not None else zero
+        delta, chosen, held_before, held_after = _solve(sums, ridges)
+        zero = torch.zeros_like(delta)
         if chosen is not None:
             with torch.no_grad():
                 conv.weight.add_(delta[:features].T.reshape(conv.weight.shape).to(conv.weight.dtype))
                 bn.running_mean.sub_(delta[features].to(bn.running_mean.dtype))  # bn2(y + c) == bn2 with mean - c
         done.append(RefitBlock(block=name, before=every.error(zero), after=every.error(delta),
-                               held_out_before=held_before,
-                               held_out_after=held[best] / max(energy, 1e-30) if chosen is not None else held_before,
-                               ridge=chosen, rows=every.rows))
+                               held_out_before=held_before, held_out_after=held_after, ridge=chosen,
+                               rows=every.rows))
     return out, tuple(done)
