@@ -85,7 +85,7 @@ def measure(name: str, zoo: Path | None, args: argparse.Namespace) -> list[dict[
                    "tau": result.tau, "refit": with_refit, "gmacs": result.report.macs.folded / 1e9,
                    "dense_gmacs": result.report.macs.dense / 1e9, "policy_gmacs": result.report.macs.dynamic_expected / 1e9,
                    "top1": float((pred == labels).float().mean()), "agreement": float((pred == policy).float().mean()),
-                   "kl": kl(out), "policy_clip_agreement": result.report.agreement, "seconds": seconds,
+                   "refit_kept": result.report.refit, "kl": kl(out), "policy_clip_agreement": result.report.agreement, "seconds": seconds,
                    "blocks": [{"block": b.block, "overridden": b.overridden, "before": b.error_before,
                                "after": b.error_after} for b in result.report.blocks]}
             rows.append(row)
@@ -101,8 +101,7 @@ def refit_cell(row: dict[str, Any]) -> str:
     """off (--no-refit); on and kept (some block refitted); on but not kept (the plain fold judged better)."""
     if not row["refit"]:
         return "off"
-    kept = any(b.get("after") is not None for b in row.get("blocks", []))
-    return "on, kept" if kept else "on, not kept (plain judged better)"
+    return "on, kept" if row["refit_kept"] else "on, not kept (plain judged better)"
 
 
 def table(results: dict[str, Any]) -> str:

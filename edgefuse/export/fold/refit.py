@@ -118,10 +118,14 @@ class _Sums:
         return _Sums(self.xtx + other.xtx, self.xtr + other.xtr, self.rtr + other.rtr, self.yty + other.yty,
                      self.rows + other.rows)
 
-    def error(self, delta: torch.Tensor) -> float:
-        """||R - X delta||^2 / ||Y||^2 (delta: (F + 1, C_out)): conv2's relative error after the change."""
+    def squared(self, delta: torch.Tensor) -> float:
+        """||R - X delta||^2 (delta: (F + 1, C_out)): conv2's squared error after the change."""
         sq = self.rtr.sum() - 2.0 * (delta * self.xtr).sum() + (delta * (self.xtx @ delta)).sum()
-        return float(sq.clamp(min=0.0) / self.yty.sum().clamp(min=1e-30))
+        return float(sq.clamp(min=0.0))
+
+    def error(self, delta: torch.Tensor) -> float:
+        """||R - X delta||^2 / ||Y||^2: conv2's error after the change, relative to its output's energy."""
+        return self.squared(delta) / max(float(self.yty.sum()), 1e-30)
 
 
 def _sums(folded: nn.Module, dynamic: nn.Module, conv: nn.Conv2d, target: nn.Conv2d, clips: torch.Tensor,
@@ -182,11 +186,11 @@ def take(batches: Sequence[torch.Tensor], half: Sequence[tuple[int, slice]]) -> 
     return [batches[i][part] for i, part in half]
 
 
-def _solve(halves: Sequence[_Sums], ridges: Sequence[float]) -> tuple[torch.Tensor, float | None, float, float]:
+def _solve(halves: Sequence[_Sums], every: _Sums, ridges: Sequence[float]
+           ) -> tuple[torch.Tensor, float | None, float, float]:
     """(delta (F + 1, C_out), the ridge chosen or None, held-out error before, after) for one block from the sums of
-    the two halves of the clips: each ridge is judged by the sum of both halves' errors under the fit on the other
-    half; the best, if it beats no change, is fitted on all the clips."""
-    every = halves[0] + halves[1]
+    the two halves of the clips (``every``: their total): each ridge is judged by both halves' errors under the fit
+    on the other half; the best, if it beats no change, is fitted on all the clips."""
     features = every.xtx.shape[0] - 1
     # zero (padding) channels have no input: their weights stay zero
     live = torch.cat([every.xtx.diagonal()[:features] > 0, torch.ones(1, dtype=torch.bool)])  # (F + 1,)
@@ -195,7 +199,7 @@ def _solve(halves: Sequence[_Sums], ridges: Sequence[float]) -> tuple[torch.Tens
     energy = max(float(every.yty.sum()), 1e-30)
 
     def held_out(deltas: Sequence[torch.Tensor]) -> float:
-        return sum(halves[k].error(deltas[k]) * float(halves[k].yty.sum()) for k in range(2)) / energy
+        return sum(halves[k].squared(deltas[k]) for k in range(2)) / energy
 
     before = held_out([zero, zero])
     held = {r: held_out([paths[0].delta(r), paths[1].delta(r)]) for r in ridges}
@@ -203,6 +207,12 @@ def _solve(halves: Sequence[_Sums], ridges: Sequence[float]) -> tuple[torch.Tens
     if held[best] >= before:
         return zero, None, before, before
     return _RidgePath(every, live).delta(best), best, before, held[best]
+
+
+def half_sizes(batches: Sequence[torch.Tensor]) -> tuple[int, int]:
+    """How many clips each half (:func:`clip_halves`) holds."""
+    first, second = clip_halves(batches)
+    return (sum(int(b.shape[0]) for b in take(batches, first)), sum(int(b.shape[0]) for b in take(batches, second)))
 
 
 def refit_folded(folded: VideoClassifier, dynamic: VideoClassifier, batches: Sequence[torch.Tensor],
@@ -240,7 +250,7 @@ def refit_folded(folded: VideoClassifier, dynamic: VideoClassifier, batches: Seq
             for b in half:
                 sums[k] = sums[k] + _sums(out, dynamic, conv, target, b, per_batch, generator)
         every = sums[0] + sums[1]
-        delta, chosen, held_before, held_after = _solve(sums, ridges)
+        delta, chosen, held_before, held_after = _solve(sums, every, ridges)
         zero = torch.zeros_like(delta)
         if chosen is not None:
             with torch.no_grad():

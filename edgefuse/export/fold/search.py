@@ -20,7 +20,7 @@ from edgefuse.export.fold.plan import (
     overridden,
     plan_folding,
 )
-from edgefuse.export.fold.refit import RefitBlock, clip_halves, refit_folded, take
+from edgefuse.export.fold.refit import RefitBlock, clip_halves, half_sizes, refit_folded, take
 from edgefuse.export.fold.report import BlockFold, FoldMacs, FoldReport, TauTrial
 from edgefuse.export.fold.stats import Observed, PolicyStats, observe
 from edgefuse.models.cost import Cost, dense_macs
@@ -99,13 +99,12 @@ def _out_of_fold(model: VideoClassifier, folded: VideoClassifier, blocks: Sequen
                  batches: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> _Judged:
     """The refit judged on clips it was not fitted on: each half of the clips runs through ``folded`` refitted on
     the other half."""
-    halves = clip_halves(batches)
+    halves, sizes = clip_halves(batches), half_sizes(batches)
     parts = []
     for k in range(2):
         judge = refit_folded(folded, model, take(batches, halves[1 - k]), blocks=blocks)[0]
-        clips = take(batches, halves[k])
-        parts.append((_compare(judge, clips, take(reference, halves[k])), sum(int(b.shape[0]) for b in clips)))
-    total = sum(n for _, n in parts)
+        parts.append((_compare(judge, take(batches, halves[k]), take(reference, halves[k])), sizes[k]))
+    total = sum(sizes)
     return _Judged(sum(j.agreement * n for j, n in parts) / max(total, 1), max(j.max_abs_diff for j, _ in parts),
                    sum(j.mean_abs_diff * n for j, n in parts) / max(total, 1))
 
@@ -225,7 +224,7 @@ def fold(
         raise EdgefuseError(f"min_agreement must be in [0, 1], got {min_agreement}; e.g. --min-agreement 0.99")
     candidates = [check_tau(tau)] if tau is not None else _candidate_taus(taus)
     batches = list(batches)
-    if with_refit and min(sum(int(b.shape[0]) for b in take(batches, h)) for h in clip_halves(batches)) < 2:
+    if with_refit and min(half_sizes(batches)) < 2:
         log.warning("the refit needs at least 2 policy clips in each half of them (it fits on one half and judges on "
                     "the other): folding without it; pass more policy clips to refit")
         with_refit = False
