@@ -23,7 +23,7 @@ from edgefuse.graph.runner import OrtRunner
 from edgefuse.lab.synth import SynthConfig, generate
 from edgefuse.quantize import CalibrateConfig, calibrate, qdq
 from edgefuse.quantize.calibrate import collect_stats
-from edgefuse.quantize.evaluate import decision_tensors
+from edgefuse.quantize.evaluate import decisions_of
 from edgefuse.quantize.stats import (
     NUM_BINS,
     ActivationStats,
@@ -304,7 +304,7 @@ def test_fp16_graph_keeps_fp32_io_and_agrees(graphs, bench, tmp_path) -> None:  
 
 def test_adafuse_int8_reports_flip_rate_per_policy_block(graphs, bench, tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = onnx.load(str(graphs["adafuse_tsm_resnet18"]))
-    assert len(decision_tensors(model)) == 8  # one per ResNet-18 block
+    assert len(decisions_of(model)) == 8 and len(decisions_of(model).masks) == 8  # keep / reuse masks per block
     result = calibrate(_cfg(graphs, bench, tmp_path, model="adafuse_tsm_resnet18", method="minmax"))
     flips = result.report.result.flip_rate
     assert len(flips) == 8 and all(0.0 <= v <= 1.0 for v in flips.values())
@@ -316,10 +316,14 @@ def test_adafuse_int8_reports_flip_rate_per_policy_block(graphs, bench, tmp_path
                           default_excludes=False, output=tmp_path / "all.onnx"))
     assert any("/adafuse/" in n for n in qdq.quantized_node_names(onnx.load(str(allq.path))))
     # the runner exposes the decisions of the quantized graph too: one-hot per channel
-    runner = OrtRunner(q, extra_outputs=decision_tensors(model))
-    out = runner.run_logits_and(np.zeros((1, 8, 3, 56, 56), np.float32), decision_tensors(model))
-    for value in out.tensors.values():
+    dec = decisions_of(model)
+    runner = OrtRunner(q, extra_outputs=dec.names)
+    out = runner.run_logits_and(np.zeros((1, 8, 3, 56, 56), np.float32), dec.names)
+    onehots = dec.as_onehots(out.tensors)
+    assert len(onehots) == 8
+    for value in onehots.values():
         assert set(np.unique(value)) <= {0.0, 1.0}
+        assert np.array_equal(value.reshape(-1, 3).sum(axis=1), np.ones(value.size // 3))  # one action each
 
 
 # --- bad input ----------------------------------------------------------------------------------

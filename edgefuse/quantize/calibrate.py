@@ -28,7 +28,7 @@ from edgefuse.graph.runner import OrtRunner
 from edgefuse.progress import Progress
 from edgefuse.quantize import qdq
 from edgefuse.quantize.config import DEFAULT_EXCLUDES, SAVE_EVERY, CalibrateConfig
-from edgefuse.quantize.evaluate import Comparison, compare, decision_tensors
+from edgefuse.quantize.evaluate import Comparison, compare, decisions_of
 from edgefuse.quantize.fp16 import convert_fp16, fp16_blocked
 from edgefuse.quantize.inputs import (
     cache_key,
@@ -183,13 +183,14 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     timings["statistics_s"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    decisions = decision_tensors(model)
+    dec = decisions_of(model)
+    decisions = dec.names
     reference_runner = OrtRunner(model, extra_outputs=decisions)
-    ref = reference_runner.run_logits_and(holdout.clips, decisions, cfg.progress, "FP32 reference")
+    ref = dec.outputs(reference_runner.run_logits_and(holdout.clips, decisions, cfg.progress, "FP32 reference"))
     excluded = qdq.select_nodes(model, cfg.excludes)[1]
     candidate = build(model, cfg, amax, ranges, [])
-    result = compare(ref, OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
-        holdout.clips, decisions, cfg.progress, f"{cfg.precision.upper()} graph"), holdout.labels)
+    result = compare(ref, dec.outputs(OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
+        holdout.clips, decisions, cfg.progress, f"{cfg.precision.upper()} graph")), holdout.labels)
     first = result
     budget_layers: list[str] = []
     sens: dict[str, float] = {}
@@ -204,8 +205,8 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         for name in order:
             budget_layers.append(name)
             candidate = build(model, cfg, amax, ranges, budget_layers)
-            result = compare(ref, OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
-                holdout.clips, decisions, False, ""), holdout.labels)
+            result = compare(ref, dec.outputs(OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
+                holdout.clips, decisions, False, "")), holdout.labels)
             log.info("budget: %s back to FP32 -> %.2f top-1 points, agreement %.4f", name, result.drop_points,
                      result.top1_agreement)
             if not over(result):

@@ -3,6 +3,7 @@ with labels, and the flip rate of every AdaFuse decision tensor (figures from :m
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,14 +13,78 @@ import onnx
 from edgefuse import metrics
 from edgefuse.graph.runner import Outputs
 
-# AdaFuse's decision one-hots are the float Cast of its boolean argmax in each block's scope
-DECISION_PATTERN = "*/adafuse/Cast"
+# AdaFuse's decisions in a block's scope: the float Casts of its boolean keep and reuse masks (the graphs export
+# writes: AdaFuse.fuse_argmax), or the Cast of its stacked one-hot (graphs exported before)
+DECISION_PATTERN = "*/adafuse/Cast*"
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Where a dynamic-policy graph holds its AdaFuse decisions, per block: the keep and reuse masks (N*T, C, 1, 1)
+    (``masks``: (keep, reuse) tensor names), or, in graphs exported before, one one-hot (N*T, C, 3) (``onehots``).
+    :meth:`as_onehots` turns what a runner fetched into one-hots over (skip, reuse, keep), flattened per clip as
+    :meth:`edgefuse.graph.runner.OrtRunner.run_logits_and` stacks them, keyed by a tensor of the block
+    (:func:`block_of` reads the block from it)."""
+
+    masks: tuple[tuple[str, str], ...] = ()
+    onehots: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        """The tensors to fetch."""
+        return [n for pair in self.masks for n in pair] + list(self.onehots)
+
+    def __len__(self) -> int:
+        """Blocks with decisions."""
+        return len(self.masks) + len(self.onehots)
+
+    def restricted(self, available: Collection[str]) -> Decisions:
+        """The blocks whose tensors are all in ``available`` (an engine may not expose every tensor)."""
+        return Decisions(tuple(p for p in self.masks if p[0] in available and p[1] in available),
+                         tuple(n for n in self.onehots if n in available))
+
+    def as_onehots(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Fetched decision tensors (N, ...) -> one-hots (N, T*C*3) over (skip, reuse, keep), keyed by the keep
+        mask's (or the one-hot's) name; blocks missing from ``tensors`` are left out."""
+        out = {n: tensors[n] for n in self.onehots if n in tensors}
+        for keep_name, reuse_name in self.masks:
+            if keep_name not in tensors or reuse_name not in tensors:
+                continue
+            keep, reuse = tensors[keep_name], tensors[reuse_name]  # (N, T*C) each: 0 / 1
+            onehot = np.stack([(1 - keep) * (1 - reuse), reuse, keep], axis=-1)  # (N, T*C, 3)
+            out[keep_name] = onehot.reshape(len(keep), -1)  # (N, T*C*3)
+        return out
+
+    def outputs(self, out: Outputs) -> Outputs:
+        """``out`` with its decision tensors as one-hots (:meth:`as_onehots`)."""
+        return Outputs(out.logits, self.as_onehots(out.tensors))
+
+
+def decisions_of(model: onnx.ModelProto) -> Decisions:
+    """The AdaFuse decision tensors of a dynamic-policy graph. A mask pair is told by what it casts: the keep mask
+    is the Cast of a Greater (k > max(s, r)), the reuse mask the Cast of an And ((r > s) & (m >= k))."""
+    made_by = {o: n for n in model.graph.node for o in n.output}
+    casts = [n for n in model.graph.node if n.op_type == "Cast" and fnmatch.fnmatchcase(n.name, DECISION_PATTERN)]
+    keep: dict[str, str] = {}
+    reuse: dict[str, str] = {}
+    onehots = []
+    for n in casts:
+        src = made_by.get(n.input[0])
+        kind = src.op_type if src is not None else ""
+        scope = n.name.rsplit("/", 1)[0]
+        if kind == "Greater":
+            keep[scope] = n.output[0]
+        elif kind == "And":
+            reuse[scope] = n.output[0]
+        elif kind == "Concat":  # the stacked one-hot
+            onehots.append(n.output[0])
+    masks = tuple((keep[s], reuse[s]) for s in keep if s in reuse)
+    return Decisions(masks, tuple(onehots))
 
 
 def decision_tensors(model: onnx.ModelProto) -> list[str]:
-    """The AdaFuse decision tensors (one-hot skip / reuse / keep per channel) of a dynamic-policy graph."""
-    return [n.output[0] for n in model.graph.node
-            if n.op_type == "Cast" and fnmatch.fnmatchcase(n.name, DECISION_PATTERN)]
+    """The names of the AdaFuse decision tensors of a dynamic-policy graph (:func:`decisions_of`)."""
+    return decisions_of(model).names
 
 
 def block_of(tensor: str) -> str:

@@ -110,21 +110,22 @@ def validate(cfg: ValidateConfig) -> ValidateReport:
     from edgefuse.graph.io import load_onnx
     from edgefuse.graph.runner import OrtRunner
     from edgefuse.progress import Progress
-    from edgefuse.quantize.evaluate import decision_tensors
+    from edgefuse.quantize.evaluate import Decisions, decisions_of
 
     if Path(cfg.engine).is_dir():  # the output folder of device_runner.py
         return validate_device_logits(cfg)
     # AdaFuse: the decisions of both come out of the same runs as the logits (ONNX Runtime graphs with a policy)
     is_graph = cfg.reference.suffix.lower() == ".onnx" and not sidecar_path(cfg.reference).is_file()
     ref_graph = load_onnx(cfg.reference) if is_graph else None
-    dec_names = decision_tensors(ref_graph) if ref_graph is not None else []
-    engine = backends.load(cfg.engine, extra_outputs=dec_names)
+    decisions = decisions_of(ref_graph) if ref_graph is not None else Decisions()
+    engine = backends.load(cfg.engine, extra_outputs=decisions.names)
     meta = dict(engine.metadata)
     if not meta.get("segments") or not meta.get("input_size"):
         raise EdgefuseError(f"{cfg.engine}: no edgefuse metadata (segments, input size), so the clips' sampling is "
                             "unknown; build the engine from an 'edgefuse export' graph")
-    reference = OrtRunner(ref_graph, extra_outputs=dec_names) if ref_graph is not None else _reference(cfg, meta)
-    dec_names = [d for d in dec_names if d in engine.names] if isinstance(engine, OrtRunner) else []
+    reference = OrtRunner(ref_graph, extra_outputs=decisions.names) if ref_graph is not None else _reference(cfg, meta)
+    decisions = decisions.restricted(engine.names) if isinstance(engine, OrtRunner) else Decisions()
+    dec_names = decisions.names
     clip_set = open_clips(cfg.clips, Preprocess.from_metadata(meta, source=str(cfg.engine)),
                           Sampling(num_segments=int(meta["segments"])), root=cfg.root, num_clips=cfg.num_clips,
                           seed=cfg.seed, workers=cfg.workers, progress=cfg.progress, **model_reading(meta))
@@ -157,8 +158,8 @@ def validate(cfg: ValidateConfig) -> ValidateReport:
         from edgefuse.validate.policy import policy_blocks
         from edgefuse.validate.policy import realized as realized_of
 
-        ref_dec = {d: np.concatenate(v) for d, v in a.items()}
-        eng_dec = {d: np.concatenate(v) for d, v in b.items()}
+        ref_dec = decisions.as_onehots({d: np.concatenate(v) for d, v in a.items()})
+        eng_dec = decisions.as_onehots({d: np.concatenate(v) for d, v in b.items()})
         policy = policy_blocks(ref_dec, eng_dec)
         if meta.get("adafuse_macs"):
             realized = realized_of(ref_dec, eng_dec, meta["adafuse_macs"], len(clips))

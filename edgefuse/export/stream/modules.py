@@ -57,6 +57,8 @@ class StreamAdaFuse(nn.Module):
         prev_out = self.context.read(self.index + 1, out)  # (N, width, H, W)
         self.context.write(self.index, cur)
         self.context.write(self.index + 1, out)
+        if self.inner.lean():
+            return self.inner.fuse_argmax(out, prev_out, self.inner.flat_from_pooled(prev, cur))
         mask = self.inner.decide(self.policy_logits(prev, cur))  # (N, width, 3)
         if self.inner.record:
             self.inner.last_mask = mask.detach().unsqueeze(1)  # (N, 1, width, 3)

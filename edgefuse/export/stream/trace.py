@@ -44,7 +44,26 @@ def trace_stream(stream_model: StreamModel, batch: int = 1, height: int = 224, w
     axes = {name: {0: BATCH_AXIS_NAME} for name in inputs + outputs}
     graph = to_onnx(stream_model.eval(), _example_inputs(spec, batch, height, width), inputs, outputs, axes, opset,
                     exporter, ranges)
-    return graph, spec
+    return with_state_shapes(graph, spec), spec
+
+
+def with_state_shapes(graph: onnx.ModelProto, spec: Sequence[StateSpec]) -> onnx.ModelProto:
+    """The state outputs declared with the layout's shapes (batch axis "N", the rest static): the tracer's shape
+    inference can leave symbols where an output also feeds a broadcast (AdaFuse's conv1 output, state and fused)."""
+    shapes = {s.next_name: s.shape for s in spec}
+    for out in graph.graph.output:
+        shape = shapes.get(out.name)
+        if shape is None:
+            continue
+        dims = out.type.tensor_type.shape.dim
+        del dims[:]
+        for axis, size in enumerate(shape):
+            d = dims.add()
+            if axis == 0:
+                d.dim_param = BATCH_AXIS_NAME
+            else:
+                d.dim_value = int(size)
+    return graph
 
 
 def export_stream(
