@@ -1,6 +1,6 @@
 """What AdaFuse's policy costs on the CPU engine, in the clip graph and in the stream graph, taken apart.
 
-    python benchmarks/policy_cost.py [--work DIR] [--synth DIR] [--rounds 10]
+    python benchmarks/policy_cost.py [--work DIR] [--synth DIR] [--small-policy CKPT] [--rounds 10]
 
 Four graphs (edgefuse FP32 engines, ONNX Runtime CPU, the machine's 2 threads): AdaFuse-TSM with its policy in the
 graph on the width-0.25 zoo model and on the trained full-width model (weights/full_width), each against its TSM; the
@@ -15,6 +15,8 @@ AdaFuse-TSN stream graph (random seeded weights, widths 0.25 and 1.0) against it
   "MLP as one Linear" replaces each block's policy MLP (Linear, BN, ReLU, Linear with a hidden size of
   ``hidden_quota / width``) by one Linear(2 C_in, 3 width) with random weights: its decisions are meaningless, it
   bounds what any policy net can save;
+* with ``--small-policy CKPT``: a zoo-width AdaFuse-TSM trained with one policy hidden size (``edgefuse train
+  ... --policy-hidden 256``, the command in docs/adafuse_latency.md) against the zoo TSM, the same rows;
 * on the zoo model, the INT8 CPU engine as edgefuse calibrates it (policy nets kept FP32 by the default excludes)
   against the same calibration with the policy nets quantized too (``default_excludes`` off, the classifier
   excluded): latency, and the decision flips calibrate reports.
@@ -259,6 +261,19 @@ def int8_part(work: Path, synth: Path, x: np.ndarray, rounds: int) -> dict[str, 
 # --- report ----------------------------------------------------------------------------------------------------------
 
 
+def small_record(path: Path) -> dict[str, Any]:
+    """The figures ``edgefuse train`` stored in the small-policy checkpoint, and the command that trains it."""
+    import torch
+
+    from edgefuse.lab.train import TrainConfig
+
+    meta = torch.load(str(path), weights_only=True)["edgefuse"]
+    cfg = TrainConfig.from_dict(meta["train_config"])
+    return {"command": cfg.command("DATA").replace(f"--init {cfg.init}", "--init tsm.pth"),
+            **{k: meta[k] for k in ("val_top1", "saving_pct", "gmacs_clip_given_decisions", "dense_gmacs_clip",
+                                    "train_seconds")}}
+
+
 def tables(res: dict[str, Any]) -> list[str]:
     lines = [("| graph | row | nodes | p50 ms | vs reference | Orin Nano FP16 estimate ms (vs reference) | max abs "
              "logit diff vs exported |"), "|---|---|---|---|---|---|---|"]
@@ -284,6 +299,13 @@ def tables(res: dict[str, Any]) -> list[str]:
                      + " | ".join(f"{c.get(k, 0.0):.2f} ({100 * c.get(k, 0.0) / p['kernels_ms']:.0f}%)"
                                   for k in ("convolutions", "policy MLP", "policy: pooling, decision, fusion", "other"))
                      + f" | {g['mlp_mb']:.1f} | {g['conv_mb']:.1f} |")
+    if res.get("small_policy"):
+        sp = res["small_policy"]
+        lines += ["", (f"The policy-hidden-256 model: `{sp['command']}` (tsm.pth: the zoo's "
+                  f"synth_tsm_r18w025), {sp['train_seconds']:.0f} s; val top-1 {100 * sp['val_top1']:.1f}%, "
+                  f"{sp['gmacs_clip_given_decisions']:.3f} GMACs/clip given its decisions (dense "
+                  f"{sp['dense_gmacs_clip']:.3f}): {sp['saving_pct']:.1f}% saved. The zoo's synth_adafuse_tsm_r18w025 "
+                  "(the official hidden_quota): 96.8%, 0.209 of 0.345 GMACs, 39.4% saved.")]
     if res.get("int8"):
         lines += ["", "Zoo AdaFuse-TSM INT8 CPU engines (calibrated on 64 calib clips, judged on 100 val clips):", "",
                   "| policy nets | p50 ms | top-1 agreement with FP32 | mean decision flips | worst block |",
@@ -300,11 +322,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgefuse_policy_cost"))
     ap.add_argument("--synth", type=Path, default=None, help="synthetic benchmark (calib.txt, val.txt): INT8 part")
     ap.add_argument("--full-width", type=Path, default=ROOT / "weights" / "full_width")
+    ap.add_argument("--small-policy", type=Path, help="a zoo-width AdaFuse-TSM trained with --policy-hidden "
+                    "(its command in the results): timed against the zoo TSM as a fifth graph")
+    ap.add_argument("--small-hidden", type=int, default=256, help="the --policy-hidden it was trained with")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--parts", default="zoo,full,stream,int8")
+    ap.add_argument("--parts", default="zoo,small,full,stream,int8")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "policy_cost")
+    ap.add_argument("--docs-only", action="store_true", help="rewrite the .md from the .json (and --small-policy)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.docs_only:
+        res = json.loads(args.out.with_suffix(".json").read_text())
+        if args.small_policy is not None:
+            res["small_policy"] = small_record(args.small_policy)
+        write(res, args.out)
+        return
     parts = args.parts.split(",")
     x = np.random.default_rng(0).standard_normal((1, 8, 3, 112, 112)).astype(np.float32)
     res: dict[str, Any] = {"command": "python benchmarks/policy_cost.py " + " ".join(sys.argv[1:]),
@@ -313,6 +345,12 @@ def main() -> None:
         res["parts"].append(clip_part("zoo w0.25 AdaFuse-TSM, policy in graph (clip)",
                                       {"model": "synth_tsm_r18w025"}, {"model": "synth_adafuse_tsm_r18w025"},
                                       args.work / "zoo", x, args.rounds))
+    if "small" in parts and args.small_policy is not None:
+        opts = {"width": 0.25, "hidden_quota": 0, "hidden": args.small_hidden}
+        res["parts"].append(clip_part(f"zoo w0.25 AdaFuse-TSM, policy hidden {args.small_hidden} (trained)",
+                                      {"model": "synth_tsm_r18w025"},
+                                      {"model": "adafuse_tsm_resnet18", "checkpoint": args.small_policy, "size": 112,
+                                           "options": opts}, args.work / "small", x, args.rounds))
     if "full" in parts:
         fw = args.full_width
         res["parts"].append(clip_part("full w1.0 AdaFuse-TSM, policy in graph (clip)",
@@ -324,12 +362,18 @@ def main() -> None:
             res["parts"].append(stream_part(tag, args.work / "stream", x, args.rounds))
     if "int8" in parts and args.synth is not None:
         res["int8"] = int8_part(args.work / "zoo", args.synth, x, args.rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    if args.small_policy is not None:
+        res["small_policy"] = small_record(args.small_policy)
+    write(res, args.out)
+
+
+def write(res: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     md = ["# What AdaFuse's policy costs on the CPU engine", "", (f"Command: `{res['command']}`, {res['date']}, "
           f"{res['machine']['cpu']} ({res['machine']['cores']} cores), ONNX Runtime {res['machine']['onnxruntime']}."),
           "", *tables(res), ""]
-    args.out.with_suffix(".md").write_text("\n".join(md))
+    out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
 
 

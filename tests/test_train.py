@@ -365,6 +365,32 @@ def test_train_command_on_a_benchmark_folder(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "edgefuse synth" in str(res.exception)
 
 
+def test_policy_hidden_sets_every_block_and_is_recorded(tmp_path: Path) -> None:
+    """--policy-hidden: one hidden size for every AdaFuse block (not hidden_quota / channels); the checkpoint loads
+    strictly with the options hidden_quota=0, hidden=N (export: --option), and the recorded command has it; refused
+    for a model without a policy."""
+    from edgefuse.cli.train import train_cmd
+    from edgefuse.lab.train import TrainConfig
+
+    data = tmp_path / "bench"
+    _write_benchmark(data)
+    out = tmp_path / "a.pth"
+    args = ["adafuse_tsm_resnet18", "--data", str(data), "--width", "0.125", "--size", str(SIZE), "--epochs", "1",
+            "--batch-size", "4", "--threads", "1", "--workers", "1", "--policy-hidden", "8", "-o", str(out)]
+    res = CliRunner().invoke(train_cmd, args)
+    assert res.exit_code == 0, res.output
+    model = create_model("adafuse_tsm_resnet18", checkpoint=out, width=0.125, input_size=SIZE, hidden_quota=0, hidden=8)
+    fuses = [f for _, f in model.adafuse_modules()]
+    assert fuses and {f.fc0.out_features for f in fuses} == {8}
+    default = create_model("adafuse_tsm_resnet18", num_classes=2, width=0.125)
+    assert {f.fc0.out_features for _, f in default.adafuse_modules()} != {8}  # the quota's sizes otherwise
+    cfg = TrainConfig("adafuse_tsm_resnet18", options={"width": 0.125, "hidden_quota": 0, "hidden": 8}, out=out)
+    assert "--policy-hidden 8" in cfg.command("DATA")
+    assert "--policy-hidden" not in TrainConfig("adafuse_tsm_resnet18", options={"width": 0.125}, out=out).command("D")
+    res = CliRunner().invoke(train_cmd, ["tsm_resnet18", "--data", str(data), "--policy-hidden", "8", "-o", str(out)])
+    assert res.exit_code != 0 and "has none" in res.output
+
+
 def test_frame_sampling_uses_every_segment() -> None:
     """With as many frames as segments, training sampling is the identity."""
     g = torch.Generator().manual_seed(0)

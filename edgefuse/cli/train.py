@@ -32,6 +32,10 @@ import click
               help="AdaFuse: Gumbel-softmax temperature.")
 @click.option("--keep-bias", default=0.0, show_default=True,
               help="AdaFuse: added to the policy's keep logits at the start (2: keep with p 0.79; official 0).")
+@click.option("--policy-hidden", type=click.IntRange(min=1),
+              help="AdaFuse: the policy nets' hidden size, the same in every block (default: the official "
+                   "hidden_quota / channels, 196608 / channels, which does not shrink with --width). Export such a "
+                   "checkpoint with --option hidden_quota=0 --option hidden=N.")
 @click.option("--init", "init", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Start from this checkpoint's matching weights (e.g. a trained TSM for AdaFuse-TSM).")
 @click.option("--seed", default=0, show_default=True, help="Seed: same seed, same weights (same thread count).")
@@ -46,7 +50,7 @@ import click
                    "(the same settings required).")
 def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int, size: int, epochs: int,
               batch_size: int, lr: float, weight_decay: float, optimizer: str, efficiency_weight: float, tau: float, keep_bias: float,
-              init: Path | None, seed: int, threads: int | None, workers: int, zoo_name: str | None, zoo_tag: str | None,
+              policy_hidden: int | None, init: Path | None, seed: int, threads: int | None, workers: int, zoo_name: str | None, zoo_tag: str | None,
               half: bool, resume: Path | None) -> None:
     """Train MODEL (e.g. tsm_resnet18, adafuse_tsm_resnet18) from scratch on CPU on a benchmark
     folder and write a checkpoint; a line per epoch shows its figures."""
@@ -54,11 +58,16 @@ def train_cmd(model: str, data_dir: Path, out: Path, width: float, segments: int
     from edgefuse.lab.train import TrainConfig, train_from_dir
     from edgefuse.models import get_entry
 
-    get_entry(model)  # unknown names fail before any decoding
+    entry = get_entry(model)  # unknown names fail before any decoding
+    options: dict[str, object] = {"width": width}
+    if policy_hidden is not None:
+        if entry.default.arch != "adafuse":
+            raise click.UsageError(f"--policy-hidden sets an AdaFuse policy net's hidden size; {model} has none")
+        options.update(hidden_quota=0, hidden=policy_hidden)
     from edgefuse.cli.checks import check_io
 
     check_io(inputs=[init], outputs={out: "checkpoint", resume: "training state"})
-    cfg = TrainConfig(model, options={"width": width}, segments=segments, size=size, epochs=epochs,
+    cfg = TrainConfig(model, options=options, segments=segments, size=size, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                       efficiency_weight=efficiency_weight,
                       tau=tau, keep_bias=keep_bias, init=init, seed=seed, threads=threads, workers=workers, out=out,

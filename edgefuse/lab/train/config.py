@@ -133,6 +133,8 @@ class TrainConfig:
         parts = ["edgefuse train", self.model, f"--data {data_dir}"]
         if "width" in self.options:
             parts.append(f"--width {self.options['width']}")
+        if self.options.get("hidden") and not self.options.get("hidden_quota"):
+            parts.append(f"--policy-hidden {self.options['hidden']}")
         parts += [f"--segments {self.segments}", f"--size {self.size}", f"--epochs {self.epochs}",
                   f"--batch-size {self.batch_size}", f"--lr {self.lr}", f"--weight-decay {self.weight_decay}",
                   f"--seed {self.seed}"]
