@@ -669,7 +669,7 @@ def write_docs(results: dict[str, Any]) -> None:
               "convolutions with BN statistics and a linear probe (benchmarks/cpu_engines.py r50_checkpoint). "
               "Estimates: edgefuse.estimate (roofline fitted on published Jetson measurements) of the FP32 graph as "
               "an FP16 TensorRT engine and of the calibrated Q/DQ graph (INT8 layers, the rest FP16), batch 1.", ""]
-    lines += ["## Goals of the issue", "", "| group | goal | measured | met |", "|---|---|---|---|"]
+    lines += ["## Goals: the targets these engines are measured against", "", "| group | goal | measured | met |", "|---|---|---|---|"]
     for gl in results["goals"]:
         met = "n/a" if gl["met"] is None else "yes" if gl["met"] else "no"
         lines.append(f"| {gl['group']} | {gl['goal']} | {gl['value']} | {met} |")
