@@ -326,6 +326,38 @@ def test_adafuse_int8_reports_flip_rate_per_policy_block(graphs, bench, tmp_path
         assert np.array_equal(value.reshape(-1, 3).sum(axis=1), np.ones(value.size // 3))  # one action each
 
 
+@pytest.mark.parametrize("model", ["tsm_online_resnet18", "adafuse_tsn_resnet18"])
+def test_stream_graph_calibrates_frame_by_frame(model: str, bench, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A stream graph (one frame in, states carried) calibrates like a clip graph: its statistics see every frame
+    of every clip, fed from zero state; the INT8 graph keeps the state inputs and outputs and their layout, its
+    frame logits follow the FP32 stream's, AdaFuse's decisions are compared per block over the frames, and the CPU
+    engine built from it runs the stream (real ONNX Runtime; random weights, so no accuracy is judged)."""
+    from edgefuse.backends import BuildConfig, build_engine, load
+    from edgefuse.graph.metadata import read_metadata
+
+    fp32 = _export(tmp_path, model, policy="stream", segments=8)
+    result = calibrate(CalibrateConfig(model=fp32, clips=bench / "calib.txt", output=tmp_path / "s8.onnx",
+                                       num_clips=8, holdout=bench / "val.txt", num_holdout=4,
+                                       cache_dir=tmp_path / "cache", progress=False, workers=1))
+    q = onnx.load(str(result.path))
+    assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) > 10
+    spec = read_metadata(onnx.load(str(fp32)))["stream_states"]
+    assert read_metadata(q)["stream_states"] == spec
+    assert [i.name for i in q.graph.input] == ["frame", *(s["name"] for s in spec)]
+    stats = ActivationStats.load(next((tmp_path / "cache").rglob("stats.npz")))
+    assert stats.clips == 8 and stats.histograms["frame"].count == 8 * 8 * 3 * 56 * 56  # clips x frames x pixels
+    report = result.report.result
+    assert report.clips == 4 and report.cosine > 0.9
+    assert len(report.flip_rate) == (8 if model.startswith("adafuse") else 0)
+    clips = np.random.default_rng(0).standard_normal((2, 8, 3, 56, 56)).astype(np.float32)
+    want = OrtRunner(fp32).run_frames(clips)  # (N, T, K)
+    engine = build_engine(BuildConfig(result.path, tmp_path / "s8.engine", device="cpu", backend="onnxruntime"))
+    for got in (OrtRunner(q).run_frames(clips), load(engine.path).run_frames(clips)):  # type: ignore[attr-defined]
+        assert got.shape == want.shape
+        cos = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)  # (N, T)
+        assert cos.min() > 0.9, cos
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 def test_bad_input_gives_one_clear_error(graphs, bench, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ one by one from zero state and averages the per-frame logits, as the clip model 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,26 +89,39 @@ class OrtRunner:
         return batch_chunks(clips, self.batch)
 
     def run_all(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output for the first chunk of ``clips`` (statistics collection)."""
+        """Every output for the first chunk of ``clips`` (statistics collection). A stream graph runs the chunk's
+        frames one by one from zero state, and each output is its frames concatenated on axis 0."""
         chunk, _ = self._chunks(clips)[0]
-        return dict(zip(self.names, self.session.run(None, {self.input: chunk})))
+        if not self.is_stream:
+            return dict(zip(self.names, self.session.run(None, {self.input: chunk})))
+        frames: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
+        for outs in self._frames(chunk):
+            for name, value in outs.items():
+                frames[name].append(value)
+        return {name: np.concatenate(values) for name, values in frames.items()}
+
+    def _frames(self, clips: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+        """Stream graphs: every output of each frame of ``clips`` (N, T, 3, H, W), frame by frame from zero
+        state, each frame's next states fed to the next."""
+        n, t = clips.shape[:2]
+        states = {s["name"]: np.zeros((n, *s["shape"][1:]), dtype=s.get("dtype", "float32")) for s in self.states}
+        for i in range(t):
+            feeds = {self.input: np.ascontiguousarray(clips[:, i], dtype=np.float32), **states}
+            outs = dict(zip(self.names, self.session.run(None, feeds)))
+            states = {s["name"]: outs[s["next_name"]] for s in self.states}
+            yield outs
 
     def run_frames(self, clips: np.ndarray) -> np.ndarray:
         """Stream graphs: per-frame logits (N, T, K), frame by frame from zero state."""
-        n, t = clips.shape[:2]
-        states = [np.zeros((n, *s["shape"][1:]), dtype=s.get("dtype", "float32")) for s in self.states]
-        names = [s["name"] for s in self.states]
-        per_frame = []
-        for i in range(t):
-            feeds = {self.input: np.ascontiguousarray(clips[:, i], dtype=np.float32), **dict(zip(names, states))}
-            logits, *states = self.session.run(None, feeds)
-            per_frame.append(logits)
-        return np.stack(per_frame, axis=1)  # (N, T, K)
+        return np.stack([outs[self.output] for outs in self._frames(clips)], axis=1)  # (N, T, K)
 
     def run_logits_and(self, clips: np.ndarray, tensors: Sequence[str] = (), progress: bool = False,
                        desc: str = "") -> Outputs:
-        if self.is_stream:
-            return Outputs(self.run_frames(clips).mean(axis=1))  # (N, K) as the clip model's average
+        if self.is_stream:  # the frames' logits averaged (N, K), as the clip model does; tensors (N, T * ...)
+            frames = list(self._frames(clips))
+            kept_frames = {name: np.stack([o[name] for o in frames], axis=1).reshape(len(clips), -1)
+                           for name in tensors}
+            return Outputs(np.stack([o[self.output] for o in frames], axis=1).mean(axis=1), kept_frames)
         logits: list[np.ndarray] = []
         kept: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
         bar = Progress(len(clips), desc or "running", enabled=progress)

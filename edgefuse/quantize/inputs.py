@@ -39,17 +39,18 @@ def load_fp32_graph(path: Path) -> tuple[onnx.ModelProto, dict[str, Any]]:
     if missing:
         raise EdgefuseError(f"{path}: no edgefuse metadata ({', '.join(missing)} missing), so the clips' sampling "
                             "is unknown; export the model with 'edgefuse export'")
-    if meta.get("stream_states"):
-        raise EdgefuseError(f"{path}: a stream graph takes one frame and carries state; calibrate the clip graph "
-                            "(exported with the dynamic or static policy) and use its scales")
     return model, meta
 
 
 def input_info(model: onnx.ModelProto, meta: dict[str, Any]) -> tuple[str, list[int | str]]:
-    """(name, dims) of the clip input: the metadata's input name, else the first graph input."""
+    """(name, dims) of the clip input: the metadata's input name, else the first graph input; a stream graph's frame
+    input as the clips it is fed, (N, T, 3, H, W)."""
     inputs = graph_inputs(model)
     name = meta.get("input_name") or inputs[0].name
     vi = next((i for i in inputs if i.name == name), inputs[0])
+    if meta.get("stream_states"):  # one frame (N, 3, H, W) of clips (N, T, 3, H, W), fed frame by frame
+        batch, *frame = dims(vi)
+        return vi.name, [batch, "T", *frame]
     return vi.name, dims(vi)
 
 
