@@ -366,9 +366,9 @@ def test_train_command_on_a_benchmark_folder(tmp_path: Path) -> None:
 
 
 def test_policy_hidden_sets_every_block_and_is_recorded(tmp_path: Path) -> None:
-    """--policy-hidden: one hidden size for every AdaFuse block (not hidden_quota / channels); the checkpoint loads
-    strictly with the options hidden_quota=0, hidden=N (export: --option), and the recorded command has it; refused
-    for a model without a policy."""
+    """--policy-hidden: one hidden size for every AdaFuse block (not hidden_quota / channels); the checkpoint records
+    it with the width, so it loads strictly without options, and the recorded command has it; refused for a model
+    without a policy."""
     from edgefuse.cli.train import train_cmd
     from edgefuse.lab.train import TrainConfig
 
@@ -379,7 +379,8 @@ def test_policy_hidden_sets_every_block_and_is_recorded(tmp_path: Path) -> None:
             "--batch-size", "4", "--threads", "1", "--workers", "1", "--policy-hidden", "8", "-o", str(out)]
     res = CliRunner().invoke(train_cmd, args)
     assert res.exit_code == 0, res.output
-    model = create_model("adafuse_tsm_resnet18", checkpoint=out, width=0.125, input_size=SIZE, hidden_quota=0, hidden=8)
+    model = create_model("adafuse_tsm_resnet18", checkpoint=out, input_size=SIZE)  # width and hidden: recorded
+    assert model.config.width == 0.125
     fuses = [f for _, f in model.adafuse_modules()]
     assert fuses and {f.fc0.out_features for f in fuses} == {8}
     default = create_model("adafuse_tsm_resnet18", num_classes=2, width=0.125)

@@ -34,8 +34,8 @@ import click
               help="AdaFuse: added to the policy's keep logits at the start (2: keep with p 0.79; official 0).")
 @click.option("--policy-hidden", type=click.IntRange(min=1),
               help="AdaFuse: the policy nets' hidden size, the same in every block (default: the official "
-                   "hidden_quota / channels, 196608 / channels, which does not shrink with --width). Export such a "
-                   "checkpoint with --option hidden_quota=0 --option hidden=N.")
+                   "hidden_quota / channels, 196608 / channels, which does not shrink with --width). The checkpoint "
+                   "records it, as it does --width.")
 @click.option("--init", "init", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Start from this checkpoint's matching weights (e.g. a trained TSM for AdaFuse-TSM).")
 @click.option("--seed", default=0, show_default=True, help="Seed: same seed, same weights (same thread count).")

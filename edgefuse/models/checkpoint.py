@@ -44,6 +44,7 @@ class Checkpoint:
     num_classes: int | None
     model_name: str | None = None  # when the checkpoint says (edgefuse checkpoints)
     config_extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the model options it was trained with (edgefuse train)
 
 
 def _unpickler_reason(err: BaseException) -> str:
@@ -169,6 +170,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         num_classes=_classifier_rows(state_dict),
         model_name=meta.get("model") if meta else None,
         config_extra={k: meta[k] for k in ("class_names",) if meta and k in meta},
+        options=dict(meta.get("options") or {}) if meta else {},
     )
 
 

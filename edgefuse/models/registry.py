@@ -134,7 +134,8 @@ def create_model(
     whose classes, segments, input size and options are the defaults. ``pretrained``: load the tag's
     weights (sha256-checked; a plain model name takes its first tag). ``checkpoint`` (a path, or a
     :class:`Checkpoint` already read) may be in any supported format (official AdaFuse, GSF or TSM
-    releases, or edgefuse's own); ``num_classes`` defaults to the checkpoint's.
+    releases, or edgefuse's own); ``num_classes`` defaults to the checkpoint's, and the options to those an
+    edgefuse checkpoint of the same model was trained with (``edgefuse train``: width, policy hidden size).
     """
     from edgefuse.models.checkpoint import Checkpoint, load_into, read_checkpoint
 
@@ -152,7 +153,10 @@ def create_model(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) or checkpoint is None else read_checkpoint(checkpoint)
     if num_classes is None and ckpt is not None:
         num_classes = ckpt.num_classes
-    cfg = _config(model_name, **_tag_defaults(tag, dict(options, num_classes=num_classes, num_segments=num_segments)))
+    # options an edgefuse checkpoint of this model was trained with (width, policy hidden size ...) unless given
+    recorded = ckpt.options if ckpt is not None and tag is None and ckpt.model_name == model_name else {}
+    given = {**recorded, **{k: v for k, v in options.items() if v is not None}}
+    cfg = _config(model_name, **_tag_defaults(tag, dict(given, num_classes=num_classes, num_segments=num_segments)))
     if ckpt is not None and ckpt.config_extra:
         extra = dict(ckpt.config_extra)
         names = extra.pop("class_names", None)
