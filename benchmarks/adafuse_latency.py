@@ -401,15 +401,27 @@ def profile_runs(engine: Path, make: Callable[[Any], Callable[[], Any]], calls: 
             "in_run_overhead_ms": run_ms - kern_ms, "outside_run_ms": float(np.median(walls)) - run_ms}
 
 
-def run_stream(tags: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def stream_checkpoint(tag: str, work: Path) -> Path:
+    """The random seeded checkpoint of stream model ``tag`` (:data:`STREAM_MODELS`), made once in ``work``."""
     import torch
 
+    from edgefuse.models import create_model
+    from edgefuse.models.checkpoint import save_checkpoint
+
+    model, options, size = STREAM_MODELS[tag]
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / f"{tag}.pth"
+    if not ckpt.is_file():
+        torch.manual_seed(0)
+        save_checkpoint(create_model(model, num_classes=10, num_segments=8, input_size=size, **options), ckpt)
+    return ckpt
+
+
+def run_stream(tags: list[str], args: argparse.Namespace) -> dict[str, Any]:
     from edgefuse.backends import BuildConfig, build_engine, load
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
     from edgefuse.graph.query import node_macs
-    from edgefuse.models import create_model
-    from edgefuse.models.checkpoint import save_checkpoint
 
     load_start = os.getloadavg()[0]
     work = args.work / "stream"
@@ -421,10 +433,7 @@ def run_stream(tags: list[str], args: argparse.Namespace) -> dict[str, Any]:
                  "benchmarks/stream_int8.py")
     for tag in tags:
         model, options, size = STREAM_MODELS[tag]
-        ckpt = work / f"{tag}.pth"
-        if not ckpt.is_file():
-            torch.manual_seed(0)
-            save_checkpoint(create_model(model, num_classes=10, num_segments=8, input_size=size, **options), ckpt)
+        ckpt = stream_checkpoint(tag, work)
         paths = {}
         for policy in ("dynamic", "stream"):
             paths[policy] = work / f"{tag}.{policy}.onnx"

@@ -40,7 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adafuse_latency import STREAM_MODELS, BoundStream, machine
+from adafuse_latency import STREAM_MODELS, BoundStream, machine, stream_checkpoint
 from cpu_engines import time_rows
 
 log = logging.getLogger("policy_cost")
@@ -189,18 +189,10 @@ def clip_part(label: str, tsm: dict[str, Any], ada: dict[str, Any], work: Path, 
 def stream_part(tag: str, work: Path, x: np.ndarray, rounds: int) -> dict[str, Any]:
     """AdaFuse-TSN: the clip graph and the stream graph (three variants), timed round robin (stream rows: one frame
     per run, IOBinding ping-pong); the exported stream graph profiled."""
-    import torch
-
     from edgefuse.backends import load
-    from edgefuse.models import create_model
-    from edgefuse.models.checkpoint import save_checkpoint
 
     model, options, size = STREAM_MODELS[tag]
-    work.mkdir(parents=True, exist_ok=True)
-    ckpt = work / f"{tag}.pth"
-    if not ckpt.is_file():
-        torch.manual_seed(0)
-        save_checkpoint(create_model(model, num_classes=10, num_segments=8, input_size=size, **options), ckpt)
+    ckpt = stream_checkpoint(tag, work)
     kw = {"model": model, "checkpoint": ckpt, "size": size, "options": options or None}
     graphs = {"clip graph (/ T)": export_graph(work / f"{tag}.dynamic.onnx", "as exported", policy="dynamic", **kw)}
     for v in VARIANTS:

@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adafuse_latency import STREAM_MODELS, BoundStream, machine
+from adafuse_latency import STREAM_MODELS, BoundStream, machine, stream_checkpoint
 from cpu_engines import time_rows
 
 DEFAULT_MODELS = ("tsm_online_r18w1", "tsm_online_mobilenetv2", "adafuse_tsn_r18w025", "adafuse_tsn_r18w1")
@@ -32,21 +32,13 @@ DEFAULT_MODELS = ("tsm_online_r18w1", "tsm_online_mobilenetv2", "adafuse_tsn_r18
 
 def graphs_of(tag: str, work: Path, synth: Path, num_clips: int) -> dict[str, dict[str, Any]]:
     """{(policy, precision): {"engine": path, "report": calibrate's comparison or None}} for one model."""
-    import torch
-
     from edgefuse.backends import BuildConfig, build_engine
     from edgefuse.export.api import export
     from edgefuse.export.config import make_config
-    from edgefuse.models import create_model
-    from edgefuse.models.checkpoint import save_checkpoint
     from edgefuse.quantize import CalibrateConfig, calibrate
 
     model, options, size = STREAM_MODELS[tag]
-    work.mkdir(parents=True, exist_ok=True)
-    ckpt = work / f"{tag}.pth"
-    if not ckpt.is_file():
-        torch.manual_seed(0)
-        save_checkpoint(create_model(model, num_classes=10, num_segments=8, input_size=size, **options), ckpt)
+    ckpt = stream_checkpoint(tag, work)
     out: dict[str, dict[str, Any]] = {}
     for policy in ("dynamic", "stream"):
         fp32 = work / f"{tag}.{policy}.onnx"
