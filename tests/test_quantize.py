@@ -335,6 +335,9 @@ def test_stream_graph_calibrates_frame_by_frame(model: str, bench, tmp_path) -> 
     from edgefuse.backends import BuildConfig, build_engine, load
     from edgefuse.graph.metadata import read_metadata
 
+    import torch
+
+    torch.manual_seed(0)  # the export's random weights: the same whatever ran before
     fp32 = _export(tmp_path, model, policy="stream", segments=8)
     result = calibrate(CalibrateConfig(model=fp32, clips=bench / "calib.txt", output=tmp_path / "s8.onnx",
                                        num_clips=8, holdout=bench / "val.txt", num_holdout=4,

@@ -118,10 +118,12 @@ class OrtRunner:
     def run_logits_and(self, clips: np.ndarray, tensors: Sequence[str] = (), progress: bool = False,
                        desc: str = "") -> Outputs:
         if self.is_stream:  # the frames' logits averaged (N, K), as the clip model does; tensors (N, T * ...)
-            frames = list(self._frames(clips))
-            kept_frames = {name: np.stack([o[name] for o in frames], axis=1).reshape(len(clips), -1)
-                           for name in tensors}
-            return Outputs(np.stack([o[self.output] for o in frames], axis=1).mean(axis=1), kept_frames)
+            per_frame: dict[str, list[np.ndarray]] = {name: [] for name in (self.output, *tensors)}
+            for outs in self._frames(clips):  # keep only what is asked for, not every frame's states
+                for name, values in per_frame.items():
+                    values.append(outs[name])
+            return Outputs(np.stack(per_frame[self.output], axis=1).mean(axis=1),
+                           {name: np.stack(per_frame[name], axis=1).reshape(len(clips), -1) for name in tensors})
         logits: list[np.ndarray] = []
         kept: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
         bar = Progress(len(clips), desc or "running", enabled=progress)

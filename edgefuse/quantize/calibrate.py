@@ -184,13 +184,11 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
 
     t0 = time.monotonic()
     dec = decisions_of(model)
-    decisions = dec.names
-    reference_runner = OrtRunner(model, extra_outputs=decisions)
-    ref = dec.outputs(reference_runner.run_logits_and(holdout.clips, decisions, cfg.progress, "FP32 reference"))
+    ref = dec.run(model, holdout.clips, cfg.progress, "FP32 reference")
     excluded = qdq.select_nodes(model, cfg.excludes)[1]
     candidate = build(model, cfg, amax, ranges, [])
-    result = compare(ref, dec.outputs(OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
-        holdout.clips, decisions, cfg.progress, f"{cfg.precision.upper()} graph")), holdout.labels)
+    result = compare(ref, dec.run(candidate, holdout.clips, cfg.progress, f"{cfg.precision.upper()} graph"),
+                     holdout.labels)
     first = result
     budget_layers: list[str] = []
     sens: dict[str, float] = {}
@@ -205,8 +203,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         for name in order:
             budget_layers.append(name)
             candidate = build(model, cfg, amax, ranges, budget_layers)
-            result = compare(ref, dec.outputs(OrtRunner(candidate, extra_outputs=decisions).run_logits_and(
-                holdout.clips, decisions, False, "")), holdout.labels)
+            result = compare(ref, dec.run(candidate, holdout.clips), holdout.labels)
             log.info("budget: %s back to FP32 -> %.2f top-1 points, agreement %.4f", name, result.drop_points,
                      result.top1_agreement)
             if not over(result):

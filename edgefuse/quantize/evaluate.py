@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from edgefuse import metrics
-from edgefuse.graph.runner import Outputs
+from edgefuse.graph.runner import OrtRunner, Outputs
 
 # AdaFuse's decisions in a block's scope: the float Casts of its boolean keep and reuse masks (the graphs export
 # writes: AdaFuse.fuse_argmax), or the Cast of its stacked one-hot (graphs exported before)
@@ -59,6 +59,11 @@ class Decisions:
         """``out`` with its decision tensors as one-hots (:meth:`as_onehots`)."""
         return Outputs(out.logits, self.as_onehots(out.tensors))
 
+    def run(self, graph: onnx.ModelProto, clips: np.ndarray, progress: bool = False, desc: str = "") -> Outputs:
+        """``graph``'s logits on ``clips`` (ONNX Runtime) with these decisions as one-hots."""
+        return self.outputs(OrtRunner(graph, extra_outputs=self.names).run_logits_and(clips, self.names, progress,
+                                                                                        desc))
+
 
 def decisions_of(model: onnx.ModelProto) -> Decisions:
     """The AdaFuse decision tensors of a dynamic-policy graph. A mask pair is told by what it casts: the keep mask
@@ -80,11 +85,6 @@ def decisions_of(model: onnx.ModelProto) -> Decisions:
             onehots.append(n.output[0])
     masks = tuple((keep[s], reuse[s]) for s in keep if s in reuse)
     return Decisions(masks, tuple(onehots))
-
-
-def decision_tensors(model: onnx.ModelProto) -> list[str]:
-    """The names of the AdaFuse decision tensors of a dynamic-policy graph (:func:`decisions_of`)."""
-    return decisions_of(model).names
 
 
 def block_of(tensor: str) -> str:
